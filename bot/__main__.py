@@ -1,0 +1,221 @@
+"""The `topup-bot` command line: run the bot, migrate, check settings, rotate keys, sim."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+
+from bot.domain.money import Money, MoneyError, parse_money
+from bot.domain.phone import MobileNumber, PhoneError, describe_phone_error, parse_cambodian_mobile
+from bot.gateways.simulated_carrier import SimLineState
+from bot.settings import Settings, SettingsError, load_settings
+from bot.wiring import Components, build_components
+from storage import migrate
+from storage.crypto import KeyConfigError, generate_fernet_key
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class CliError(Exception):
+    """Bad input or configuration: printed as one line, exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="topup-bot",
+        description="Telegram bot that keeps Cambodian prepaid and eSIM lines topped up.",
+        epilog="Settings come from the environment and .env; see .env.example.")
+    parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands.add_parser("run", help="migrate the database and run the bot (polling, or "
+                                    "webhook when WEBHOOK_URL is set)")
+    commands.add_parser("migrate", help="upgrade the database schema to this version")
+    commands.add_parser("check-config", help="validate settings and print them, secrets masked")
+    commands.add_parser("rotate-keys", help="re-encrypt stored secrets with the first key in "
+                                            "ENCRYPTION_KEYS (safe to interrupt and re-run)")
+    commands.add_parser("generate-key", help="print a new key for ENCRYPTION_KEYS")
+
+    sim = commands.add_parser("sim", help="inspect or change a line on the simulated carrier")
+    sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
+    show = sim_commands.add_parser("show", help="balance, data, validity and recent top-ups")
+    show.add_argument("phone", help="Cambodian mobile number, e.g. 012345678 or +85512345678")
+    balance = sim_commands.add_parser("set-balance", help="set the line's airtime balance")
+    balance.add_argument("phone")
+    balance.add_argument("amount", help="e.g. 5, 5.50 or $2 (US dollars)")
+    data = sim_commands.add_parser("use-data", help="consume mobile data on the line")
+    data.add_argument("phone")
+    data.add_argument("megabytes", help="whole megabytes, e.g. 500")
+    validity = sim_commands.add_parser("set-validity", help="end validity in N days")
+    validity.add_argument("phone")
+    validity.add_argument("days", help="days from now (0 ends it now)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.env_file)
+        logging.basicConfig(level=settings.logging.level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for chatty in ("httpx", "alembic"):
+            logging.getLogger(chatty).setLevel(max(settings.logging.level, logging.WARNING))
+        return _dispatch(args, settings)
+    except (SettingsError, CliError, KeyConfigError, migrate.SchemaError) as exc:
+        print(f"topup-bot: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "check-config":
+        return _check_config(settings)
+    if args.command == "generate-key":
+        print(generate_fernet_key())
+        return EXIT_OK
+    if args.command == "run":
+        settings.telegram.require_token()
+        from bot.app import run  # the Telegram stack is only loaded to run the bot
+
+        run(build_components(settings))
+        return EXIT_OK
+    if args.command == "migrate":
+        return _with_components(settings, _migrate)
+    if args.command == "rotate-keys":
+        return _with_components(settings, _rotate_keys)
+    if args.command == "sim":
+        return _sim(args, settings)
+    raise CliError(f"unknown command {args.command}")  # pragma: no cover - argparse checks
+
+
+def _with_components(settings: Settings,
+                     action: Callable[[Components], Awaitable[int]]) -> int:
+    async def go() -> int:
+        components = build_components(settings)
+        try:
+            return await action(components)
+        finally:
+            await components.db.dispose()
+
+    return asyncio.run(go())
+
+
+def _check_config(settings: Settings) -> int:
+    settings.telegram.require_token()
+    width = max(len(name) for name in settings.masked())
+    for name, value in settings.masked().items():
+        print(f"{name.ljust(width)}  {value}")
+    print("Configuration is valid.")
+    return EXIT_OK
+
+
+async def _migrate(components: Components) -> int:
+    before = await migrate.current_revision(components.db)
+    await migrate.upgrade(components.db)
+    after = await migrate.current_revision(components.db)
+    print(f"Database at schema revision {after}" + ("" if before == after
+                                                    else f" (was {before or 'empty'})"))
+    return EXIT_OK
+
+
+async def _rotate_keys(components: Components) -> int:
+    await _require_schema(components)
+    report = await components.keys.rotate()
+    print(f"Re-encrypted {report.rotated} of {report.examined} rows with the primary key.")
+    return EXIT_OK
+
+
+async def _require_schema(components: Components) -> None:
+    if await migrate.current_revision(components.db) != migrate.head_revision():
+        raise CliError("the database schema is not current: run `topup-bot migrate` first")
+
+
+def _sim(args: argparse.Namespace, settings: Settings) -> int:
+    number = _phone(args.phone)
+    change = _sim_change(args, number)
+
+    async def go(components: Components) -> int:
+        await _require_schema(components)
+        print(_describe(await change(components), number, settings))
+        return EXIT_OK
+
+    return _with_components(settings, go)
+
+
+def _sim_change(args: argparse.Namespace,
+                number: MobileNumber) -> Callable[[Components], Awaitable[SimLineState]]:
+    """The `sim` sub-command as one call on the carrier; its arguments checked up front."""
+    e164, operator = number.e164, number.operator
+    if args.sim_command == "set-balance":
+        amount = _usd(args.amount)
+        return lambda c: c.carrier.set_balance(e164, operator, amount)
+    if args.sim_command == "use-data":
+        megabytes = _whole_number(args.megabytes, "megabytes", minimum=1, maximum=10_000_000)
+        return lambda c: c.carrier.use_data(e164, operator, megabytes)
+    if args.sim_command == "set-validity":
+        days = _whole_number(args.days, "days", minimum=0, maximum=3650)
+        return lambda c: c.carrier.set_validity(e164, operator,
+                                                c.clock.now() + timedelta(days=days))
+    return lambda c: c.carrier.show(e164, operator)
+
+
+def _phone(text: str) -> MobileNumber:
+    try:
+        return parse_cambodian_mobile(text)
+    except PhoneError as exc:
+        raise CliError(f"{text!r} refused: {describe_phone_error(exc)}") from None
+
+
+def _usd(text: str) -> Money:
+    try:
+        amount = parse_money(text, "USD")
+    except MoneyError as exc:
+        if exc.reason is MoneyError.Reason.ZERO:
+            return Money(0, "USD")
+        raise CliError(f"{text!r} is not an amount: {exc}") from None
+    if amount.currency != "USD":
+        raise CliError("simulated line balances are in US dollars")
+    return amount
+
+
+def _whole_number(text: str, name: str, *, minimum: int, maximum: int) -> int:
+    if not text.isdigit() or not minimum <= int(text) <= maximum:
+        raise CliError(f"{name} must be a whole number from {minimum} to {maximum}, not {text!r}")
+    return int(text)
+
+
+def _describe(state: SimLineState, number: MobileNumber, settings: Settings) -> str:
+    zone = settings.locale.zone
+
+    def when(moment: datetime | None) -> str:
+        if moment is None:
+            return "never"
+        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+    data = f"{state.data_mb / 1024:.2f} GB" if state.data_mb >= 1024 else f"{state.data_mb} MB"
+    out = [
+        f"Line      {number.e164} ({number.national})",
+        f"Operator  {state.operator.display_name}",
+        f"Status    {state.status.value}",
+        f"Balance   {state.balance.plain()}",
+        f"Data      {data}" + (f" (expires {when(state.data_expires_at)})"
+                               if state.data_expires_at else ""),
+        f"Valid to  {when(state.validity_end)}",
+        f"Recycled  {when(state.recycle_at)} unless topped up",
+        f"Last top-up {when(state.last_topup_at)}",
+    ]
+    for topup in state.recent_topups:
+        amount = Money(topup.amount_minor, topup.currency).plain()
+        reason = f" ({topup.failure_reason})" if topup.failure_reason else ""
+        out.append(f"  {when(topup.created_at)}  {amount}  {topup.status}{reason}  "
+                   f"ref {topup.reference}  tx {topup.provider_tx_id}")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,70 @@
+"""Builds the python-telegram-bot Application: handlers, rate limiter, defaults, start-up."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from telegram import BotCommand, Update
+from telegram.error import TelegramError
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Defaults, MessageHandler
+from telegram.ext import filters as f
+
+from bot.wiring import Components
+from handlers.errors import on_error
+from handlers.start import COMMANDS, StartHandlers
+from storage import migrate
+
+log = logging.getLogger(__name__)
+
+
+def build_application(components: Components) -> Application:  # type: ignore[type-arg]
+    settings = components.settings
+    root = settings.telegram.api_root
+
+    async def post_init(app: Application) -> None:  # type: ignore[type-arg]
+        await migrate.upgrade(components.db)
+        await _set_commands(app)
+
+    async def post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
+        await components.db.dispose()
+
+    app = (
+        ApplicationBuilder()
+        .token(settings.telegram.require_token())
+        .base_url(f"{root}/bot")
+        .base_file_url(f"{root}/file/bot")
+        .defaults(Defaults(tzinfo=settings.locale.zone))
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        .post_init(post_init)
+        .post_shutdown(post_shutdown)
+        .build()
+    )
+    start = StartHandlers(components.users)
+    app.add_handlers(start.handlers())
+    # Last in group 0: only commands no handler above claimed reach it.
+    app.add_handler(MessageHandler(f.COMMAND, start.unknown))
+    app.add_error_handler(on_error)
+    return app
+
+
+async def _set_commands(app: Application) -> None:  # type: ignore[type-arg]
+    # A self-hosted or emulated Bot API server may not know setMyCommands: not fatal.
+    try:
+        await app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
+    except TelegramError as exc:
+        log.warning("setMyCommands failed (%s); the command menu is not set", exc)
+
+
+def run(components: Components) -> None:
+    """Runs until interrupted: webhook mode when WEBHOOK_URL is set, polling otherwise."""
+    app = build_application(components)
+    telegram = components.settings.telegram
+    if telegram.webhook_url is not None:
+        secret = (telegram.webhook_secret.get_secret_value() if telegram.webhook_secret
+                  else secrets.token_urlsafe(32))
+        app.run_webhook(listen=telegram.webhook_listen, port=telegram.webhook_port,
+                        webhook_url=str(telegram.webhook_url), secret_token=secret,
+                        allowed_updates=Update.ALL_TYPES)
+    else:
+        app.run_polling(allowed_updates=Update.ALL_TYPES)

@@ -1,0 +1,38 @@
+"""What is known about a line's balance, data and validity, and where that came from."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.domain.money import Money
+from bot.domain.operators import RECYCLE_AFTER, Operator, validity_days_for_airtime
+
+
+class ReadingSource(enum.StrEnum):
+    PROVIDER = "provider"  # read from the carrier or eSIM provider's API
+    USER = "user"  # typed by the user or parsed from a forwarded carrier SMS
+    ESTIMATE = "estimate"  # worked out from the last top-up
+
+
+@dataclass(frozen=True)
+class LineReading:
+    source: ReadingSource
+    read_at: datetime
+    balance: Money | None = None
+    data_mb: int | None = None
+    validity_end: datetime | None = None
+
+
+def estimate_from_last_topup(operator: Operator, topped_up_at: datetime,
+                             usd_cents: int) -> LineReading:
+    """Validity estimated from the last airtime top-up (no API reads a prepaid line)."""
+    days = validity_days_for_airtime(operator, usd_cents)
+    return LineReading(source=ReadingSource.ESTIMATE, read_at=topped_up_at,
+                       validity_end=topped_up_at + timedelta(days=days))
+
+
+def recycling_deadline(operator: Operator, last_topup_at: datetime) -> datetime:
+    """When the carrier disconnects and recycles a number that has not been topped up."""
+    return last_topup_at + RECYCLE_AFTER[operator]

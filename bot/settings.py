@@ -1,0 +1,213 @@
+"""Every setting, in sections; the only module that reads the environment.
+
+Each field's alias is its environment variable, so an error can name exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.domain.money import CURRENCIES
+
+_TOKEN_SHAPE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{20,}$")
+
+
+class SettingsError(Exception):
+    """One line for the operator: which setting is wrong and why."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", populate_by_name=True)
+
+
+class TelegramSettings(_Section):
+    bot_token: SecretStr | None = Field(None, alias="TELEGRAM_BOT_TOKEN")
+    api_base_url: AnyHttpUrl = Field(AnyHttpUrl("https://api.telegram.org"),
+                                     alias="TELEGRAM_API_BASE_URL")
+    admin_chat_ids: Annotated[list[int], NoDecode] = Field(default_factory=list,
+                                                           alias="ADMIN_CHAT_IDS")
+    webhook_url: AnyHttpUrl | None = Field(None, alias="WEBHOOK_URL")
+    webhook_secret: SecretStr | None = Field(None, alias="WEBHOOK_SECRET")
+    webhook_listen: str = Field("127.0.0.1", alias="WEBHOOK_LISTEN")
+    webhook_port: int = Field(8443, ge=1, le=65535, alias="WEBHOOK_PORT")
+
+    @field_validator("bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        if value is not None and not _TOKEN_SHAPE.match(value.get_secret_value().strip()):
+            raise ValueError("does not look like a bot token from @BotFather (123456:ABC...)")
+        return value
+
+    @field_validator("admin_chat_ids", mode="before")
+    @classmethod
+    def _admins(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @property
+    def api_root(self) -> str:
+        return str(self.api_base_url).rstrip("/")
+
+    def require_token(self) -> str:
+        if self.bot_token is None:
+            raise SettingsError("TELEGRAM_BOT_TOKEN is not set: put the token @BotFather gave "
+                                "you in .env as TELEGRAM_BOT_TOKEN=123456:ABC...")
+        return self.bot_token.get_secret_value().strip()
+
+
+class StorageSettings(_Section):
+    data_dir: Path = Field(Path("data"), alias="DATA_DIR")
+    database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value().strip()
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return SecretStr(url)
+
+    @property
+    def url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'topup.db').as_posix()}"
+
+
+class SecuritySettings(_Section):
+    encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, alias="ENCRYPTION_KEYS")
+    blind_index_key: SecretStr | None = Field(None, alias="BLIND_INDEX_KEY")
+
+    @field_validator("encryption_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+
+class LocaleSettings(_Section):
+    default_timezone: str = Field("Asia/Phnom_Penh", alias="DEFAULT_TIMEZONE")
+    default_currency: str = Field("USD", alias="DEFAULT_CURRENCY")
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone such as Asia/Phnom_Penh") from exc
+        return value
+
+    @field_validator("default_currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value not in CURRENCIES or value == "XTR":
+            raise ValueError("must be USD or KHR")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.default_timezone)
+
+
+class GatewaySettings(_Section):
+    carrier_backend: Literal["simulated"] = Field("simulated", alias="CARRIER_BACKEND")
+    sms_backend: Literal["console"] = Field("console", alias="SMS_BACKEND")
+    sim_latency_ms: int = Field(0, ge=0, le=60_000, alias="SIM_LATENCY_MS")
+    sim_timeout_rate: float = Field(0.0, ge=0, le=1, alias="SIM_TIMEOUT_RATE")
+    sim_decline_rate: float = Field(0.0, ge=0, le=1, alias="SIM_DECLINE_RATE")
+    sim_pending_rate: float = Field(0.0, ge=0, le=1, alias="SIM_PENDING_RATE")
+    sim_settle_seconds: int = Field(30, ge=0, le=86_400, alias="SIM_SETTLE_SECONDS")
+
+
+class SchedulerSettings(_Section):
+    sweep_interval_seconds: int = Field(60, ge=1, le=86_400, alias="SWEEP_INTERVAL_SECONDS")
+
+
+class LoggingSettings(_Section):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", alias="LOG_LEVEL")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @property
+    def level(self) -> int:
+        return int(logging.getLevelName(self.log_level))
+
+
+class Settings(BaseModel):
+    telegram: TelegramSettings
+    storage: StorageSettings
+    security: SecuritySettings
+    locale: LocaleSettings
+    gateways: GatewaySettings
+    scheduler: SchedulerSettings
+    logging: LoggingSettings
+
+    def masked(self) -> dict[str, str]:
+        """Every effective setting by its environment name, secrets shown as ***."""
+        shown: dict[str, str] = {}
+        for section in (self.telegram, self.storage, self.security, self.locale,
+                        self.gateways, self.scheduler, self.logging):
+            for name, field in type(section).model_fields.items():
+                value = getattr(section, name)
+                shown[field.alias or name] = _mask(value)
+        shown["TELEGRAM_API_BASE_URL"] = self.telegram.api_root
+        shown["DATABASE_URL"] = _mask_url(self.storage.url)
+        return shown
+
+
+def _mask(value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    if isinstance(value, SecretStr):
+        return "***" if value.get_secret_value() else "(not set)"
+    if isinstance(value, list):
+        return ", ".join(_mask(item) for item in value) or "(not set)"
+    return str(value)
+
+
+def _mask_url(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "telegram": TelegramSettings, "storage": StorageSettings, "security": SecuritySettings,
+    "locale": LocaleSettings, "gateways": GatewaySettings, "scheduler": SchedulerSettings,
+    "logging": LoggingSettings,
+}
+
+
+def load_settings(env_file: str | Path | None = ".env") -> Settings:
+    """Read the environment (and ``env_file``); raise SettingsError naming the bad setting."""
+    sections: dict[str, Any] = {}
+    for key, section in _SECTIONS.items():
+        try:
+            sections[key] = section(_env_file=env_file)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else key
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise SettingsError(f"{name}: {message}") from None
+    return Settings(**sections)

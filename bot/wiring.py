@@ -1,0 +1,58 @@
+"""The composition root: settings in, every collaborator built and connected once.
+
+Nothing here runs at import time; ``build_components`` is called by the CLI.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from bot.clock import Clock, SystemClock
+from bot.gateways.simulated_carrier import SimulatedCarrier, SimulatorKnobs
+from bot.gateways.sms import ConsoleSms, SmsSender
+from bot.services.keys import KeyRotationService
+from bot.services.users import UsersService
+from bot.settings import Settings
+from storage.crypto import FieldCipher, KeyMaterial, resolve_keys
+from storage.db import Database
+
+
+@dataclass
+class Components:
+    settings: Settings
+    clock: Clock
+    db: Database
+    cipher: FieldCipher
+    carrier: SimulatedCarrier
+    sms: SmsSender
+    users: UsersService = field(init=False)
+    keys: KeyRotationService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.users = UsersService(self.db, self.clock)
+        self.keys = KeyRotationService(self.db, self.cipher, self.clock)
+
+
+def load_key_material(settings: Settings) -> KeyMaterial:
+    security = settings.security
+    return resolve_keys(
+        settings.storage.data_dir,
+        [key.get_secret_value() for key in security.encryption_keys],
+        security.blind_index_key.get_secret_value() if security.blind_index_key else None)
+
+
+def build_components(settings: Settings, *, clock: Clock | None = None,
+                     rng: random.Random | None = None) -> Components:
+    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    clock = clock or SystemClock()
+    cipher = FieldCipher(load_key_material(settings))
+    db = Database(settings.storage.url)
+    gateways = settings.gateways
+    knobs = SimulatorKnobs(
+        latency_ms=gateways.sim_latency_ms, timeout_rate=gateways.sim_timeout_rate,
+        decline_rate=gateways.sim_decline_rate, pending_rate=gateways.sim_pending_rate,
+        settle_seconds=gateways.sim_settle_seconds)
+    carrier = SimulatedCarrier(db, cipher, clock, knobs, rng)
+    return Components(settings=settings, clock=clock, db=db, cipher=cipher, carrier=carrier,
+                      sms=ConsoleSms())

@@ -1,0 +1,93 @@
+"""OTP challenges. Only a keyed hash of each code is stored, never the code itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.crypto import FieldCipher
+from storage.tables import otp_challenges
+
+
+@dataclass(frozen=True)
+class OtpChallenge:
+    id: int
+    user_id: int
+    phone_index: str
+    purpose: str
+    subject: str | None
+    attempts: int
+    created_at: datetime
+    expires_at: datetime
+    locked_until: datetime | None
+    consumed_at: datetime | None
+
+
+def _record(row: RowMapping) -> OtpChallenge:
+    return OtpChallenge(id=row["id"], user_id=row["user_id"], phone_index=row["phone_index"],
+                        purpose=row["purpose"], subject=row["subject"], attempts=row["attempts"],
+                        created_at=row["created_at"], expires_at=row["expires_at"],
+                        locked_until=row["locked_until"], consumed_at=row["consumed_at"])
+
+
+class OtpRepository:
+    def __init__(self, conn: AsyncConnection, cipher: FieldCipher) -> None:
+        self._conn = conn
+        self._cipher = cipher
+
+    async def create(self, *, user_id: int, phone_e164: str, purpose: str, subject: str | None,
+                     code: str, now: datetime, expires_at: datetime) -> OtpChallenge:
+        # The hash binds the code to its challenge id, so the id is taken first.
+        result = await self._conn.execute(insert(otp_challenges).values(
+            user_id=user_id, phone_index=self._cipher.blind_index(phone_e164), purpose=purpose,
+            subject=subject, code_hash="", attempts=0, created_at=now, expires_at=expires_at,
+        ).returning(otp_challenges.c.id))
+        challenge_id = result.scalar_one()
+        await self._conn.execute(update(otp_challenges).where(
+            otp_challenges.c.id == challenge_id).values(
+            code_hash=self._cipher.otp_hash(challenge_id, code)))
+        challenge = await self.get(challenge_id)
+        assert challenge is not None
+        return challenge
+
+    async def get(self, challenge_id: int) -> OtpChallenge | None:
+        row = (await self._conn.execute(
+            select(otp_challenges).where(otp_challenges.c.id == challenge_id))).mappings().first()
+        return _record(row) if row else None
+
+    async def latest(self, *, user_id: int, phone_e164: str, purpose: str) -> OtpChallenge | None:
+        row = (await self._conn.execute(
+            select(otp_challenges)
+            .where(otp_challenges.c.user_id == user_id,
+                   otp_challenges.c.phone_index == self._cipher.blind_index(phone_e164),
+                   otp_challenges.c.purpose == purpose)
+            .order_by(otp_challenges.c.id.desc()).limit(1))).mappings().first()
+        return _record(row) if row else None
+
+    async def sent_since(self, *, phone_e164: str, since: datetime) -> int:
+        """Codes sent to a number since ``since`` (the hourly cap counts these)."""
+        return int((await self._conn.execute(
+            select(func.count()).select_from(otp_challenges).where(
+                otp_challenges.c.phone_index == self._cipher.blind_index(phone_e164),
+                otp_challenges.c.created_at >= since))).scalar_one())
+
+    async def check_code(self, challenge: OtpChallenge, code: str) -> bool:
+        stored = (await self._conn.execute(select(otp_challenges.c.code_hash).where(
+            otp_challenges.c.id == challenge.id))).scalar_one()
+        return self._cipher.otp_matches(challenge.id, code, stored)
+
+    async def record_failure(self, challenge_id: int, *, locked_until: datetime | None) -> None:
+        await self._conn.execute(update(otp_challenges).where(
+            otp_challenges.c.id == challenge_id).values(
+            attempts=otp_challenges.c.attempts + 1, locked_until=locked_until))
+
+    async def consume(self, challenge_id: int, *, now: datetime) -> bool:
+        """Marks the code used; False when it was already used (a double submit)."""
+        result = await self._conn.execute(update(otp_challenges).where(
+            otp_challenges.c.id == challenge_id,
+            otp_challenges.c.consumed_at.is_(None)).values(consumed_at=now))
+        return bool(result.rowcount)

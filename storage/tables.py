@@ -1,0 +1,136 @@
+"""The schema, as SQLAlchemy Core tables. Changes reach databases only through Alembic."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    false,
+    text,
+    true,
+)
+
+from storage.types import BigId, UtcDateTime
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+users = Table(
+    "users", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # Telegram user id
+    Column("language", String(16)),
+    Column("timezone", String(64)),
+    Column("quiet_start_minute", SmallInteger),  # minute of the local day; NULL: no quiet hours
+    Column("quiet_end_minute", SmallInteger),
+    Column("reachable", Boolean, nullable=False, server_default=true()),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("quiet_start_minute BETWEEN 0 AND 1439", name="quiet_start"),
+    CheckConstraint("quiet_end_minute BETWEEN 0 AND 1439", name="quiet_end"),
+)
+
+lines = Table(
+    "lines", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("owner_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("operator", String(16), nullable=False),
+    Column("phone_enc", Text, nullable=False),
+    Column("phone_index", String(64), nullable=False, unique=True),
+    Column("iccid_enc", Text),
+    Column("iccid_index", String(64), unique=True),
+    Column("nickname", String(64)),
+    Column("verified_at", UtcDateTime),
+    Column("next_check_at", UtcDateTime, index=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+otp_challenges = Table(
+    "otp_challenges", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("phone_index", String(64), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("subject", String(64)),  # what the code confirms, e.g. a rule id; NULL for binding
+    Column("code_hash", String(64), nullable=False),  # keyed hash only, never the code
+    Column("attempts", SmallInteger, nullable=False, server_default="0"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("locked_until", UtcDateTime),
+    Column("consumed_at", UtcDateTime),
+    Index("ix_otp_challenges_phone_index_created_at", "phone_index", "created_at"),
+    Index("ix_otp_challenges_user_id_created_at", "user_id", "created_at"),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False, index=True),
+    Column("actor", String(64), nullable=False),  # "user:<id>", "cli", "system", "admin:<id>"
+    Column("action", String(64), nullable=False),
+    Column("subject", String(64)),
+    Column("details", JSON, nullable=False),  # never secrets: ids, operators, masked numbers
+)
+
+# The simulated carrier's own world: it stands in for the carriers and the aggregator,
+# so it keeps its state here the way a provider keeps it on its side.
+sim_lines = Table(
+    "sim_lines", metadata,
+    Column("phone_index", String(64), primary_key=True),
+    Column("phone_enc", Text, nullable=False),
+    Column("operator", String(16), nullable=False),
+    Column("balance_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("data_mb", Integer, nullable=False),
+    Column("validity_end", UtcDateTime, nullable=False),
+    Column("last_topup_at", UtcDateTime),
+    Column("data_expires_at", UtcDateTime),
+    Column("as_of", UtcDateTime, nullable=False),  # balance and data above are as of this moment
+    Column("daily_spend_minor", Integer, nullable=False),
+    Column("daily_data_mb", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("balance_minor >= 0", name="balance_not_negative"),
+    CheckConstraint("data_mb >= 0", name="data_not_negative"),
+)
+
+sim_topups = Table(
+    "sim_topups", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("reference", String(128), nullable=False),
+    Column("provider_tx_id", String(64), nullable=False, unique=True),
+    Column("phone_index", String(64), ForeignKey("sim_lines.phone_index"), nullable=False),
+    Column("product_id", String(64)),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, succeeded, failed
+    Column("failure_reason", String(64)),
+    Column("duplicate", Boolean, nullable=False, server_default=false()),  # paid twice (fault)
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("settle_at", UtcDateTime),
+    Column("settled_at", UtcDateTime),
+    Column("balance_after_minor", BigInteger),
+    Column("data_after_mb", Integer),
+    Column("validity_end_after", UtcDateTime),
+)
+
+# The simulated provider never pays one reference twice unless the "pay twice" fault (the
+# failure seen in the wild) is switched on; those rows are marked duplicate.
+Index("uq_sim_topups_reference_first", sim_topups.c.reference, unique=True,
+      sqlite_where=text("NOT duplicate"), postgresql_where=text("NOT duplicate"))

@@ -1,0 +1,59 @@
+"""Users: one row per Telegram user who has talked to the bot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.common import insert_ignoring_conflict
+from storage.tables import users
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: int
+    language: str | None
+    timezone: str | None
+    quiet_start_minute: int | None
+    quiet_end_minute: int | None
+    reachable: bool
+    created_at: datetime
+
+
+def _record(row: RowMapping) -> UserRecord:
+    return UserRecord(id=row["id"], language=row["language"], timezone=row["timezone"],
+                      quiet_start_minute=row["quiet_start_minute"],
+                      quiet_end_minute=row["quiet_end_minute"], reachable=row["reachable"],
+                      created_at=row["created_at"])
+
+
+class UsersRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, user_id: int) -> UserRecord | None:
+        row = (await self._conn.execute(select(users).where(users.c.id == user_id))).mappings()
+        first = row.first()
+        return _record(first) if first else None
+
+    async def ensure(self, user_id: int, *, language: str | None, now: datetime) -> UserRecord:
+        """The user's row, created on first contact (safe when two updates race)."""
+        await insert_ignoring_conflict(self._conn, users, {
+            "id": user_id, "language": language, "reachable": True,
+            "created_at": now, "updated_at": now,
+        })
+        record = await self.get(user_id)
+        assert record is not None  # inserted above or already there
+        return record
+
+    async def update(self, user_id: int, *, now: datetime, **changes: object) -> None:
+        allowed = {"language", "timezone", "quiet_start_minute", "quiet_end_minute", "reachable"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"not user settings: {sorted(unknown)}")
+        await self._conn.execute(
+            update(users).where(users.c.id == user_id).values(updated_at=now, **changes))
