@@ -9,6 +9,7 @@ from telegram import BotCommand, Update
 from telegram.error import TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Defaults, MessageHandler
 from telegram.ext import filters as f
+from telegram.request import BaseRequest
 
 from bot.wiring import Components
 from handlers.errors import on_error
@@ -18,19 +19,26 @@ from storage import migrate
 log = logging.getLogger(__name__)
 
 
-def build_application(components: Components) -> Application:  # type: ignore[type-arg]
+def build_application(components: Components,
+                      request: BaseRequest | None = None) -> Application:  # type: ignore[type-arg]
+    """The Application; ``request`` replaces the HTTP layer (flow tests record calls)."""
     settings = components.settings
     root = settings.telegram.api_root
 
     async def post_init(app: Application) -> None:  # type: ignore[type-arg]
         await migrate.upgrade(components.db)
         await _set_commands(app)
+        log.info("Running as @%s against %s; database schema %s", app.bot.username, root,
+                 await migrate.current_revision(components.db))
 
     async def post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
         await components.db.dispose()
 
+    builder = ApplicationBuilder()
+    if request is not None:
+        builder = builder.request(request).get_updates_request(request)
     app = (
-        ApplicationBuilder()
+        builder
         .token(settings.telegram.require_token())
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")

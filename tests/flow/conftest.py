@@ -1,0 +1,46 @@
+"""Flow-test harness: the real Application and database, a recording Bot API layer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from telegram import Update
+from telegram.ext import Application
+
+from bot.app import build_application
+from bot.clock import ManualClock
+from bot.settings import load_settings
+from bot.wiring import Components, build_components
+from storage import migrate
+from tests.flow.recording import BOT_TOKEN, RecordingRequest
+
+
+@dataclass
+class BotHarness:
+    app: Application  # type: ignore[type-arg]
+    api: RecordingRequest
+    components: Components
+
+    async def send(self, update_json: dict[str, Any]) -> None:
+        await self.app.process_update(Update.de_json(update_json, self.app.bot))
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, clock: ManualClock,
+                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[BotHarness]:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    for name in ("DATABASE_URL", "ENCRYPTION_KEYS", "BLIND_INDEX_KEY", "TELEGRAM_API_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    components = build_components(load_settings(env_file=None), clock=clock)
+    await migrate.upgrade(components.db)
+    api = RecordingRequest()
+    app = build_application(components, request=api)
+    await app.initialize()
+    yield BotHarness(app=app, api=api, components=components)
+    await app.shutdown()
+    await components.db.dispose()

@@ -1,0 +1,93 @@
+"""A Bot API stand-in for flow tests: records every request and answers like Telegram.
+
+It plugs into the real Application as its HTTP layer (a PTB BaseRequest), so handlers,
+filters, ConversationHandlers and the rate limiter run for real; nothing leaves the process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from telegram.request import BaseRequest, RequestData
+
+BOT_ID = 7_000_000_001
+BOT_TOKEN = f"{BOT_ID}:TESTtokenTESTtokenTESTtokenTESTtoken"
+
+
+@dataclass
+class RecordedCall:
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass
+class RecordingRequest(BaseRequest):
+    calls: list[RecordedCall] = field(default_factory=list)
+    unsupported: set[str] = field(default_factory=set)  # methods answered 404, as some servers
+    _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+
+    async def initialize(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    @property
+    def read_timeout(self) -> float | None:
+        return 1.0
+
+    async def do_request(self, url: str, method: str, request_data: RequestData | None = None,
+                         read_timeout: Any = None, write_timeout: Any = None,
+                         connect_timeout: Any = None, pool_timeout: Any = None,
+                         ) -> tuple[int, bytes]:
+        api_method = url.rsplit("/", 1)[-1]
+        params = request_data.parameters if request_data is not None else {}
+        self.calls.append(RecordedCall(api_method, dict(params)))
+        if api_method in self.unsupported:
+            return 404, json.dumps({"ok": False, "error_code": 404,
+                                    "description": "Not Found: method not found"}).encode()
+        return 200, json.dumps({"ok": True, "result": self._result(api_method, params)}).encode()
+
+    def _result(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "getMe":
+            return {"id": BOT_ID, "is_bot": True, "first_name": "TopUp", "username": "topup_bot",
+                    "can_join_groups": False, "can_read_all_group_messages": False,
+                    "supports_inline_queries": False}
+        if method in ("sendMessage", "editMessageText"):
+            chat_id = int(params.get("chat_id", 0))
+            return {"message_id": next(self._message_ids), "date": int(time.time()),
+                    "chat": {"id": chat_id, "type": "private"}, "text": params.get("text", ""),
+                    "from": {"id": BOT_ID, "is_bot": True, "first_name": "TopUp"}}
+        if method == "getUpdates":
+            return []
+        return True
+
+    def sent(self, method: str = "sendMessage") -> list[dict[str, Any]]:
+        return [call.params for call in self.calls if call.method == method]
+
+    def texts(self, chat_id: int | None = None) -> list[str]:
+        return [str(p["text"]) for p in self.sent()
+                if chat_id is None or int(p["chat_id"]) == chat_id]
+
+
+_update_ids = itertools.count(1)
+
+
+def text_update(text: str, *, user_id: int = 555, language: str | None = "en",
+                first_name: str = "Dara") -> dict[str, Any]:
+    """The JSON of a private-chat text message, with a bot_command entity for /commands."""
+    message: dict[str, Any] = {
+        "message_id": next(_update_ids), "date": int(time.time()),
+        "chat": {"id": user_id, "type": "private", "first_name": first_name},
+        "from": {"id": user_id, "is_bot": False, "first_name": first_name,
+                 **({"language_code": language} if language else {})},
+        "text": text,
+    }
+    if text.startswith("/"):
+        command = text.split()[0]
+        message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+    return {"update_id": next(_update_ids), "message": message}

@@ -1,0 +1,92 @@
+"""/start, /help and unknown commands through the real Application."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.users import UsersRepository
+from tests.flow.conftest import BotHarness
+from tests.flow.recording import text_update
+
+
+async def test_start_greets_and_registers_the_user(harness: BotHarness) -> None:
+    await harness.send(text_update("/start", user_id=901, language="km", first_name="Sokha"))
+
+    texts = harness.api.texts(chat_id=901)
+    assert len(texts) == 1
+    assert "Sokha" in texts[0]
+    assert "/help" in texts[0]
+    async with harness.components.db.read() as conn:
+        user = await UsersRepository(conn).get(901)
+    assert user is not None
+    assert user.language == "km"
+
+
+async def test_start_with_an_unknown_deep_link_payload_still_greets(harness: BotHarness) -> None:
+    await harness.send(text_update("/start bogus-payload-<script>", user_id=902))
+
+    texts = harness.api.texts(chat_id=902)
+    assert len(texts) == 1
+    assert "Cambodian" in texts[0]
+
+
+async def test_start_twice_keeps_one_user(harness: BotHarness) -> None:
+    await harness.send(text_update("/start", user_id=903, language="en"))
+    await harness.send(text_update("/start", user_id=903, language="zh-hans"))
+
+    async with harness.components.db.read() as conn:
+        user = await UsersRepository(conn).get(903)
+    assert user is not None
+    assert user.language == "en"
+    assert len(harness.api.texts(chat_id=903)) == 2
+
+
+async def test_help_lists_commands(harness: BotHarness) -> None:
+    await harness.send(text_update("/help", user_id=904))
+
+    (text,) = harness.api.texts(chat_id=904)
+    assert "/start" in text
+    assert "/help" in text
+
+
+async def test_unknown_command_is_answered_and_writes_nothing(harness: BotHarness) -> None:
+    await harness.send(text_update("/frobnicate", user_id=905))
+
+    (text,) = harness.api.texts(chat_id=905)
+    assert "/help" in text
+    async with harness.components.db.read() as conn:
+        assert await UsersRepository(conn).get(905) is None
+
+
+async def test_start_command_menu_is_set_at_start_up(harness: BotHarness) -> None:
+    await harness.app.post_init(harness.app)  # type: ignore[misc]
+
+    (call,) = harness.api.sent("setMyCommands")
+    assert "start" in str(call["commands"])
+
+
+async def test_a_server_without_set_my_commands_does_not_stop_start_up(
+        harness: BotHarness, caplog: pytest.LogCaptureFixture) -> None:
+    harness.api.unsupported.add("setMyCommands")
+
+    await harness.app.post_init(harness.app)  # type: ignore[misc]
+
+    assert "setMyCommands failed" in caplog.text
+    await harness.send(text_update("/help", user_id=906))
+    assert len(harness.api.texts(chat_id=906)) == 1
+
+
+async def test_an_error_in_a_handler_is_logged_and_the_user_told(
+        harness: BotHarness, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("database exploded")
+
+    monkeypatch.setattr(harness.components.users, "greet", broken)
+
+    await harness.send(text_update("/start", user_id=907))
+
+    (text,) = harness.api.texts(chat_id=907)
+    assert "went wrong" in text
+    assert "database exploded" not in text
+    assert "database exploded" in caplog.text
