@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,8 +121,8 @@ def _load_or_create_key_file(path: Path) -> dict[str, object]:
     }
     # Written aside then linked in: two processes starting at once agree on one key file,
     # and nobody ever reads a half-written one.
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    temp = Path(temp_name)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle)
         handle.flush()
@@ -131,7 +132,7 @@ def _load_or_create_key_file(path: Path) -> dict[str, object]:
     except FileExistsError:
         return _load_or_create_key_file(path)
     finally:
-        temp.unlink()
+        temp.unlink(missing_ok=True)
     log.warning("No ENCRYPTION_KEYS/BLIND_INDEX_KEY configured: generated %s (mode 0600). "
                 "Back it up: without it stored phone numbers cannot be read.", path)
     return data

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,6 +83,13 @@ async def drop_postgres_database(url: str) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgres_template() -> Iterator[None]:
+    yield
+    if _template_ready:
+        asyncio.run(drop_postgres_database(_with_database(POSTGRES_URL, _TEMPLATE)))
 
 
 @pytest.fixture(params=BACKENDS)
