@@ -9,6 +9,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.common import insert_ignoring_conflict
 from storage.crypto import FieldCipher
 from storage.tables import sim_lines, sim_topups
 
@@ -25,6 +26,8 @@ class SimLineRow:
     data_expires_at: datetime | None
     last_topup_at: datetime | None
     as_of: datetime
+    spend_carry: int
+    data_carry: int
     daily_spend_minor: int
     daily_data_mb: int
     created_at: datetime
@@ -83,11 +86,15 @@ class SimCarrierRepository:
     async def add_line(self, *, phone_e164: str, operator: str, balance_minor: int,
                        currency: str, data_mb: int, validity_end: datetime,
                        daily_spend_minor: int, daily_data_mb: int, now: datetime) -> None:
-        await self._conn.execute(insert(sim_lines).values(
-            phone_index=self.index_of(phone_e164), phone_enc=self._cipher.encrypt(phone_e164),
-            operator=operator, balance_minor=balance_minor, currency=currency, data_mb=data_mb,
-            validity_end=validity_end, data_expires_at=None, last_topup_at=None, as_of=now,
-            daily_spend_minor=daily_spend_minor, daily_data_mb=daily_data_mb, created_at=now))
+        """Adds the line unless a concurrent first call just did (then that one stands)."""
+        await insert_ignoring_conflict(self._conn, sim_lines, {
+            "phone_index": self.index_of(phone_e164),
+            "phone_enc": self._cipher.encrypt(phone_e164), "operator": operator,
+            "balance_minor": balance_minor, "currency": currency, "data_mb": data_mb,
+            "validity_end": validity_end, "data_expires_at": None, "last_topup_at": None,
+            "as_of": now, "spend_carry": 0, "data_carry": 0,
+            "daily_spend_minor": daily_spend_minor, "daily_data_mb": daily_data_mb,
+            "created_at": now})
 
     async def save_line(self, phone_index: str, **values: object) -> None:
         await self._conn.execute(

@@ -60,6 +60,9 @@ lines = Table(
     Column("next_check_at", UtcDateTime, index=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("plan_product_id", String(64)),  # the plan the user chose from the catalog
+    Column("warn_balance_minor", BigInteger),  # low-balance warning threshold (line currency)
+    Column("warn_data_mb", Integer),  # low-data warning threshold
 )
 
 otp_challenges = Table(
@@ -89,6 +92,75 @@ audit_log = Table(
     Column("details", JSON, nullable=False),  # never secrets: ids, operators, masked numbers
 )
 
+# Every reading of a line (kept as history for charts), with where it came from.
+line_readings = Table(
+    "line_readings", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("line_id", BigId,
+           ForeignKey("lines.id", ondelete="CASCADE"), nullable=False),
+    Column("source", String(16), nullable=False),  # provider, user, estimate
+    Column("read_at", UtcDateTime, nullable=False),
+    Column("balance_minor", BigInteger),
+    Column("currency", String(3)),
+    Column("data_mb", Integer),
+    Column("validity_end", UtcDateTime),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Index("ix_line_readings_line_id_read_at", "line_id", "read_at"),
+)
+
+recharge_rules = Table(
+    "recharge_rules", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("line_id", BigId,
+           ForeignKey("lines.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("owner_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("trigger_kind", String(16), nullable=False),  # calendar, balance_below, data_below,
+    #                                                    keep_alive
+    Column("calendar", String(8)),  # monthly, weekly, every_n (trigger = calendar)
+    Column("calendar_value", Integer),  # day of month, weekday, or N days
+    Column("calendar_anchor", String(10)),  # local ISO date counting starts from (every_n)
+    Column("threshold_minor", BigInteger),  # balance_below
+    Column("threshold_mb", Integer),  # data_below
+    Column("days_before", Integer),  # keep_alive: top up this many days before validity ends
+    Column("product_id", String(64)),  # buy this plan ...
+    Column("amount_minor", BigInteger),  # ... or this much airtime
+    Column("currency", String(3), nullable=False),
+    Column("monthly_cap_minor", BigInteger, nullable=False),
+    Column("approval", String(8), nullable=False),  # ask, auto
+    Column("status", String(16), nullable=False),  # awaiting_otp, active, paused, disabled
+    # What the user last confirmed with a code: a change above either needs a new code.
+    Column("confirmed_amount_minor", BigInteger, nullable=False, server_default="0"),
+    Column("confirmed_cap_minor", BigInteger, nullable=False, server_default="0"),
+    Column("next_run_at", UtcDateTime, index=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("monthly_cap_minor > 0", name="cap_positive"),
+)
+
+# python-telegram-bot persistence: conversation states and user/chat/bot data as JSON.
+ptb_conversations = Table(
+    "ptb_conversations", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("key", String(128), primary_key=True),  # the conversation key as JSON
+    Column("state", Text, nullable=False),  # JSON
+)
+ptb_user_data = Table(
+    "ptb_user_data", metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("data", JSON, nullable=False),
+)
+ptb_chat_data = Table(
+    "ptb_chat_data", metadata,
+    Column("chat_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("data", JSON, nullable=False),
+)
+ptb_bot_data = Table(
+    "ptb_bot_data", metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("data", JSON, nullable=False),
+)
+
 # The simulated carrier's own world: it stands in for the carriers and the aggregator,
 # so it keeps its state here the way a provider keeps it on its side.
 sim_lines = Table(
@@ -103,6 +175,9 @@ sim_lines = Table(
     Column("last_topup_at", UtcDateTime),
     Column("data_expires_at", UtcDateTime),
     Column("as_of", UtcDateTime, nullable=False),  # balance and data above are as of this moment
+    # Usage since then that has not yet made a whole cent / MB, in 1/86400 units.
+    Column("spend_carry", Integer, nullable=False, server_default="0"),
+    Column("data_carry", Integer, nullable=False, server_default="0"),
     Column("daily_spend_minor", Integer, nullable=False),
     Column("daily_data_mb", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),

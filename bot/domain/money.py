@@ -51,7 +51,7 @@ class MoneyError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Money:
     minor: int
     currency: str
@@ -82,6 +82,22 @@ class Money:
     def __sub__(self, other: Money) -> Money:
         self._same(other)
         return Money(self.minor - other.minor, self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor < other.minor
+
+    def __le__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor <= other.minor
+
+    def __gt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor > other.minor
+
+    def __ge__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor >= other.minor
 
     def __neg__(self) -> Money:
         return Money(-self.minor, self.currency)
@@ -159,7 +175,7 @@ def _split_currency(raw: str) -> tuple[str | None, str]:
         # a sign before the symbol: "-$5"
         if raw[:1] in "-−" and raw[1:].startswith(symbol):
             return _SYMBOLS[symbol], raw[0] + raw[1 + len(symbol):]
-    code = re.search(r"[A-Z]{3}$", raw)
+    code = re.search(r"(?<![A-Z])[A-Z]{3}$", raw)
     if code and re.search(r"\d", raw[: code.start()]):
         return code.group(0), raw[: code.start()]
     return None, raw

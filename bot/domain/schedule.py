@@ -117,9 +117,6 @@ def period_key(schedule: Schedule, run_at: datetime, zone: ZoneInfo) -> str:
 
 
 def _local_to_utc(day: date, at: time, zone: ZoneInfo) -> datetime:
-    # fold=0 picks the first of two ambiguous times; a time skipped by DST moves forward.
-    local = datetime.combine(day, at, tzinfo=zone)
-    utc = local.astimezone(UTC)
-    if utc.astimezone(zone).replace(tzinfo=None) != local.replace(tzinfo=None):
-        utc = (local + timedelta(hours=1)).astimezone(UTC)
-    return utc
+    # fold=0: of two ambiguous times the first; a time skipped by a DST gap takes the
+    # offset from before the change, which moves it forward by exactly the gap.
+    return datetime.combine(day, at, tzinfo=zone).astimezone(UTC)

@@ -185,8 +185,7 @@ class SimulatedCarrier:
             now = self._clock.now()
             line = await self._ensure_line(repo, phone_e164, operator, now)
             current = _drained(line, now)
-            values: dict[str, object] = {"as_of": now,
-                                         "balance_minor": current.balance_minor,
+            values: dict[str, object] = {**current.rebased(now),
                                          "data_mb": max(0, current.data_mb - data_used_mb)}
             if balance is not None:
                 if balance.currency != line.currency or balance.minor < 0:
@@ -283,9 +282,10 @@ class SimulatedCarrier:
             balance += credit
             days = validity_days_for_airtime(operator, credit)
             validity = max(validity, now + timedelta(days=days))
-        await repo.save_line(line.phone_index, balance_minor=balance, data_mb=data,
+        await repo.save_line(line.phone_index, **{**current.rebased(now), "balance_minor": balance,
+                                                  "data_mb": data},
                              data_expires_at=data_expires, validity_end=validity,
-                             last_topup_at=now, as_of=now)
+                             last_topup_at=now)
         settled = {"status": TopUpStatus.SUCCEEDED.value, "settled_at": now,
                    "balance_after_minor": balance, "data_after_mb": data,
                    "validity_end_after": validity}
@@ -334,6 +334,13 @@ class SimulatedCarrier:
 class _Usage:
     balance_minor: int
     data_mb: int
+    spend_carry: int  # what usage has not yet made a whole cent / MB (units of 1/86400)
+    data_carry: int
+
+    def rebased(self, now: datetime) -> dict[str, object]:
+        """The columns that restart the usage count at ``now``, losing no fraction."""
+        return {"as_of": now, "balance_minor": self.balance_minor, "data_mb": self.data_mb,
+                "spend_carry": self.spend_carry, "data_carry": self.data_carry}
 
 
 def _drained(line: SimLineRow, now: datetime) -> _Usage:
@@ -344,7 +351,8 @@ def _drained(line: SimLineRow, now: datetime) -> _Usage:
         data_left = line.data_mb
     until = min(now, line.validity_end)
     seconds = max(0, int((until - line.as_of).total_seconds()))
-    spent = line.daily_spend_minor * seconds // 86_400
-    used = line.daily_data_mb * seconds // 86_400
+    spent, spend_carry = divmod(line.daily_spend_minor * seconds + line.spend_carry, 86_400)
+    used, data_carry = divmod(line.daily_data_mb * seconds + line.data_carry, 86_400)
     return _Usage(balance_minor=max(0, line.balance_minor - spent),
-                  data_mb=max(0, data_left - used))
+                  data_mb=max(0, data_left - used), spend_carry=spend_carry,
+                  data_carry=data_carry)

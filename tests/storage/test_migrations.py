@@ -23,7 +23,9 @@ from storage.sim_carrier import SimCarrierRepository
 from storage.tables import metadata
 from storage.users import UsersRepository
 
-SCHEMA_TABLES = {"users", "lines", "otp_challenges", "audit_log", "sim_lines", "sim_topups"}
+FOUNDATION_TABLES = {"users", "lines", "otp_challenges", "audit_log", "sim_lines", "sim_topups"}
+SCHEMA_TABLES = set(metadata.tables)
+assert FOUNDATION_TABLES <= SCHEMA_TABLES
 
 
 @pytest.fixture

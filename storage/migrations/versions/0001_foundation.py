@@ -45,6 +45,8 @@ def upgrade() -> None:
         sa.Column("last_topup_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("data_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("spend_carry", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("data_carry", sa.Integer(), server_default="0", nullable=False),
         sa.Column("daily_spend_minor", sa.Integer(), nullable=False),
         sa.Column("daily_data_mb", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
