@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 
@@ -11,10 +12,12 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Defaul
 from telegram.ext import filters as f
 from telegram.request import BaseRequest
 
+from bot.update_processor import PerChatUpdateProcessor
 from bot.wiring import Components
 from handlers.errors import on_error
 from handlers.start import COMMANDS, StartHandlers
 from storage import migrate
+from storage.persistence import DatabasePersistence
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,6 @@ def build_application(components: Components,
     root = settings.telegram.api_root
 
     async def post_init(app: Application) -> None:  # type: ignore[type-arg]
-        await migrate.upgrade(components.db)
         await _set_commands(app)
         log.info("Running as @%s against %s; database schema %s", app.bot.username, root,
                  await migrate.current_revision(components.db))
@@ -44,6 +46,8 @@ def build_application(components: Components,
         .base_file_url(f"{root}/file/bot")
         .defaults(Defaults(tzinfo=settings.locale.zone))
         .rate_limiter(AIORateLimiter(max_retries=3))
+        .concurrent_updates(PerChatUpdateProcessor())
+        .persistence(DatabasePersistence(components.db))
         .post_init(post_init)
         .post_shutdown(post_shutdown)
         .build()
@@ -64,8 +68,16 @@ async def _set_commands(app: Application) -> None:  # type: ignore[type-arg]
         log.warning("setMyCommands failed (%s); the command menu is not set", exc)
 
 
+async def prepare_database(components: Components) -> None:
+    """Schema first: persistence reads its tables before any handler runs."""
+    await migrate.upgrade(components.db)
+    await components.db.dispose()  # the bot's event loop opens its own connections
+
+
 def run(components: Components) -> None:
-    """Runs until interrupted: webhook mode when WEBHOOK_URL is set, polling otherwise."""
+    """Migrates, then runs until interrupted: webhook mode when WEBHOOK_URL is set, polling
+    otherwise."""
+    asyncio.run(prepare_database(components))
     app = build_application(components)
     telegram = components.settings.telegram
     if telegram.webhook_url is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -75,6 +75,14 @@ class OtpRepository:
                 otp_challenges.c.phone_index == self._cipher.blind_index(phone_e164),
                 otp_challenges.c.created_at >= since))).scalar_one())
 
+    async def oldest_since(self, *, phone_e164: str, since: datetime) -> datetime | None:
+        """When the oldest code in the window was sent (the hourly cap lifts an hour later)."""
+        value: datetime | None = (await self._conn.execute(
+            select(func.min(otp_challenges.c.created_at)).where(
+                otp_challenges.c.phone_index == self._cipher.blind_index(phone_e164),
+                otp_challenges.c.created_at >= since))).scalar_one()
+        return value
+
     async def check_code(self, challenge: OtpChallenge, code: str) -> bool:
         stored = (await self._conn.execute(select(otp_challenges.c.code_hash).where(
             otp_challenges.c.id == challenge.id))).scalar_one()
@@ -91,3 +99,7 @@ class OtpRepository:
             otp_challenges.c.id == challenge_id,
             otp_challenges.c.consumed_at.is_(None)).values(consumed_at=now))
         return bool(result.rowcount)
+
+    async def discard(self, challenge_id: int) -> None:
+        """Removes a challenge whose code never left (the SMS failed): it blocks no resend."""
+        await self._conn.execute(delete(otp_challenges).where(otp_challenges.c.id == challenge_id))

@@ -1,0 +1,117 @@
+"""python-telegram-bot persistence in our database: conversations survive restarts.
+
+Conversation states and user/chat/bot data are stored as JSON (never pickles), so only
+plain values may go into ``user_data``: flows keep drafts there, never money state.
+PTB writes changes every ``update_interval`` seconds and on shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from telegram.ext import BasePersistence, PersistenceInput
+from telegram.ext._utils.types import CDCData, ConversationDict, ConversationKey
+
+from storage.db import Database
+from storage.tables import ptb_bot_data, ptb_chat_data, ptb_conversations, ptb_user_data
+
+Data = dict[Any, Any]
+
+
+async def _upsert(conn: AsyncConnection, table: Table, key: str, values: dict[str, Any]) -> None:
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = module.insert(table).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[key],
+        set_={name: value for name, value in values.items() if name != key})
+    await conn.execute(statement)
+
+
+class DatabasePersistence(BasePersistence[Data, Data, Data]):
+    def __init__(self, db: Database, update_interval: float = 1.0) -> None:
+        super().__init__(store_data=PersistenceInput(callback_data=False),
+                         update_interval=update_interval)
+        self._db = db
+
+    # -- loading (once, at start-up) -----------------------------------------------------
+
+    async def get_user_data(self) -> dict[int, Data]:
+        async with self._db.read() as conn:
+            rows = (await conn.execute(select(ptb_user_data))).all()
+        return defaultdict(dict, {row.user_id: dict(row.data) for row in rows})
+
+    async def get_chat_data(self) -> dict[int, Data]:
+        async with self._db.read() as conn:
+            rows = (await conn.execute(select(ptb_chat_data))).all()
+        return defaultdict(dict, {row.chat_id: dict(row.data) for row in rows})
+
+    async def get_bot_data(self) -> Data:
+        async with self._db.read() as conn:
+            row = (await conn.execute(select(ptb_bot_data.c.data))).first()
+        return dict(row.data) if row else {}
+
+    async def get_callback_data(self) -> CDCData | None:
+        return None
+
+    async def get_conversations(self, name: str) -> ConversationDict:
+        async with self._db.read() as conn:
+            rows = (await conn.execute(select(ptb_conversations).where(
+                ptb_conversations.c.name == name))).all()
+        return {cast(ConversationKey, tuple(json.loads(row.key))): json.loads(row.state)
+                for row in rows}
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def update_conversation(self, name: str, key: ConversationKey,
+                                  new_state: object | None) -> None:
+        encoded_key = json.dumps(list(key))
+        async with self._db.write() as conn:
+            if new_state is None:
+                await conn.execute(delete(ptb_conversations).where(
+                    ptb_conversations.c.name == name, ptb_conversations.c.key == encoded_key))
+                return
+            module = postgresql if conn.dialect.name == "postgresql" else sqlite
+            statement = module.insert(ptb_conversations).values(
+                name=name, key=encoded_key, state=json.dumps(new_state))
+            await conn.execute(statement.on_conflict_do_update(
+                index_elements=["name", "key"], set_={"state": json.dumps(new_state)}))
+
+    async def update_user_data(self, user_id: int, data: Data) -> None:
+        async with self._db.write() as conn:
+            await _upsert(conn, ptb_user_data, "user_id", {"user_id": user_id, "data": data})
+
+    async def update_chat_data(self, chat_id: int, data: Data) -> None:
+        async with self._db.write() as conn:
+            await _upsert(conn, ptb_chat_data, "chat_id", {"chat_id": chat_id, "data": data})
+
+    async def update_bot_data(self, data: Data) -> None:
+        async with self._db.write() as conn:
+            await _upsert(conn, ptb_bot_data, "id", {"id": 1, "data": data})
+
+    async def update_callback_data(self, data: CDCData) -> None:
+        return None
+
+    async def drop_chat_data(self, chat_id: int) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(delete(ptb_chat_data).where(ptb_chat_data.c.chat_id == chat_id))
+
+    async def drop_user_data(self, user_id: int) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(delete(ptb_user_data).where(ptb_user_data.c.user_id == user_id))
+
+    async def refresh_user_data(self, user_id: int, user_data: Data) -> None:
+        return None  # this process is the only writer of its users' data
+
+    async def refresh_chat_data(self, chat_id: int, chat_data: Data) -> None:
+        return None
+
+    async def refresh_bot_data(self, bot_data: Data) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None  # every update is written through when PTB hands it over
