@@ -5,17 +5,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import warnings
 
-from telegram import BotCommand, Update
+from telegram import Update
 from telegram.error import TelegramError
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Defaults, MessageHandler
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    Defaults,
+    MessageHandler,
+)
 from telegram.ext import filters as f
 from telegram.request import BaseRequest
+from telegram.warnings import PTBUserWarning
 
 from bot.update_processor import PerChatUpdateProcessor
 from bot.wiring import Components
+from handlers.balance import BalanceFlow
+from handlers.binding import BindingFlow
 from handlers.errors import on_error
-from handlers.start import COMMANDS, StartHandlers
+from handlers.lines import LinesFlow
+from handlers.settings import SettingsFlow
+from handlers.start import StartHandlers, command_menu
 from storage import migrate
 from storage.persistence import DatabasePersistence
 
@@ -29,7 +42,7 @@ def build_application(components: Components,
     root = settings.telegram.api_root
 
     async def post_init(app: Application) -> None:  # type: ignore[type-arg]
-        await _set_commands(app)
+        await _set_commands(app, components)
         log.info("Running as @%s against %s; database schema %s", app.bot.username, root,
                  await migrate.current_revision(components.db))
 
@@ -52,18 +65,32 @@ def build_application(components: Components,
         .post_shutdown(post_shutdown)
         .build()
     )
-    start = StartHandlers(components.users)
+    # Our conversations key on chat and user, and callback buttons are re-checked against the
+    # database, so PTB's advice to track them per message does not apply.
+    warnings.filterwarnings("ignore", message="If 'per_message=False'", category=PTBUserWarning)
+    start = StartHandlers(components.users, components.i18n)
     app.add_handlers(start.handlers())
-    # Last in group 0: only commands no handler above claimed reach it.
-    app.add_handler(MessageHandler(f.COMMAND, start.unknown))
+    users, i18n = components.users, components.i18n
+    app.add_handlers(BindingFlow(users, i18n, components.binding).handlers())
+    app.add_handlers(LinesFlow(users, i18n, components.lines, components.readings).handlers())
+    app.add_handlers(BalanceFlow(users, i18n, components.lines, components.readings).handlers())
+    app.add_handlers(SettingsFlow(users, i18n, components.lines,
+                                  components.readings).handlers())
+    # Last in group 0: only what no handler above claimed reaches these.
+    app.add_handlers([MessageHandler(f.COMMAND, start.unknown),
+                      MessageHandler(f.UpdateType.MESSAGE, start.stray),
+                      CallbackQueryHandler(start.stale_button)])
     app.add_error_handler(on_error)
     return app
 
 
-async def _set_commands(app: Application) -> None:  # type: ignore[type-arg]
+async def _set_commands(app: Application, components: Components) -> None:  # type: ignore[type-arg]
     # A self-hosted or emulated Bot API server may not know setMyCommands: not fatal.
     try:
-        await app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS])
+        await app.bot.set_my_commands(command_menu(components.i18n.gettext("en")))
+        for language, telegram_code in (("km", "km"), ("zh_Hans", "zh")):
+            await app.bot.set_my_commands(command_menu(components.i18n.gettext(language)),
+                                          language_code=telegram_code)
     except TelegramError as exc:
         log.warning("setMyCommands failed (%s); the command menu is not set", exc)
 

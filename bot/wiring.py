@@ -1,6 +1,6 @@
 """The composition root: settings in, every collaborator built and connected once.
 
-Nothing here runs at import time; ``build_components`` is called by the CLI.
+Nothing here runs at import time; ``build_components`` is called by the CLI (and tests).
 """
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from bot.clock import Clock, SystemClock
 from bot.gateways.simulated_carrier import SimulatedCarrier, SimulatorKnobs
 from bot.gateways.sms import ConsoleSms, SmsSender
+from bot.i18n import Translations
+from bot.services.binding import BindingService
 from bot.services.keys import KeyRotationService
+from bot.services.lines import LinesService
+from bot.services.otp import OtpService
+from bot.services.readings import ReadingsService
+from bot.services.rules import RulesService
 from bot.services.users import UsersService
 from bot.settings import Settings
 from storage.crypto import FieldCipher, KeyMaterial, resolve_keys
@@ -26,12 +32,23 @@ class Components:
     cipher: FieldCipher
     carrier: SimulatedCarrier
     sms: SmsSender
+    i18n: Translations
     users: UsersService = field(init=False)
     keys: KeyRotationService = field(init=False)
+    otp: OtpService = field(init=False)
+    binding: BindingService = field(init=False)
+    lines: LinesService = field(init=False)
+    readings: ReadingsService = field(init=False)
+    rules: RulesService = field(init=False)
 
     def __post_init__(self) -> None:
-        self.users = UsersService(self.db, self.clock)
+        self.users = UsersService(self.db, self.clock, self.settings.locale.zone)
         self.keys = KeyRotationService(self.db, self.cipher, self.clock)
+        self.otp = OtpService(self.db, self.cipher, self.sms, self.clock)
+        self.binding = BindingService(self.db, self.cipher, self.otp, self.clock)
+        self.lines = LinesService(self.db, self.cipher, self.carrier, self.clock)
+        self.readings = ReadingsService(self.db, self.cipher, self.clock)
+        self.rules = RulesService(self.db, self.cipher, self.otp, self.clock)
 
 
 def load_key_material(settings: Settings) -> KeyMaterial:
@@ -43,7 +60,8 @@ def load_key_material(settings: Settings) -> KeyMaterial:
 
 
 def build_components(settings: Settings, *, clock: Clock | None = None,
-                     rng: random.Random | None = None) -> Components:
+                     rng: random.Random | None = None,
+                     sms: SmsSender | None = None) -> Components:
     settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
     clock = clock or SystemClock()
     cipher = FieldCipher(load_key_material(settings))
@@ -55,4 +73,4 @@ def build_components(settings: Settings, *, clock: Clock | None = None,
         settle_seconds=gateways.sim_settle_seconds)
     carrier = SimulatedCarrier(db, cipher, clock, knobs, rng)
     return Components(settings=settings, clock=clock, db=db, cipher=cipher, carrier=carrier,
-                      sms=ConsoleSms())
+                      sms=sms or ConsoleSms(), i18n=Translations())

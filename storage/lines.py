@@ -28,6 +28,14 @@ class LineRecord:
     verified_at: datetime | None
     next_check_at: datetime | None
     created_at: datetime
+    plan_product_id: str | None = None
+    warn_balance_minor: int | None = None
+    warn_data_mb: int | None = None
+    unbound_at: datetime | None = None
+
+    @property
+    def is_bound(self) -> bool:
+        return self.unbound_at is None
 
     @property
     def label(self) -> str:
@@ -45,7 +53,10 @@ class LinesRepository:
         iccid = self._cipher.decrypt(row["iccid_enc"]) if row["iccid_enc"] else None
         return LineRecord(id=row["id"], owner_id=row["owner_id"], number=number, iccid=iccid,
                           nickname=row["nickname"], verified_at=row["verified_at"],
-                          next_check_at=row["next_check_at"], created_at=row["created_at"])
+                          next_check_at=row["next_check_at"], created_at=row["created_at"],
+                          plan_product_id=row["plan_product_id"],
+                          warn_balance_minor=row["warn_balance_minor"],
+                          warn_data_mb=row["warn_data_mb"], unbound_at=row["unbound_at"])
 
     async def add(self, *, owner_id: int, number: MobileNumber, now: datetime,
                   nickname: str | None = None, iccid: str | None = None,
@@ -80,12 +91,14 @@ class LinesRepository:
         return self._record(row) if row else None
 
     async def for_owner(self, owner_id: int) -> list[LineRecord]:
-        query = select(lines).where(lines.c.owner_id == owner_id).order_by(lines.c.id)
+        query = (select(lines).where(lines.c.owner_id == owner_id, lines.c.unbound_at.is_(None))
+                 .order_by(lines.c.id))
         return [self._record(r) for r in (await self._conn.execute(query)).mappings()]
 
     async def transfer(self, line_id: int, *, new_owner_id: int, now: datetime) -> None:
         await self._conn.execute(update(lines).where(lines.c.id == line_id).values(
-            owner_id=new_owner_id, nickname=None, verified_at=now, updated_at=now))
+            owner_id=new_owner_id, nickname=None, verified_at=now, updated_at=now,
+            unbound_at=None, plan_product_id=None, warn_balance_minor=None, warn_data_mb=None))
 
     async def rename(self, line_id: int, nickname: str | None, *, now: datetime) -> None:
         await self._conn.execute(update(lines).where(lines.c.id == line_id).values(
@@ -95,5 +108,19 @@ class LinesRepository:
         await self._conn.execute(update(lines).where(lines.c.id == line_id).values(
             next_check_at=at, updated_at=now))
 
+    async def set_plan(self, line_id: int, product_id: str | None, *, now: datetime) -> None:
+        await self._conn.execute(update(lines).where(lines.c.id == line_id).values(
+            plan_product_id=product_id, updated_at=now))
+
+    async def unbind(self, line_id: int, *, now: datetime) -> None:
+        await self._conn.execute(update(lines).where(lines.c.id == line_id).values(
+            unbound_at=now, updated_at=now, next_check_at=None))
+
     async def remove(self, line_id: int) -> None:
         await self._conn.execute(delete(lines).where(lines.c.id == line_id))
+
+    async def set_warnings(self, line_id: int, *, balance_minor: int | None,
+                           data_mb: int | None, now: datetime) -> None:
+        """Low-balance (line currency, minor units) and low-data thresholds; None: no warning."""
+        await self._conn.execute(update(lines).where(lines.c.id == line_id).values(
+            warn_balance_minor=balance_minor, warn_data_mb=data_mb, updated_at=now))

@@ -59,28 +59,33 @@ class OtpRepository:
             select(otp_challenges).where(otp_challenges.c.id == challenge_id))).mappings().first()
         return _record(row) if row else None
 
-    async def latest(self, *, user_id: int, phone_e164: str, purpose: str) -> OtpChallenge | None:
-        row = (await self._conn.execute(
-            select(otp_challenges)
-            .where(otp_challenges.c.user_id == user_id,
-                   otp_challenges.c.phone_index == self._cipher.blind_index(phone_e164),
-                   otp_challenges.c.purpose == purpose)
-            .order_by(otp_challenges.c.id.desc()).limit(1))).mappings().first()
+    async def latest(self, *, user_id: int, phone_e164: str, purpose: str,
+                     lock: bool = False) -> OtpChallenge | None:
+        """The newest challenge; ``lock`` holds its row until the transaction ends, so
+        concurrent checks count tries one after another."""
+        query = (select(otp_challenges)
+                 .where(otp_challenges.c.user_id == user_id,
+                        otp_challenges.c.phone_index == self._cipher.blind_index(phone_e164),
+                        otp_challenges.c.purpose == purpose)
+                 .order_by(otp_challenges.c.id.desc()).limit(1))
+        if lock:
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).mappings().first()
         return _record(row) if row else None
 
     async def sent_since(self, *, phone_e164: str, since: datetime) -> int:
-        """Codes sent to a number since ``since`` (the hourly cap counts these)."""
+        """Codes sent to a number after ``since`` (the hourly cap counts these)."""
         return int((await self._conn.execute(
             select(func.count()).select_from(otp_challenges).where(
                 otp_challenges.c.phone_index == self._cipher.blind_index(phone_e164),
-                otp_challenges.c.created_at >= since))).scalar_one())
+                otp_challenges.c.created_at > since))).scalar_one())
 
     async def oldest_since(self, *, phone_e164: str, since: datetime) -> datetime | None:
         """When the oldest code in the window was sent (the hourly cap lifts an hour later)."""
         value: datetime | None = (await self._conn.execute(
             select(func.min(otp_challenges.c.created_at)).where(
                 otp_challenges.c.phone_index == self._cipher.blind_index(phone_e164),
-                otp_challenges.c.created_at >= since))).scalar_one()
+                otp_challenges.c.created_at > since))).scalar_one()
         return value
 
     async def check_code(self, challenge: OtpChallenge, code: str) -> bool:

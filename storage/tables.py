@@ -63,6 +63,8 @@ lines = Table(
     Column("plan_product_id", String(64)),  # the plan the user chose from the catalog
     Column("warn_balance_minor", BigInteger),  # low-balance warning threshold (line currency)
     Column("warn_data_mb", Integer),  # low-data warning threshold
+    # Unbound lines keep their row (history, charges) but belong to nobody in practice.
+    Column("unbound_at", UtcDateTime),
 )
 
 otp_challenges = Table(

@@ -2,18 +2,70 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from bot.clock import Clock
+from bot.domain.quiet_hours import QuietHours
+from bot.i18n import SUPPORTED_LANGUAGES, negotiate
+from storage.audit import AuditRepository
 from storage.db import Database
 from storage.users import UserRecord, UsersRepository
 
 
 class UsersService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, default_zone: ZoneInfo) -> None:
         self._db = db
-        self._clock = clock
+        self.clock = clock
+        self.default_zone = default_zone
 
     async def greet(self, user_id: int, telegram_language: str | None) -> UserRecord:
-        """The user's record, created on first contact with their Telegram language."""
+        """The user's record, created on first contact in their Telegram language."""
         async with self._db.write() as conn:
             return await UsersRepository(conn).ensure(
-                user_id, language=telegram_language, now=self._clock.now())
+                user_id, language=negotiate(telegram_language), now=self.clock.now())
+
+    async def language_of(self, user_id: int, telegram_language: str | None) -> str:
+        """The language the user chose (/language), else the one Telegram reports."""
+        async with self._db.read() as conn:
+            user = await UsersRepository(conn).get(user_id)
+        if user is not None and user.language in SUPPORTED_LANGUAGES:
+            return user.language
+        return negotiate(telegram_language)
+
+    async def zone_of(self, user_id: int) -> ZoneInfo:
+        async with self._db.read() as conn:
+            user = await UsersRepository(conn).get(user_id)
+        return ZoneInfo(user.timezone) if user is not None and user.timezone else self.default_zone
+
+    async def set_language(self, user_id: int, language: str) -> bool:
+        if language not in SUPPORTED_LANGUAGES:
+            return False
+        await self._update(user_id, "user.language", language=language)
+        return True
+
+    async def settings_of(self, user_id: int) -> UserRecord | None:
+        async with self._db.read() as conn:
+            return await UsersRepository(conn).get(user_id)
+
+    async def set_timezone(self, user_id: int, zone_name: str) -> ZoneInfo | None:
+        """Stores an IANA zone; None (nothing stored) when the name is not one."""
+        try:
+            zone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            return None
+        await self._update(user_id, "user.timezone", timezone=zone.key)
+        return zone
+
+    async def set_quiet_hours(self, user_id: int, quiet: QuietHours | None) -> None:
+        await self._update(user_id, "user.quiet_hours",
+                           quiet_start_minute=quiet.start_minute if quiet else None,
+                           quiet_end_minute=quiet.end_minute if quiet else None)
+
+    async def _update(self, user_id: int, action: str, **changes: object) -> None:
+        now = self.clock.now()
+        async with self._db.write() as conn:
+            users = UsersRepository(conn)
+            await users.ensure(user_id, language=None, now=now)
+            await users.update(user_id, now=now, **changes)
+            await AuditRepository(conn).record(at=now, actor=f"user:{user_id}", action=action,
+                                               details={k: v for k, v in changes.items()})

@@ -16,7 +16,7 @@ from bot.clock import ManualClock
 from bot.settings import load_settings
 from bot.wiring import Components, build_components
 from storage import migrate
-from tests.flow.recording import BOT_TOKEN, RecordingRequest
+from tests.flow.recording import BOT_TOKEN, RecordingRequest, RecordingSms
 
 
 @dataclass
@@ -24,6 +24,7 @@ class BotHarness:
     app: Application  # type: ignore[type-arg]
     api: RecordingRequest
     components: Components
+    sms: RecordingSms
 
     async def send(self, update_json: dict[str, Any]) -> None:
         await self.app.process_update(Update.de_json(update_json, self.app.bot))
@@ -36,11 +37,14 @@ async def harness(tmp_path: Path, clock: ManualClock,
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     for name in ("DATABASE_URL", "ENCRYPTION_KEYS", "BLIND_INDEX_KEY", "TELEGRAM_API_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    components = build_components(load_settings(env_file=None), clock=clock)
+    sms = RecordingSms()
+    components = build_components(load_settings(env_file=None), clock=clock, sms=sms)
     await migrate.upgrade(components.db)
     api = RecordingRequest()
     app = build_application(components, request=api)
     await app.initialize()
-    yield BotHarness(app=app, api=api, components=components)
+    await app.start()  # the job queue runs (conversation timeouts); nothing polls
+    yield BotHarness(app=app, api=api, components=components, sms=sms)
+    await app.stop()
     await app.shutdown()
     await components.db.dispose()

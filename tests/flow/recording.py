@@ -91,3 +91,51 @@ def text_update(text: str, *, user_id: int = 555, language: str | None = "en",
         command = text.split()[0]
         message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
     return {"update_id": next(_update_ids), "message": message}
+
+
+def _user(user_id: int, language: str | None, first_name: str) -> dict[str, Any]:
+    return {"id": user_id, "is_bot": False, "first_name": first_name,
+            **({"language_code": language} if language else {})}
+
+
+def contact_update(phone: str, *, user_id: int = 555, contact_user_id: int | None = None,
+                   language: str | None = "en") -> dict[str, Any]:
+    """The user shares a contact (their own when ``contact_user_id`` is their id)."""
+    contact: dict[str, Any] = {"phone_number": phone, "first_name": "Dara"}
+    if contact_user_id is not None:
+        contact["user_id"] = contact_user_id
+    return {"update_id": next(_update_ids), "message": {
+        "message_id": next(_update_ids), "date": int(time.time()),
+        "chat": {"id": user_id, "type": "private", "first_name": "Dara"},
+        "from": _user(user_id, language, "Dara"), "contact": contact}}
+
+
+def callback_update(data: str, *, user_id: int = 555, language: str | None = "en",
+                    message_id: int = 1) -> dict[str, Any]:
+    """The user presses an inline button carrying ``data`` under one of the bot's messages."""
+    return {"update_id": next(_update_ids), "callback_query": {
+        "id": str(next(_update_ids)), "chat_instance": f"ci-{user_id}",
+        "from": _user(user_id, language, "Dara"), "data": data,
+        "message": {"message_id": message_id, "date": int(time.time()),
+                    "chat": {"id": user_id, "type": "private", "first_name": "Dara"},
+                    "from": {"id": BOT_ID, "is_bot": True, "first_name": "TopUp"},
+                    "text": "..."}}}
+
+
+@dataclass
+class RecordingSms:
+    """An SmsSender that keeps every message, so a test can read the code like a user."""
+
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    async def send(self, phone_e164: str, text: str) -> None:
+        self.sent.append((phone_e164, text))
+
+    def last_code(self, phone_e164: str) -> str:
+        import re
+
+        texts = [text for phone, text in self.sent if phone == phone_e164]
+        assert texts, f"no SMS was sent to {phone_e164}"
+        match = re.search(r"\b(\d{6})\b", texts[-1])
+        assert match, texts[-1]
+        return match.group(1)

@@ -61,8 +61,9 @@ async def test_unknown_command_is_answered_and_writes_nothing(harness: BotHarnes
 async def test_start_command_menu_is_set_at_start_up(harness: BotHarness) -> None:
     await harness.app.post_init(harness.app)  # type: ignore[misc]
 
-    (call,) = harness.api.sent("setMyCommands")
-    assert "start" in str(call["commands"])
+    calls = harness.api.sent("setMyCommands")
+    assert [call.get("language_code") for call in calls] == [None, "km", "zh"]
+    assert all("start" in str(call["commands"]) for call in calls)
 
 
 async def test_a_server_without_set_my_commands_does_not_stop_start_up(

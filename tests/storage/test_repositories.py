@@ -394,17 +394,19 @@ async def test_otp_sent_since_counts_codes_for_one_number_in_a_window(
                               expires_at=at + timedelta(minutes=10))
     async with db.read() as conn:
         repo = OtpRepository(conn, cipher)
-        assert await repo.sent_since(phone_e164=CELLCARD.e164, since=start) == 4
+        before = start - timedelta(minutes=1)
+        assert await repo.sent_since(phone_e164=CELLCARD.e164, since=before) == 4
+        assert await repo.sent_since(phone_e164=CELLCARD.e164, since=start) == 3  # exclusive
         assert await repo.sent_since(phone_e164=CELLCARD.e164,
-                                     since=start + timedelta(minutes=30)) == 3  # inclusive
+                                     since=start + timedelta(minutes=30)) == 2
         assert await repo.sent_since(phone_e164=CELLCARD.e164,
-                                     since=start + timedelta(minutes=31)) == 2
+                                     since=start + timedelta(minutes=29)) == 3
         assert await repo.sent_since(phone_e164=CELLCARD.e164,
                                      since=start + timedelta(minutes=91)) == 0
-        assert await repo.sent_since(phone_e164=SMART.e164, since=start) == 1
-        assert await repo.sent_since(phone_e164=METFONE.e164, since=start) == 0
+        assert await repo.sent_since(phone_e164=SMART.e164, since=before) == 1
+        assert await repo.sent_since(phone_e164=METFONE.e164, since=before) == 0
         # A moment given in another time zone is the same instant.
-        ict = start.astimezone(timezone(timedelta(hours=7), "ICT"))
+        ict = before.astimezone(timezone(timedelta(hours=7), "ICT"))
         assert await repo.sent_since(phone_e164=CELLCARD.e164, since=ict) == 4
         latest = await repo.latest(user_id=1, phone_e164=CELLCARD.e164, purpose="bind")
     assert latest is not None

@@ -118,10 +118,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("plan_product_id", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("warn_balance_minor", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("warn_data_mb", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("unbound_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("lines", schema=None) as batch_op:
+        batch_op.drop_column("unbound_at")
         batch_op.drop_column("warn_data_mb")
         batch_op.drop_column("warn_balance_minor")
         batch_op.drop_column("plan_product_id")

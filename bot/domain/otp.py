@@ -1,0 +1,102 @@
+"""One-time codes: the policy (lifetime, tries, lockout, resend limits) as pure decisions."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+CODE_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class OtpPolicy:
+    lifetime: timedelta = timedelta(minutes=5)
+    max_wrong_tries: int = 5
+    lockout: timedelta = timedelta(minutes=15)
+    resend_cooldown: timedelta = timedelta(seconds=60)
+    max_sends_per_hour: int = 5
+
+
+class SendRefusal(enum.Enum):
+    LOCKED = "locked"  # too many wrong codes: wait for the lockout to end
+    COOLDOWN = "cooldown"  # a code was sent moments ago
+    HOURLY_CAP = "hourly_cap"  # too many codes to this number this hour
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: SendRefusal
+    retry_at: datetime
+
+
+@dataclass(frozen=True)
+class ChallengeView:
+    """What the policy needs to know of the latest challenge."""
+
+    created_at: datetime
+    expires_at: datetime
+    attempts: int
+    locked_until: datetime | None
+    consumed_at: datetime | None
+
+
+def may_send(policy: OtpPolicy, now: datetime, latest: ChallengeView | None,
+             sent_last_hour: int, oldest_in_hour: datetime | None) -> Refused | None:
+    """None when a new code may be sent now; otherwise why not and until when."""
+    if latest is not None:
+        if latest.locked_until is not None and latest.locked_until > now:
+            return Refused(SendRefusal.LOCKED, latest.locked_until)
+        ready = latest.created_at + policy.resend_cooldown
+        if latest.consumed_at is None and ready > now:
+            return Refused(SendRefusal.COOLDOWN, ready)
+    if sent_last_hour >= policy.max_sends_per_hour:
+        retry = (oldest_in_hour or now) + timedelta(hours=1)
+        return Refused(SendRefusal.HOURLY_CAP, retry)
+    return None
+
+
+class CheckResult(enum.Enum):
+    OK = "ok"
+    WRONG = "wrong"
+    LOCKED = "locked"
+    EXPIRED = "expired"
+    USED = "used"
+    MALFORMED = "malformed"
+
+
+def precheck(policy: OtpPolicy, now: datetime, challenge: ChallengeView,
+             code: str) -> CheckResult | None:
+    """A verdict reached without comparing the code, or None to go on and compare it."""
+    if challenge.consumed_at is not None:
+        return CheckResult.USED
+    if challenge.locked_until is not None and challenge.locked_until > now:
+        return CheckResult.LOCKED
+    if challenge.expires_at <= now:
+        return CheckResult.EXPIRED
+    if challenge.attempts >= policy.max_wrong_tries:
+        return CheckResult.LOCKED  # tries used up: the lockout may be over, the code is not
+    if not is_well_formed(code):
+        return CheckResult.MALFORMED
+    return None
+
+
+def lock_after_failure(policy: OtpPolicy, now: datetime, attempts_before: int) -> datetime | None:
+    """The lockout end if this wrong code used up the last try."""
+    if attempts_before + 1 >= policy.max_wrong_tries:
+        return now + policy.lockout
+    return None
+
+
+def tries_left(policy: OtpPolicy, attempts: int) -> int:
+    return max(0, policy.max_wrong_tries - attempts)
+
+
+def normalize_code(text: str) -> str:
+    """People paste codes with spaces or dashes: keep the digits only (ASCII and Khmer)."""
+    khmer_digits = str.maketrans("០១២៣៤៥៦៧៨៩", "0123456789")
+    return "".join(ch for ch in text.translate(khmer_digits) if ch.isascii() and ch.isdigit())
+
+
+def is_well_formed(code: str) -> bool:
+    return len(code) == CODE_DIGITS and code.isascii() and code.isdigit()

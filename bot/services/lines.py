@@ -1,0 +1,102 @@
+"""A user's lines: list, rename, unbind, and the plan chosen from the operator's catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.clock import Clock
+from bot.gateways.topup import Product, TopUpProvider
+from storage.audit import AuditRepository
+from storage.crypto import FieldCipher
+from storage.db import Database
+from storage.lines import LineRecord, LinesRepository
+from storage.rules import RulesRepository
+
+MAX_NICKNAME_CHARS = 32
+
+
+@dataclass(frozen=True)
+class LineWithPlan:
+    line: LineRecord
+    plan: Product | None
+
+
+class LinesService:
+    def __init__(self, db: Database, cipher: FieldCipher, provider: TopUpProvider,
+                 clock: Clock) -> None:
+        self._db = db
+        self._cipher = cipher
+        self._provider = provider
+        self._clock = clock
+
+    async def for_user(self, user_id: int) -> list[LineRecord]:
+        async with self._db.read() as conn:
+            return await LinesRepository(conn, self._cipher).for_owner(user_id)
+
+    async def own(self, user_id: int, line_id: int) -> LineRecord | None:
+        """The line if it is bound to ``user_id``; None for anyone else's or unknown ids."""
+        async with self._db.read() as conn:
+            line = await LinesRepository(conn, self._cipher).get(line_id)
+        return line if line is not None and line.owner_id == user_id and line.is_bound else None
+
+    async def rename(self, user_id: int, line_id: int, nickname: str) -> LineRecord | None:
+        clean = " ".join(nickname.split())[:MAX_NICKNAME_CHARS] or None
+        async with self._db.write() as conn:
+            repo = LinesRepository(conn, self._cipher)
+            line = await repo.get(line_id, lock=True)
+            if line is None or line.owner_id != user_id or not line.is_bound:
+                return None
+            await repo.rename(line_id, clean, now=self._clock.now())
+            await AuditRepository(conn).record(
+                at=self._clock.now(), actor=f"user:{user_id}", action="line.renamed",
+                subject=str(line_id))
+            return await repo.get(line_id)
+
+    async def unbind(self, user_id: int, line_id: int) -> LineRecord | None:
+        """Unbinds the line and disables its auto-recharge rules; None if not the user's."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            repo = LinesRepository(conn, self._cipher)
+            line = await repo.get(line_id, lock=True)
+            if line is None or line.owner_id != user_id or not line.is_bound:
+                return None
+            await repo.unbind(line_id, now=now)
+            disabled = await RulesRepository(conn).disable_for_line(line_id, now)
+            await AuditRepository(conn).record(
+                at=now, actor=f"user:{user_id}", action="line.unbound", subject=str(line_id),
+                details={"line": line.number.masked, "rules_disabled": disabled})
+            return line
+
+    async def catalog(self, user_id: int, line_id: int) -> tuple[LineRecord, list[Product]] | None:
+        line = await self.own(user_id, line_id)
+        if line is None:
+            return None
+        return line, await self._provider.catalog(line.number.operator)
+
+    async def choose_plan(self, user_id: int, line_id: int,
+                          product_id: str) -> LineWithPlan | None:
+        """Stores the plan; None when the line is not the user's or the plan not its operator's."""
+        found = await self.catalog(user_id, line_id)
+        if found is None:
+            return None
+        _line, products = found
+        plan = next((p for p in products if p.id == product_id), None)
+        if plan is None:
+            return None
+        async with self._db.write() as conn:
+            repo = LinesRepository(conn, self._cipher)
+            await repo.set_plan(line_id, plan.id, now=self._clock.now())
+            await AuditRepository(conn).record(
+                at=self._clock.now(), actor=f"user:{user_id}", action="line.plan_chosen",
+                subject=str(line_id), details={"plan": plan.id})
+            updated = await repo.get(line_id)
+        assert updated is not None
+        return LineWithPlan(updated, plan)
+
+    async def with_plan(self, user_id: int, line_id: int) -> LineWithPlan | None:
+        found = await self.catalog(user_id, line_id)
+        if found is None:
+            return None
+        line, products = found
+        return LineWithPlan(line, next((p for p in products if p.id == line.plan_product_id),
+                                       None))

@@ -1,0 +1,98 @@
+"""What every flow needs: the user's language, formatting, input limits, /cancel, timeouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime, format_timedelta
+from telegram import ReplyKeyboardRemove, Update
+from telegram.ext import ContextTypes, ConversationHandler
+
+from bot.domain.money import Money, format_money
+from bot.i18n import Gettext, Translations
+from bot.services.users import UsersService
+
+MAX_INPUT_CHARS = 300  # longer text is not a number, a code or a name: refuse it early
+CONVERSATION_TIMEOUT_SECONDS = 15 * 60
+END = ConversationHandler.END
+
+
+def _noop(message: str) -> str:
+    return message
+
+
+@dataclass(frozen=True)
+class Ui:
+    """One update's view of the user: their language and zone, and formatting in them."""
+
+    language: str
+    _: Gettext
+    locale: str
+    zone: ZoneInfo
+    now: datetime
+
+    def money(self, money: Money) -> str:
+        return format_money(money, self.locale)
+
+    def age(self, moment: datetime) -> str:
+        """How long ago, in words: "2 hours ago"."""
+        return str(format_timedelta(moment - self.now, add_direction=True, locale=self.locale))
+
+    def when(self, moment: datetime) -> str:
+        return str(format_datetime(moment.astimezone(self.zone), "d MMM y, HH:mm",
+                                   locale=self.locale))
+
+
+class Flow:
+    """Base of the handler classes: resolves the Ui for an update."""
+
+    def __init__(self, users: UsersService, i18n: Translations) -> None:
+        self.users = users
+        self.i18n = i18n
+
+    async def ui(self, update: Update) -> Ui:
+        user = update.effective_user
+        user_id = user.id if user else 0
+        language = await self.users.language_of(user_id, user.language_code if user else None)
+        zone = await self.users.zone_of(user_id) if user else self.users.default_zone
+        return Ui(language=language, _=self.i18n.gettext(language),
+                  locale=self.i18n.locale(language), zone=zone, now=self.users.clock.now())
+
+    async def reply(self, update: Update, text: str, **kwargs: Any) -> None:
+        """A new message in the update's chat (after a button press too)."""
+        if update.effective_chat is not None:
+            await update.get_bot().send_message(update.effective_chat.id, text, **kwargs)
+
+    async def cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+        ui = await self.ui(update)
+        _ = ui._
+        if context.user_data is not None:
+            context.user_data.clear()
+        await self.reply(update, _("Cancelled. Nothing was changed."),
+                         reply_markup=ReplyKeyboardRemove())
+        return END
+
+    async def busy(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A command in the middle of a flow: say so and stay where we are."""
+        ui = await self.ui(update)
+        _ = ui._
+        await self.reply(update, _("You are in the middle of something. Finish it, or send "
+                                   "/cancel to stop."))
+
+    async def timed_out(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        ui = await self.ui(update)
+        _ = ui._
+        if context.user_data is not None:
+            context.user_data.clear()
+        if update.effective_chat is not None:
+            await context.bot.send_message(
+                update.effective_chat.id,
+                _("This took too long, so I stopped here. Nothing was changed; start again "
+                  "whenever you like."), reply_markup=ReplyKeyboardRemove())
+
+
+def too_long(text: str | None) -> bool:
+    return text is not None and len(text) > MAX_INPUT_CHARS

@@ -1,0 +1,216 @@
+"""/lines: each line with operator, plan and latest reading; rename, unbind, choose a plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.services.readings import ReadingsService
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import BadRequest
+from telegram.ext import (
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    ConversationHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.i18n import Translations
+from bot.services.lines import MAX_NICKNAME_CHARS, LinesService
+from bot.services.users import UsersService
+from handlers import callback_data as cb
+from handlers.balance import REPORT_KIND
+from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, too_long
+from handlers.render import plan_label, reading_text
+
+LINE = cb.register("ln", "line", "action")  # show, ren, unb, unbok
+PLANS = cb.register("pl", "line", "page")
+PICK_PLAN = cb.register("pc", "line", "plan")
+ASK_NAME = "lines:name"
+RENAMING = "rename_line"  # user_data key: id of the line being renamed
+PLANS_PER_PAGE = 5
+
+
+class LinesFlow(Flow):
+    def __init__(self, users: UsersService, i18n: Translations, lines: LinesService,
+                 readings: ReadingsService) -> None:
+        super().__init__(users, i18n)
+        self._lines = lines
+        self._readings = readings
+
+    async def show_lines(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        user = update.effective_user
+        assert user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        lines = await self._lines.for_user(user.id)
+        if not lines:
+            await self.reply(update, _("You have no lines yet. Send /bind to add one."))
+            return
+        buttons = [[InlineKeyboardButton(
+            f"{line.label} · {line.number.operator.display_name}",
+            callback_data=cb.encode("ln", line.id, "show"))] for line in lines]
+        await self.reply(update, _("Your lines. Tap one to see it and change it:"),
+                         reply_markup=InlineKeyboardMarkup(buttons))
+
+    async def on_line(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
+        query, user = update.callback_query, update.effective_user
+        assert query is not None and user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        data = cb.decode(query.data)
+        line_id = data.int_arg("line") if data else None
+        action = data.arg("action") if data else ""
+        line = await self._lines.own(user.id, line_id) if line_id is not None else None
+        if line is None:
+            await query.answer(_("That line is not yours or no longer bound."), show_alert=True)
+            return END
+        if action == "ren":
+            await query.answer()
+            if context.user_data is not None:
+                context.user_data[RENAMING] = line.id
+            await self.reply(update, _("Send the new name for {line} (up to {limit} "
+                                       "characters).").format(line=line.label,
+                                                              limit=MAX_NICKNAME_CHARS))
+            return ASK_NAME
+        if action == "unb":
+            await query.answer()
+            keyboard = InlineKeyboardMarkup([[
+                InlineKeyboardButton(_("Yes, unbind"),
+                                     callback_data=cb.encode("ln", line.id, "unbok")),
+                InlineKeyboardButton(_("No, keep it"),
+                                     callback_data=cb.encode("ln", line.id, "show"))]])
+            await self._edit(query, _("Unbind {line}? Its auto-recharge rules stop, and I will "
+                                      "no longer watch its balance.").format(line=line.label),
+                             keyboard)
+            return END
+        if action == "unbok":
+            unbound = await self._lines.unbind(user.id, line.id)
+            await query.answer()
+            await self._edit(query, _("{line} is unbound. Its auto-recharge is off.").format(
+                line=(unbound or line).label), None)
+            return END
+        await query.answer()
+        await self._edit(query, await self._card(ui, user.id, line.id), self._card_buttons(
+            ui, line.id))
+        return END
+
+    async def _card(self, ui: Ui, user_id: int, line_id: int) -> str:
+        _ = ui._
+        found = await self._lines.with_plan(user_id, line_id)
+        if found is None:
+            return _("That line is not yours or no longer bound.")
+        line, plan = found.line, found.plan
+        latest = (await self._readings.latest_for_user(user_id)).get(line.id)
+        age = ui.age(latest.read_at) if latest is not None else ""
+        lines = [f"{line.label} · {line.number.national} · {line.number.operator.display_name}",
+                 _("Plan: {plan}").format(plan=plan_label(ui, plan) if plan else _("none chosen")),
+                 reading_text(ui, latest, age)]
+        return "\n".join(lines)
+
+    def _card_buttons(self, ui: Ui, line_id: int) -> InlineKeyboardMarkup:
+        _ = ui._
+        return InlineKeyboardMarkup([
+            [InlineKeyboardButton(_("📋 Choose plan"), callback_data=cb.encode("pl", line_id, 0)),
+             InlineKeyboardButton(_("💬 Report balance"),
+                                  callback_data=cb.encode(REPORT_KIND, line_id))],
+            [InlineKeyboardButton(_("✏️ Rename"), callback_data=cb.encode("ln", line_id, "ren")),
+             InlineKeyboardButton(_("🗑 Unbind"), callback_data=cb.encode("ln", line_id, "unb"))],
+        ])
+
+    async def _edit(self, query: Any, text: str, markup: InlineKeyboardMarkup | None) -> None:
+        try:
+            await query.edit_message_text(text, reply_markup=markup)
+        except BadRequest as error:
+            if "not modified" not in str(error).lower():  # a second tap on the same button
+                raise
+
+    async def rename(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
+        message, user = update.effective_message, update.effective_user
+        assert message is not None and user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        line_id = context.user_data.get(RENAMING) if context.user_data is not None else None
+        name = (message.text or "").strip()
+        if not name or too_long(name) or len(name) > MAX_NICKNAME_CHARS:
+            await message.reply_text(_("A name is 1 to {limit} characters. Try again, or "
+                                       "/cancel.").format(limit=MAX_NICKNAME_CHARS))
+            return ASK_NAME
+        renamed = (await self._lines.rename(user.id, line_id, name)
+                   if isinstance(line_id, int) else None)
+        if context.user_data is not None:
+            context.user_data.pop(RENAMING, None)
+        if renamed is None:
+            await message.reply_text(_("That line is not yours or no longer bound."))
+            return END
+        await message.reply_text(_("Renamed: {line}.").format(line=renamed.label))
+        return END
+
+    async def plans(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query, user = update.callback_query, update.effective_user
+        assert query is not None and user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        data = cb.decode(query.data)
+        line_id = data.int_arg("line") if data else None
+        page = (data.int_arg("page") if data else None) or 0
+        found = await self._lines.catalog(user.id, line_id) if line_id is not None else None
+        if found is None:
+            await query.answer(_("That line is not yours or no longer bound."), show_alert=True)
+            return
+        await query.answer()
+        line, products = found
+        pages = max(1, -(-len(products) // PLANS_PER_PAGE))
+        page = min(page, pages - 1)
+        shown = products[page * PLANS_PER_PAGE:(page + 1) * PLANS_PER_PAGE]
+        rows = [[InlineKeyboardButton(plan_label(ui, p),
+                                      callback_data=cb.encode("pc", line.id, p.id))]
+                for p in shown]
+        nav = []
+        if page > 0:
+            nav.append(InlineKeyboardButton("‹", callback_data=cb.encode("pl", line.id, page - 1)))
+        if page < pages - 1:
+            nav.append(InlineKeyboardButton("›", callback_data=cb.encode("pl", line.id, page + 1)))
+        if nav:
+            rows.append(nav)
+        rows.append([InlineKeyboardButton(_("« Back"),
+                                          callback_data=cb.encode("ln", line.id, "show"))])
+        await self._edit(query, _("{operator} plans for {line} (page {page} of {pages}):").format(
+            operator=line.number.operator.display_name, line=line.label, page=page + 1,
+            pages=pages), InlineKeyboardMarkup(rows))
+
+    async def pick_plan(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query, user = update.callback_query, update.effective_user
+        assert query is not None and user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        data = cb.decode(query.data)
+        line_id = data.int_arg("line") if data else None
+        chosen = (await self._lines.choose_plan(user.id, line_id, data.arg("plan"))
+                  if data is not None and line_id is not None else None)
+        if chosen is None or chosen.plan is None:
+            await query.answer(_("That plan or line is not available."), show_alert=True)
+            return
+        await query.answer(_("Plan saved."))
+        await self._edit(query, _("{line} plan: {plan}.").format(
+            line=chosen.line.label, plan=plan_label(ui, chosen.plan)),
+            self._card_buttons(ui, chosen.line.id))
+
+    def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
+        rename = ConversationHandler(
+            name="rename_line", persistent=True,
+            entry_points=[CallbackQueryHandler(self.on_line, pattern=LINE)],
+            states={
+                ASK_NAME: [MessageHandler(filters.TEXT & ~filters.COMMAND, self.rename)],
+                ConversationHandler.TIMEOUT: [MessageHandler(filters.ALL, self.timed_out),
+                                              CallbackQueryHandler(self.timed_out)],
+            },
+            fallbacks=[CommandHandler("cancel", self.cancel),
+                       MessageHandler(filters.COMMAND, self.busy)],
+            conversation_timeout=CONVERSATION_TIMEOUT_SECONDS,
+        )
+        return [CommandHandler("lines", self.show_lines), rename,
+                CallbackQueryHandler(self.plans, pattern=PLANS),
+                CallbackQueryHandler(self.pick_plan, pattern=PICK_PLAN)]

@@ -1,0 +1,42 @@
+"""How lines, plans and readings read in the chat (shared by several flows)."""
+
+from __future__ import annotations
+
+from bot.domain.readings import LineReading, ReadingSource
+from bot.gateways.topup import Product, ProductKind
+from handlers.common import Ui
+
+
+def data_text(megabytes: int) -> str:
+    return f"{megabytes / 1024:.1f} GB" if megabytes >= 1024 else f"{megabytes} MB"
+
+
+def plan_label(ui: Ui, product: Product) -> str:
+    _ = ui._
+    if product.kind is ProductKind.DATA and product.data_mb:
+        what = _("{data} data").format(data=data_text(product.data_mb))
+    else:
+        what = _("{amount} airtime").format(amount=ui.money(product.airtime or product.price))
+    return _("{what}, {days} days: {price}").format(what=what, days=product.validity_days,
+                                                   price=ui.money(product.price))
+
+
+def reading_text(ui: Ui, reading: LineReading | None, now_label: str) -> str:
+    _ = ui._
+    if reading is None:
+        return _("No balance known yet: report it with the button below, or forward the "
+                 "carrier's balance SMS to me.")
+    source = {
+        ReadingSource.PROVIDER: _("read from the carrier"),
+        ReadingSource.USER: _("reported by you"),
+        ReadingSource.ESTIMATE: _("estimated from the last top-up"),
+    }[reading.source]
+    parts = []
+    if reading.balance is not None:
+        parts.append(_("Balance: {amount}").format(amount=ui.money(reading.balance)))
+    if reading.data_mb is not None:
+        parts.append(_("Data left: {data}").format(data=data_text(reading.data_mb)))
+    if reading.validity_end is not None:
+        parts.append(_("Valid until: {date}").format(date=ui.when(reading.validity_end)))
+    parts.append(_("({source}, {age})").format(source=source, age=now_label))
+    return "\n".join(parts)

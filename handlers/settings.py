@@ -1,0 +1,254 @@
+"""/settings and /language: language, time zone, quiet hours, low-balance warnings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import (
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    ConversationHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.domain.money import MoneyError, parse_money
+from bot.domain.quiet_hours import QuietHoursError, parse_quiet_hours
+from bot.i18n import LANGUAGE_NAMES, SUPPORTED_LANGUAGES, Translations
+from bot.services.lines import LinesService
+from bot.services.readings import ReadingsService
+from bot.services.users import UsersService
+from handlers import callback_data as cb
+from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, too_long
+
+LANGUAGE = cb.register("lg", "code")
+MENU = cb.register("st", "item")  # tz, quiet, warn
+ZONE = cb.register("tz", "index")
+WARN_LINE = cb.register("wl", "line")
+ASK_ZONE, ASK_QUIET, ASK_WARNING = "settings:zone", "settings:quiet", "settings:warning"
+WARN_DRAFT = "warn_line"  # user_data key: the line whose warning threshold is being set
+
+COMMON_ZONES = ("Asia/Phnom_Penh", "Asia/Bangkok", "Asia/Ho_Chi_Minh", "Asia/Singapore",
+                "Asia/Shanghai", "Asia/Seoul", "Asia/Tokyo", "Australia/Sydney", "Europe/London",
+                "Europe/Paris", "America/New_York", "America/Los_Angeles", "UTC")
+LANGUAGE_CODES = {"en": "en", "km": "km", "zh": "zh_Hans"}  # callback token -> language
+
+
+def _language_buttons() -> InlineKeyboardMarkup:
+    token_of = {language: token for token, language in LANGUAGE_CODES.items()}
+    return InlineKeyboardMarkup([[InlineKeyboardButton(
+        LANGUAGE_NAMES[language], callback_data=cb.encode("lg", token_of[language]))]
+        for language in SUPPORTED_LANGUAGES])
+
+
+class SettingsFlow(Flow):
+    def __init__(self, users: UsersService, i18n: Translations, lines: LinesService,
+                 readings: ReadingsService) -> None:
+        super().__init__(users, i18n)
+        self._lines = lines
+        self._readings = readings
+
+    async def language(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        ui = await self.ui(update)
+        await self.reply(update, ui._("Choose your language:"), reply_markup=_language_buttons())
+
+    async def on_language(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query, user = update.callback_query, update.effective_user
+        assert query is not None and user is not None
+        data = cb.decode(query.data)
+        language = LANGUAGE_CODES.get(data.arg("code")) if data else None
+        if language is None or not await self.users.set_language(user.id, language):
+            await query.answer((await self.ui(update))._("That button is no longer active."))
+            return
+        await query.answer()
+        ui = await self.ui(update)
+        await self.reply(update, ui._("Done. I will speak English with you.")
+                         if language == "en" else ui._("Done. I will speak your language."))
+
+    async def menu(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        user = update.effective_user
+        assert user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        record = await self.users.settings_of(user.id)
+        quiet = _("off")
+        if record and record.quiet_start_minute is not None and record.quiet_end_minute is not None:
+            quiet = (f"{record.quiet_start_minute // 60:02d}:{record.quiet_start_minute % 60:02d}"
+                     f"–{record.quiet_end_minute // 60:02d}:{record.quiet_end_minute % 60:02d}")
+        text = "\n".join([
+            _("Your settings:"),
+            _("Language: {language}").format(language=LANGUAGE_NAMES[ui.language]),
+            _("Time zone: {zone}").format(zone=ui.zone.key),
+            _("Quiet hours: {quiet}").format(quiet=quiet),
+        ])
+        keyboard = InlineKeyboardMarkup([
+            [InlineKeyboardButton(_("🌐 Language"), callback_data=cb.encode("st", "lang")),
+             InlineKeyboardButton(_("🕒 Time zone"), callback_data=cb.encode("st", "tz"))],
+            [InlineKeyboardButton(_("🌙 Quiet hours"), callback_data=cb.encode("st", "quiet")),
+             InlineKeyboardButton(_("⚠️ Low-balance warning"),
+                                  callback_data=cb.encode("st", "warn"))],
+        ])
+        await self.reply(update, text, reply_markup=keyboard)
+
+    async def on_menu(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
+        query, user = update.callback_query, update.effective_user
+        assert query is not None and user is not None
+        await query.answer()
+        ui = await self.ui(update)
+        _ = ui._
+        data = cb.decode(query.data)
+        item = data.arg("item") if data else ""
+        if item == "lang":
+            await self.reply(update, _("Choose your language:"),
+                             reply_markup=_language_buttons())
+            return END
+        if item == "tz":
+            rows = [[InlineKeyboardButton(zone, callback_data=cb.encode("tz", index))]
+                    for index, zone in enumerate(COMMON_ZONES)]
+            await self.reply(update, _("Choose your time zone, or type its name (like "
+                                       "Asia/Phnom_Penh):"),
+                             reply_markup=InlineKeyboardMarkup(rows))
+            return ASK_ZONE
+        if item == "quiet":
+            await self.reply(update, _("Send the hours when I should not send warnings, like "
+                                       "22-7 or 22:30-06:00, or \"off\"."))
+            return ASK_QUIET
+        if item == "warn":
+            lines = await self._lines.for_user(user.id)
+            if not lines:
+                await self.reply(update, _("You have no lines yet. Send /bind to add one."))
+                return END
+            rows = [[InlineKeyboardButton(line.label, callback_data=cb.encode("wl", line.id))]
+                    for line in lines]
+            await self.reply(update, _("Which line?"), reply_markup=InlineKeyboardMarkup(rows))
+            return ASK_WARNING
+        return END
+
+    async def zone_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
+        query, user = update.callback_query, update.effective_user
+        assert query is not None and user is not None
+        data = cb.decode(query.data)
+        index = data.int_arg("index") if data else None
+        await query.answer()
+        if index is None or index >= len(COMMON_ZONES):
+            await self.reply(update, (await self.ui(update))._("That button is no longer active."))
+            return END
+        return await self._set_zone(update, user.id, COMMON_ZONES[index])
+
+    async def zone_typed(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
+        message, user = update.effective_message, update.effective_user
+        assert message is not None and user is not None
+        text = (message.text or "").strip()
+        if too_long(text) or ("/" not in text and text.upper() != "UTC"):
+            await message.reply_text((await self.ui(update))._(
+                "That is not a time zone name. Use one like Asia/Phnom_Penh, or /cancel."))
+            return ASK_ZONE
+        return await self._set_zone(update, user.id, text)
+
+    async def _set_zone(self, update: Update, user_id: int, name: str) -> str | int:
+        zone = await self.users.set_timezone(user_id, name)
+        ui = await self.ui(update)
+        if zone is None:
+            await self.reply(update, ui._("That is not a time zone name. Use one like "
+                                          "Asia/Phnom_Penh, or /cancel."))
+            return ASK_ZONE
+        await self.reply(update, ui._("Time zone set: {zone}. Times I show and schedules use it.")
+                         .format(zone=zone.key))
+        return END
+
+    async def quiet_typed(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
+        message, user = update.effective_message, update.effective_user
+        assert message is not None and user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        text = (message.text or "").strip()
+        if text.lower() in {"off", _("off").lower()}:
+            await self.users.set_quiet_hours(user.id, None)
+            await message.reply_text(_("Quiet hours are off."))
+            return END
+        try:
+            quiet = parse_quiet_hours("" if too_long(text) else text)
+        except QuietHoursError:
+            await message.reply_text(_("Send hours like 22-7 or 22:30-06:00, or \"off\"."))
+            return ASK_QUIET
+        await self.users.set_quiet_hours(user.id, quiet)
+        await message.reply_text(_("Quiet hours: {hours} ({zone}). Warnings wait until they end, "
+                                   "except when a line is about to run out.").format(
+            hours=quiet.label(), zone=ui.zone.key))
+        return END
+
+    async def warn_line(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
+        query, user = update.callback_query, update.effective_user
+        assert query is not None and user is not None
+        await query.answer()
+        ui = await self.ui(update)
+        data = cb.decode(query.data)
+        line_id = data.int_arg("line") if data else None
+        line = await self._lines.own(user.id, line_id) if line_id is not None else None
+        if line is None:
+            await self.reply(update, ui._("That line is not yours or no longer bound."))
+            return END
+        if context.user_data is not None:
+            context.user_data[WARN_DRAFT] = line.id
+        await self.reply(update, ui._("Warn me when {line} falls below which balance? Send an "
+                                      "amount like 1 or $0.50, or \"off\".").format(
+            line=line.label))
+        return ASK_WARNING
+
+    async def warning_typed(self, update: Update,
+                            context: ContextTypes.DEFAULT_TYPE) -> str | int:
+        message, user = update.effective_message, update.effective_user
+        assert message is not None and user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        line_id = context.user_data.get(WARN_DRAFT) if context.user_data is not None else None
+        if not isinstance(line_id, int):
+            await message.reply_text(_("Which line? Tap one of the buttons above, or /cancel."))
+            return ASK_WARNING
+        text = (message.text or "").strip()
+        threshold = None
+        if text.lower() not in {"off", _("off").lower()}:
+            try:
+                threshold = parse_money("" if too_long(text) else text, "USD")
+            except MoneyError:
+                await message.reply_text(_("Send an amount like 1 or $0.50, or \"off\"."))
+                return ASK_WARNING
+            if threshold.currency != "USD":
+                await message.reply_text(_("Line balances are in US dollars: send an amount "
+                                           "like 1 or $0.50."))
+                return ASK_WARNING
+        stored = await self._readings.set_warning_thresholds(user.id, line_id, threshold, None)
+        if context.user_data is not None:
+            context.user_data.pop(WARN_DRAFT, None)
+        if not stored:
+            await message.reply_text(_("That line is not yours or no longer bound."))
+        elif threshold is None:
+            await message.reply_text(_("Low-balance warnings are off for that line."))
+        else:
+            await message.reply_text(_("I will warn you when the balance falls below {amount}.")
+                                     .format(amount=ui.money(threshold)))
+        return END
+
+    def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
+        text = filters.TEXT & ~filters.COMMAND
+        conversation = ConversationHandler(
+            name="settings", persistent=True,
+            entry_points=[CallbackQueryHandler(self.on_menu, pattern=MENU)],
+            states={
+                ASK_ZONE: [CallbackQueryHandler(self.zone_button, pattern=ZONE),
+                           MessageHandler(text, self.zone_typed)],
+                ASK_QUIET: [MessageHandler(text, self.quiet_typed)],
+                ASK_WARNING: [CallbackQueryHandler(self.warn_line, pattern=WARN_LINE),
+                              MessageHandler(text, self.warning_typed)],
+                ConversationHandler.TIMEOUT: [MessageHandler(filters.ALL, self.timed_out),
+                                              CallbackQueryHandler(self.timed_out)],
+            },
+            fallbacks=[CommandHandler("cancel", self.cancel),
+                       MessageHandler(filters.COMMAND, self.busy)],
+            conversation_timeout=CONVERSATION_TIMEOUT_SECONDS,
+        )
+        return [CommandHandler("settings", self.menu), CommandHandler("language", self.language),
+                CallbackQueryHandler(self.on_language, pattern=LANGUAGE), conversation]

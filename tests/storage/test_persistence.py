@@ -1,0 +1,180 @@
+"""DatabasePersistence on every backend: PTB's conversations and data survive a restart."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from storage.db import Database
+from storage.persistence import DatabasePersistence
+
+DRAFT: dict[str, Any] = {
+    "draft": {"line": "+85512345678", "amount": {"minor": 500, "currency": "USD"},
+              "steps": ["pick_line", "pick_amount"], "confirmed": False, "note": None},
+    "language": "km",
+    "text": "សួស្តី 你好",
+}
+
+
+# --- conversations -----------------------------------------------------------------------
+
+async def test_conversation_states_round_trip(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    await persistence.update_conversation("bind", (123, 123), 1)
+    await persistence.update_conversation("bind", (123, 456), "ASK_CODE")
+    await persistence.update_conversation("bind", (-100_123_456_789, 7), 0)
+    await persistence.update_conversation("rules", (123,), 2)
+
+    conversations = await persistence.get_conversations("bind")
+
+    assert conversations == {(123, 123): 1, (123, 456): "ASK_CODE", (-100_123_456_789, 7): 0}
+    for key in conversations:
+        assert isinstance(key, tuple)
+        assert all(isinstance(part, int) for part in key)
+    assert await persistence.get_conversations("rules") == {(123,): 2}
+    assert await persistence.get_conversations("nothing") == {}
+
+
+async def test_a_conversation_state_is_replaced(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    await persistence.update_conversation("bind", (1, 1), 1)
+    await persistence.update_conversation("bind", (1, 1), "DONE")
+    assert await persistence.get_conversations("bind") == {(1, 1): "DONE"}
+
+
+async def test_none_state_deletes_the_conversation(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    await persistence.update_conversation("bind", (1, 1), 1)
+    await persistence.update_conversation("bind", (2, 2), 2)
+    await persistence.update_conversation("other", (1, 1), 3)
+
+    await persistence.update_conversation("bind", (1, 1), None)
+    await persistence.update_conversation("bind", (9, 9), None)  # never there: no error
+
+    assert await persistence.get_conversations("bind") == {(2, 2): 2}
+    assert await persistence.get_conversations("other") == {(1, 1): 3}
+
+
+# --- user, chat and bot data -------------------------------------------------------------
+
+async def test_user_data_round_trips(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    await persistence.update_user_data(123, DRAFT)
+    await persistence.update_user_data(456, {"n": 1})
+
+    data = await persistence.get_user_data()
+
+    assert dict(data) == {123: DRAFT, 456: {"n": 1}}
+
+
+async def test_missing_user_gets_an_empty_dict(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    await persistence.update_user_data(123, {"a": 1})
+
+    data = await persistence.get_user_data()
+
+    assert isinstance(data, defaultdict)
+    assert data[999] == {}
+    data[999]["fresh"] = True  # PTB writes into it
+    assert data[999] == {"fresh": True}
+    assert isinstance(await DatabasePersistence(db).get_user_data(), defaultdict)
+
+
+async def test_user_data_is_replaced_not_merged(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    await persistence.update_user_data(123, {"a": 1, "b": 2})
+    await persistence.update_user_data(123, {"c": {"d": [1, 2]}})
+    assert (await persistence.get_user_data())[123] == {"c": {"d": [1, 2]}}
+
+
+async def test_drop_user_data(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    await persistence.update_user_data(1, {"a": 1})
+    await persistence.update_user_data(2, {"b": 2})
+
+    await persistence.drop_user_data(1)
+    await persistence.drop_user_data(3)  # nothing there: no error
+
+    data = await persistence.get_user_data()
+    assert dict(data) == {2: {"b": 2}}
+    assert data[1] == {}
+
+
+async def test_chat_data_round_trips_and_drops(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    await persistence.update_chat_data(123, DRAFT)
+    await persistence.update_chat_data(-100_987_654_321, {"group": True})
+    await persistence.update_chat_data(123, {"replaced": [1, "two"]})
+
+    data = await persistence.get_chat_data()
+    assert isinstance(data, defaultdict)
+    assert dict(data) == {123: {"replaced": [1, "two"]}, -100_987_654_321: {"group": True}}
+    assert data[555] == {}
+
+    await persistence.drop_chat_data(123)
+    assert dict(await persistence.get_chat_data()) == {-100_987_654_321: {"group": True}}
+
+
+async def test_bot_data_round_trips(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    assert await persistence.get_bot_data() == {}
+
+    await persistence.update_bot_data(DRAFT)
+    assert await persistence.get_bot_data() == DRAFT
+
+    await persistence.update_bot_data({"version": 2})
+    assert await persistence.get_bot_data() == {"version": 2}
+
+
+async def test_callback_data_is_not_stored(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    assert persistence.store_data.callback_data is False
+    assert persistence.store_data.user_data is True
+    assert persistence.store_data.chat_data is True
+    assert persistence.store_data.bot_data is True
+    assert await persistence.get_callback_data() is None
+
+
+async def test_the_read_values_are_independent_copies(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    await persistence.update_user_data(1, {"a": 1})
+    first = await persistence.get_user_data()
+    first[1]["a"] = 99
+    assert (await persistence.get_user_data())[1] == {"a": 1}
+
+
+# --- restart -----------------------------------------------------------------------------
+
+async def test_a_new_persistence_sees_what_the_old_one_wrote(db: Database) -> None:
+    before = DatabasePersistence(db)
+    await before.update_conversation("bind", (123, 123), "ASK_CODE")
+    await before.update_conversation("bind", (5, 5), 1)
+    await before.update_conversation("bind", (5, 5), None)
+    await before.update_user_data(123, DRAFT)
+    await before.update_chat_data(123, {"chat": 1})
+    await before.update_bot_data({"started": "2026-11-25"})
+    await before.update_user_data(7, {"gone": True})
+    await before.drop_user_data(7)
+    await before.flush()
+
+    after = DatabasePersistence(db)
+
+    assert await after.get_conversations("bind") == {(123, 123): "ASK_CODE"}
+    user_data = await after.get_user_data()
+    assert dict(user_data) == {123: DRAFT}
+    assert user_data[7] == {}
+    assert dict(await after.get_chat_data()) == {123: {"chat": 1}}
+    assert await after.get_bot_data() == {"started": "2026-11-25"}
+
+
+async def test_a_new_process_on_the_same_database_sees_it(db: Database) -> None:
+    await DatabasePersistence(db).update_conversation("bind", (42, 42), 3)
+    await DatabasePersistence(db).update_user_data(42, {"step": "code"})
+
+    reopened = Database(db.url)
+    try:
+        after = DatabasePersistence(reopened)
+        assert await after.get_conversations("bind") == {(42, 42): 3}
+        assert (await after.get_user_data())[42] == {"step": "code"}
+    finally:
+        await reopened.dispose()
