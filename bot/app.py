@@ -23,6 +23,7 @@ from telegram.warnings import PTBUserWarning
 
 from bot.update_processor import PerChatUpdateProcessor
 from bot.wiring import Components
+from handlers.autorecharge import AutoRechargeFlow
 from handlers.balance import BalanceFlow
 from handlers.binding import BindingFlow
 from handlers.errors import on_error
@@ -76,6 +77,8 @@ def build_application(components: Components,
     app.add_handlers(BalanceFlow(users, i18n, components.lines, components.readings).handlers())
     app.add_handlers(SettingsFlow(users, i18n, components.lines,
                                   components.readings).handlers())
+    app.add_handlers(AutoRechargeFlow(users, i18n, components.lines,
+                                      components.rules).handlers())
     # Last in group 0: only what no handler above claimed reaches these.
     app.add_handlers([MessageHandler(f.COMMAND, start.unknown),
                       MessageHandler(f.UpdateType.MESSAGE, start.stray),

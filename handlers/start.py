@@ -22,6 +22,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("start", _("What this bot does")),
     ("bind", _("Add a line (proven by SMS code)")),
     ("lines", _("Your lines: balance, plan, rename, unbind")),
+    ("autorecharge", _("Automatic top-ups: your rules, and new ones")),
     ("balance", _("Report a line's balance (type it or paste the SMS)")),
     ("settings", _("Time zone, quiet hours, warnings, language")),
     ("language", _("Change the language")),

@@ -1,0 +1,162 @@
+"""Setting up auto-recharge through the real Application, with the SMS code to the line."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.domain.rules import RuleStatus, Trigger
+from storage.rules import RulesRepository
+from tests.flow.conftest import BotHarness
+from tests.flow.recording import callback_update, contact_update, text_update
+
+CELLCARD = "+85512345678"
+
+
+async def bind(harness: BotHarness, user_id: int = 555, phone: str = CELLCARD) -> None:
+    await harness.send(text_update("/start", user_id=user_id))
+    await harness.send(text_update("/bind", user_id=user_id))
+    await harness.send(contact_update(phone, user_id=user_id, contact_user_id=user_id))
+
+
+async def rules_of(harness: BotHarness, user_id: int = 555) -> list[object]:
+    async with harness.components.db.read() as conn:
+        return list(await RulesRepository(conn).for_owner(user_id))
+
+
+async def monthly_rule_until_code(harness: BotHarness, *, day: str = "31",
+                                  amount: str = "5", cap: str = "20") -> None:
+    await harness.send(text_update("/autorecharge"))
+    assert "No auto-recharge rules yet" in harness.api.texts()[-1]
+    await harness.send(callback_update("v1:arn:new"))
+    await harness.send(callback_update("v1:arb:amount"))
+    await harness.send(text_update(amount))
+    await harness.send(callback_update("v1:arw:monthly"))
+    await harness.send(text_update(day))
+    await harness.send(text_update(cap))
+    await harness.send(callback_update("v1:arp:ask"))
+    summary = harness.api.texts()[-1]
+    assert "$5.00" in summary
+    assert "$20.00" in summary
+    await harness.send(callback_update("v1:arc:ok"))
+    assert "code" in harness.api.texts()[-1]
+
+
+async def test_a_monthly_rule_is_enabled_by_the_code_sent_to_the_line(
+        harness: BotHarness) -> None:
+    await bind(harness)
+    await monthly_rule_until_code(harness)
+    (rule,) = await rules_of(harness)
+    assert rule.status is RuleStatus.AWAITING_OTP  # type: ignore[attr-defined]
+
+    await harness.send(text_update(harness.sms.last_code(CELLCARD)))
+
+    assert "Auto-recharge is on" in harness.api.texts()[-1]
+    (rule,) = await rules_of(harness)
+    assert rule.status is RuleStatus.ACTIVE  # type: ignore[attr-defined]
+    assert rule.trigger is Trigger.CALENDAR  # type: ignore[attr-defined]
+    # day 31 in November (30 days) clamps to the 30th, 09:00 in Phnom Penh
+    assert rule.next_run_at == datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # type: ignore[attr-defined]
+
+    await harness.send(text_update("/autorecharge"))
+    assert any("Next run" in text for text in harness.api.texts()[-2:])
+
+
+async def test_a_wrong_code_leaves_the_rule_off(harness: BotHarness) -> None:
+    await bind(harness)
+    await monthly_rule_until_code(harness)
+    right = harness.sms.last_code(CELLCARD)
+    await harness.send(text_update("000000" if right != "000000" else "111111"))
+
+    assert "tries left" in harness.api.texts()[-1]
+    (rule,) = await rules_of(harness)
+    assert rule.status is RuleStatus.AWAITING_OTP  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("step_input", "expected"), [
+    ("abc", "amount like 5"),
+    ("-5", "amount like 5"),
+    ("5 EUR", "amount like 5"),
+    ("x" * 4000, "amount like 5"),
+])
+async def test_bad_amounts_are_refused_and_the_wizard_stays(
+        harness: BotHarness, step_input: str, expected: str) -> None:
+    await bind(harness)
+    await harness.send(text_update("/autorecharge"))
+    await harness.send(callback_update("v1:arn:new"))
+    await harness.send(callback_update("v1:arb:amount"))
+    await harness.send(text_update(step_input))
+
+    assert expected in harness.api.texts()[-1]
+    await harness.send(text_update("5"))
+    assert "When?" in harness.api.texts()[-1]
+
+
+async def test_a_day_out_of_range_and_a_cap_below_the_amount_are_refused(
+        harness: BotHarness) -> None:
+    await bind(harness)
+    await harness.send(text_update("/autorecharge"))
+    await harness.send(callback_update("v1:arn:new"))
+    await harness.send(callback_update("v1:arb:amount"))
+    await harness.send(text_update("10"))
+    await harness.send(callback_update("v1:arw:monthly"))
+    await harness.send(text_update("32"))
+    assert "from 1 to 31" in harness.api.texts()[-1]
+    await harness.send(text_update("15"))
+    await harness.send(text_update("5"))  # cap below one top-up
+    await harness.send(callback_update("v1:arp:auto"))
+    await harness.send(callback_update("v1:arc:ok"))
+
+    assert "monthly cap" in harness.api.texts()[-1]
+    assert await rules_of(harness) == []
+    assert harness.sms.sent == []
+
+
+async def test_keep_alive_rule_buys_the_cheapest_extension(harness: BotHarness) -> None:
+    await bind(harness)
+    await harness.send(text_update("/autorecharge"))
+    await harness.send(callback_update("v1:arn:new"))
+    await harness.send(callback_update("v1:arb:cheap"))
+    await harness.send(callback_update("v1:arw:alive"))
+    await harness.send(text_update("3"))
+    await harness.send(text_update("10"))
+    await harness.send(callback_update("v1:arp:auto"))
+    assert "cheapest" in harness.api.texts()[-1]
+    await harness.send(callback_update("v1:arc:ok"))
+    await harness.send(text_update(harness.sms.last_code(CELLCARD)))
+
+    (rule,) = await rules_of(harness)
+    assert rule.trigger is Trigger.KEEP_ALIVE  # type: ignore[attr-defined]
+    assert rule.status is RuleStatus.ACTIVE  # type: ignore[attr-defined]
+
+
+async def test_pause_resume_and_delete_from_the_list(harness: BotHarness) -> None:
+    await bind(harness)
+    await monthly_rule_until_code(harness)
+    await harness.send(text_update(harness.sms.last_code(CELLCARD)))
+    (rule,) = await rules_of(harness)
+    rule_id = rule.id  # type: ignore[attr-defined]
+
+    await harness.send(callback_update(f"v1:ru:{rule_id}:pause"))
+    assert (await rules_of(harness))[0].status is RuleStatus.PAUSED  # type: ignore[attr-defined]
+    await harness.send(callback_update(f"v1:ru:{rule_id}:resume"))
+    assert (await rules_of(harness))[0].status is RuleStatus.ACTIVE  # type: ignore[attr-defined]
+    await harness.send(callback_update(f"v1:ru:{rule_id}:delok"))
+    assert await rules_of(harness) == []
+
+
+async def test_someone_elses_rule_cannot_be_touched(harness: BotHarness) -> None:
+    await bind(harness)
+    await monthly_rule_until_code(harness)
+    await harness.send(text_update(harness.sms.last_code(CELLCARD)))
+    (rule,) = await rules_of(harness)
+    rule_id = rule.id  # type: ignore[attr-defined]
+
+    for action in ("pause", "delok", "edit"):
+        await harness.send(callback_update(f"v1:ru:{rule_id}:{action}", user_id=999))
+    assert (await rules_of(harness))[0].status is RuleStatus.ACTIVE  # type: ignore[attr-defined]
+    answers = [a["text"] for a in harness.api.sent("answerCallbackQuery")
+               if "not yours" in str(a.get("text"))]
+    assert len(answers) == 3
+    assert not any("012" in text for text in harness.api.texts(chat_id=999))
