@@ -48,7 +48,8 @@ class Components:
         self.binding = BindingService(self.db, self.cipher, self.otp, self.clock)
         self.lines = LinesService(self.db, self.cipher, self.carrier, self.clock)
         self.readings = ReadingsService(self.db, self.cipher, self.clock)
-        self.rules = RulesService(self.db, self.cipher, self.otp, self.clock)
+        self.rules = RulesService(self.db, self.cipher, self.otp, self.clock,
+                                  zone_for=self.users.zone_of)
 
 
 def load_key_material(settings: Settings) -> KeyMaterial:

@@ -14,6 +14,7 @@ from storage.audit import AuditRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
 from storage.lines import LineRecord, LinesRepository
+from storage.rules import RulesRepository
 from storage.users import UsersRepository
 
 MAX_LINES_PER_USER = 10
@@ -107,6 +108,8 @@ class BindingService:
             line = existing
         else:
             previous = existing.owner_id if existing.is_bound else None
+            # The previous owner's rules must never charge the new owner's line.
+            await RulesRepository(conn).disable_for_line(existing.id, now)
             await lines.transfer(existing.id, new_owner_id=user_id, now=now)
             moved = await lines.get(existing.id)
             assert moved is not None  # locked above

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -121,7 +121,7 @@ def _summary(spec: RuleSpec, amount: Money) -> dict[str, Any]:
 
 class RulesService:
     def __init__(self, db: Database, cipher: FieldCipher, otp: OtpService, clock: Clock,
-                 zone_for: Callable[[int], ZoneInfo] | None = None, *,
+                 zone_for: Callable[[int], Awaitable[ZoneInfo]] | None = None, *,
                  catalog: Mapping[str, Product] | None = None) -> None:
         self._db = db
         self._cipher = cipher
@@ -132,8 +132,9 @@ class RulesService:
 
     # --- helpers ----------------------------------------------------------------------
 
-    def _zone(self, user_id: int) -> ZoneInfo:
-        return self._zone_for(user_id) if self._zone_for is not None else DEFAULT_ZONE
+    async def _zone(self, user_id: int) -> ZoneInfo:
+        """The user's zone: calendars run at local times and "every N days" counts local days."""
+        return await self._zone_for(user_id) if self._zone_for is not None else DEFAULT_ZONE
 
     def _plan_price(self, product_id: str | None, line: LineRecord) -> Money | None:
         """The plan's price when it is in the catalog of the line's operator, else None."""
@@ -142,7 +143,7 @@ class RulesService:
             return None
         return product.price
 
-    def _prepare(self, user_id: int, spec: RuleSpec, line: LineRecord,
+    def _prepare(self, zone: ZoneInfo, spec: RuleSpec, line: LineRecord,
                  now: datetime) -> tuple[RuleSpec, Money] | Invalid:
         """The spec as it will be stored (defaults filled in) and what one run costs."""
         if (spec.trigger is Trigger.KEEP_ALIVE and spec.amount is None
@@ -150,7 +151,7 @@ class RulesService:
             spec = replace(spec, amount=keep_alive_amount(line.number.operator))
         if (spec.trigger is Trigger.CALENDAR and spec.calendar is CalendarKind.EVERY_N
                 and spec.calendar_anchor is None):
-            spec = replace(spec, calendar_anchor=now.astimezone(self._zone(user_id)).date())
+            spec = replace(spec, calendar_anchor=now.astimezone(zone).date())
         plan_price = self._plan_price(spec.product_id, line)
         try:
             validate(spec, plan_price=plan_price, operator=line.number.operator)
@@ -193,11 +194,12 @@ class RulesService:
         """Creates the rule, waiting for the code texted to the line (``sms_text`` holds
         ``{code}``). Proposing the same rule again reuses the waiting one."""
         now = self._clock.now()
+        zone = await self._zone(user_id)
         async with self._db.write() as conn:
             line = await self._owned_line(conn, user_id, line_id)
             if line is None:
                 return NotYourLine()
-            prepared = self._prepare(user_id, spec, line, now)
+            prepared = self._prepare(zone, spec, line, now)
             if isinstance(prepared, Invalid):
                 return prepared
             spec, amount = prepared
@@ -251,6 +253,7 @@ class RulesService:
             return ConfirmResult(ConfirmStatus.CODE_FOR_OTHER, rule, outcome)
 
         now = self._clock.now()
+        zone = await self._zone(user_id)
         async with self._db.write() as conn:
             owned = await self._owned_rule(conn, user_id, rule_id, lock=True)
             if owned is None or owned[1] is None:
@@ -264,7 +267,7 @@ class RulesService:
             await repo.update(rule.id, now=now, status=RuleStatus.ACTIVE,
                               confirmed_amount_minor=amount.minor,
                               confirmed_cap_minor=rule.monthly_cap.minor,
-                              next_run_at=first_run_at(rule.spec, now, self._zone(user_id)))
+                              next_run_at=first_run_at(rule.spec, now, zone))
             await self._audit(conn, user_id, "rule.enabled", rule.id,
                               {"line": rule.line_id, **_summary(rule.spec, amount)})
             enabled = await repo.get(rule.id)
@@ -300,6 +303,7 @@ class RulesService:
                      ) -> RuleRecord | NotYourRule | WrongState:
         """Turns a paused rule back on; a calendar rule's next run counts from now."""
         now = self._clock.now()
+        zone = await self._zone(user_id)
         async with self._db.write() as conn:
             owned = await self._owned_rule(conn, user_id, rule_id, lock=True)
             if owned is None or owned[1] is None:
@@ -311,7 +315,7 @@ class RulesService:
                 return WrongState(rule.status)
             repo = RulesRepository(conn)
             await repo.update(rule.id, now=now, status=RuleStatus.ACTIVE,
-                              next_run_at=first_run_at(rule.spec, now, self._zone(user_id)))
+                              next_run_at=first_run_at(rule.spec, now, zone))
             await self._audit(conn, user_id, "rule.resumed", rule.id, {"line": rule.line_id})
             resumed = await repo.get(rule.id)
         assert resumed is not None
@@ -340,7 +344,7 @@ class RulesService:
         new currency, or switching to automatic approval puts it back to waiting for a
         code (sent to the line); anything else applies at once."""
         now = self._clock.now()
-        zone = self._zone(user_id)
+        zone = await self._zone(user_id)
         async with self._db.write() as conn:
             owned = await self._owned_rule(conn, user_id, rule_id, lock=True)
             if owned is None:
@@ -350,7 +354,7 @@ class RulesService:
                 return NotYourRule()
             if rule.status is RuleStatus.DISABLED:
                 return WrongState(rule.status)
-            prepared = self._prepare(user_id, spec, line, now)
+            prepared = self._prepare(zone, spec, line, now)
             if isinstance(prepared, Invalid):
                 return prepared
             spec, amount = prepared

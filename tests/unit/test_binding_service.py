@@ -8,9 +8,11 @@ from datetime import timedelta
 import pytest
 
 from bot.clock import ManualClock
+from bot.domain.money import Money
 from bot.domain.operators import Operator
 from bot.domain.otp import CheckResult
 from bot.domain.phone import MobileNumber, parse_cambodian_mobile
+from bot.domain.rules import Approval, RuleSpec, RuleStatus, Trigger
 from bot.services.binding import (
     MAX_LINES_PER_USER,
     AlreadyYours,
@@ -24,6 +26,7 @@ from storage.audit import AuditEntry, AuditRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
 from storage.lines import LineRecord, LinesRepository
+from storage.rules import RulesRepository
 from storage.users import UsersRepository
 
 USER_A = 2001
@@ -315,3 +318,25 @@ async def test_pending_codes_cannot_take_a_user_past_the_limit(
     await binding.confirm(user_id=USER_A, number=METFONE, typed=metfone_code)
 
     assert len(await owned(db, cipher, USER_A)) <= MAX_LINES_PER_USER
+
+
+async def test_a_line_that_moves_takes_none_of_the_old_owners_rules_along(
+        db: Database, cipher: FieldCipher, clock: ManualClock, binding: BindingService,
+        sms: FakeSms) -> None:
+    await start(binding, USER_A, CELLCARD, own_contact=True)
+    (line,) = await owned(db, cipher, USER_A)
+    async with db.write() as conn:
+        rule = await RulesRepository(conn).add(
+            line_id=line.id, owner_id=USER_A, now=clock.now(), status=RuleStatus.ACTIVE,
+            spec=RuleSpec(trigger=Trigger.BALANCE_BELOW, threshold=Money(100, "USD"),
+                          amount=Money(500, "USD"), monthly_cap=Money(2000, "USD"),
+                          approval=Approval.AUTO))
+
+    await start(binding, USER_B, CELLCARD)
+    await binding.confirm(user_id=USER_B, number=CELLCARD, typed=sms.last_code())
+
+    async with db.read() as conn:
+        after = await RulesRepository(conn).get(rule.id)
+    assert after is not None
+    assert after.status is RuleStatus.DISABLED
+    assert after.next_run_at is None

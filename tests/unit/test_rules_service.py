@@ -570,8 +570,11 @@ async def test_the_users_zone_sets_the_local_time_of_runs(
         db: Database, cipher: FieldCipher, clock: ManualClock, world: World) -> None:
     london = ZoneInfo("Europe/London")
     sms = FakeSms()
+    async def zone_for(user_id: int) -> ZoneInfo:
+        return london
+
     rules = RulesService(db, cipher, OtpService(db, cipher, sms, clock), clock,
-                         zone_for=lambda user_id: london)
+                         zone_for=zone_for)
     proposed = await rules.propose(ALICE, world.alice_line, monthly(31), SMS_TEXT)
     assert isinstance(proposed, Proposed)
 
