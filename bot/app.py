@@ -13,11 +13,8 @@ from telegram.ext import (
     AIORateLimiter,
     Application,
     ApplicationBuilder,
-    CallbackQueryHandler,
     Defaults,
-    MessageHandler,
 )
-from telegram.ext import filters as f
 from telegram.request import BaseRequest
 from telegram.warnings import PTBUserWarning
 
@@ -80,9 +77,7 @@ def build_application(components: Components,
     app.add_handlers(AutoRechargeFlow(users, i18n, components.lines,
                                       components.rules).handlers())
     # Last in group 0: only what no handler above claimed reaches these.
-    app.add_handlers([MessageHandler(f.COMMAND, start.unknown),
-                      MessageHandler(f.UpdateType.MESSAGE, start.stray),
-                      CallbackQueryHandler(start.stale_button)])
+    app.add_handlers(start.last_resort())
     app.add_error_handler(on_error)
     return app
 

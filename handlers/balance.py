@@ -32,6 +32,7 @@ REPORT_KIND = "bl"
 REPORT = cb.register(REPORT_KIND, "line")
 ASK_LINE, ASK_BALANCE = "balance:line", "balance:value"
 DRAFT = "balance_line"  # user_data key: the line being reported
+FORWARDED = "balance_sms"  # user_data key: a forwarded SMS waiting for its line
 MAX_SMS_CHARS = 1000
 
 
@@ -69,7 +70,31 @@ class BalanceFlow(Flow):
                 "That line is not yours or no longer bound."), show_alert=True)
             return END
         await query.answer()
+        pending = context.user_data.pop(FORWARDED, None) if context.user_data is not None else None
+        if isinstance(pending, str):
+            return await self._store(update, context, line.id, pending)
         return await self._ask(update, context, line.id, line.label)
+
+    async def forwarded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
+        """A carrier SMS forwarded (or shared) to the bot outside any flow."""
+        message, user = update.effective_message, update.effective_user
+        assert message is not None and user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        text = (message.text or message.caption or "")[:MAX_SMS_CHARS]
+        lines = await self._lines.for_user(user.id)
+        if not lines:
+            await self.reply(update, _("You have no lines yet. Send /bind to add one."))
+            return END
+        if len(lines) == 1:
+            return await self._store(update, context, lines[0].id, text)
+        if context.user_data is not None:
+            context.user_data[FORWARDED] = text
+        rows = [[InlineKeyboardButton(line.label, callback_data=cb.encode("bl", line.id))]
+                for line in lines]
+        await self.reply(update, _("Which line is this balance message for?"),
+                         reply_markup=InlineKeyboardMarkup(rows))
+        return ASK_LINE
 
     async def _ask(self, update: Update, context: ContextTypes.DEFAULT_TYPE, line_id: int,
                    label: str) -> str:
@@ -96,23 +121,33 @@ class BalanceFlow(Flow):
             await message.reply_text(_("That is too long to be a balance SMS. Type the balance "
                                        "(like 1.25), or /cancel."))
             return ASK_BALANCE
+        return await self._store(update, context, line_id, text)
+
+    async def _store(self, update: Update, context: ContextTypes.DEFAULT_TYPE, line_id: int,
+                     text: str) -> str | int:
+        user = update.effective_user
+        assert user is not None
+        ui = await self.ui(update)
+        _ = ui._
         typed = parse_typed_balance(text) if not too_long(text) else None
         if typed is not None:
             result = await self._readings.report_typed(user.id, line_id, text)
         else:
             result = await self._readings.report_sms(user.id, line_id, text)
         if result.status is ReportStatus.NOT_YOUR_LINE:
-            await message.reply_text(_("That line is not yours or no longer bound."))
+            await self.reply(update, _("That line is not yours or no longer bound."))
             return END
         if result.status is not ReportStatus.STORED or result.reading is None:
-            await message.reply_text(_("I could not read a balance in that. Type it like 1.25, "
+            if context.user_data is not None:
+                context.user_data[DRAFT] = line_id
+            await self.reply(update, _("I could not read a balance in that. Type it like 1.25, "
                                        "or paste the carrier's balance SMS as it is. Or "
                                        "/cancel."))
             return ASK_BALANCE
         if context.user_data is not None:
             context.user_data.pop(DRAFT, None)
-        await message.reply_text(_("Saved.") + "\n" + reading_text(ui, result.reading,
-                                                                  ui.age(result.reading.read_at)))
+        await self.reply(update, _("Saved.") + "\n" + reading_text(
+            ui, result.reading, ui.age(result.reading.read_at)))
         return END
 
     def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
@@ -120,7 +155,8 @@ class BalanceFlow(Flow):
         return [ConversationHandler(
             name="balance", persistent=True,
             entry_points=[CommandHandler("balance", self.begin),
-                          CallbackQueryHandler(self.line_chosen, pattern=REPORT)],
+                          CallbackQueryHandler(self.line_chosen, pattern=REPORT),
+                          MessageHandler(filters.FORWARDED & text, self.forwarded)],
             states={
                 ASK_LINE: [CallbackQueryHandler(self.line_chosen, pattern=REPORT)],
                 ASK_BALANCE: [MessageHandler(text, self.value)],

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.ext import BaseHandler, CommandHandler, ContextTypes
+from telegram.ext import (
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
 from bot.i18n import Gettext
 from handlers import callback_data as cb
@@ -69,6 +76,13 @@ class StartHandlers(Flow):
         await update.effective_message.reply_text(
             ui._("I don't know that command. /help lists what I can do."))
 
+    async def nothing_to_cancel(self, update: Update,
+                                context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.effective_message is None:
+            return
+        ui = await self.ui(update)
+        await update.effective_message.reply_text(ui._("There is nothing to cancel."))
+
     async def stray(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Text or media outside any flow."""
         if update.effective_message is None:
@@ -86,3 +100,10 @@ class StartHandlers(Flow):
 
     def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
         return [CommandHandler("start", self.start), CommandHandler("help", self.help)]
+
+    def last_resort(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
+        """After every flow: what no flow claimed (a flow's own /cancel comes first)."""
+        return [CommandHandler("cancel", self.nothing_to_cancel),
+                MessageHandler(filters.COMMAND, self.unknown),
+                MessageHandler(filters.UpdateType.MESSAGE, self.stray),
+                CallbackQueryHandler(self.stale_button)]
