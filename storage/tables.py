@@ -163,6 +163,104 @@ ptb_bot_data = Table(
     Column("data", JSON, nullable=False),
 )
 
+# --- money (issue 5) ------------------------------------------------------------------
+
+charges = Table(
+    "charges", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    # What caused the charge: "manual:<user>:<nonce>", "rule:<id>:<period>",
+    # "rule:<id>:episode:<n>". The same cause can never charge twice.
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("reference", String(64), nullable=False, unique=True),  # ours, sent to the provider
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    Column("line_id", BigId, ForeignKey("lines.id"), nullable=False, index=True),
+    Column("rule_id", BigId, ForeignKey("recharge_rules.id")),
+    Column("cause", String(16), nullable=False),  # manual, scheduled, low_balance, keep_alive
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("product_id", String(64)),
+    Column("state", String(20), nullable=False, index=True),
+    Column("expires_at", UtcDateTime),  # an approval request nobody answers expires
+    Column("attempts", SmallInteger, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime, index=True),  # retry or pending look-up due
+    Column("failure_reason", String(64)),
+    Column("provider_tx_enc", Text),  # the provider's transaction id, encrypted
+    Column("balance_after_minor", BigInteger),
+    Column("validity_end_after", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+)
+
+holds = Table(
+    "holds", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("charge_id", BigId, ForeignKey("charges.id"), nullable=False, unique=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(12), nullable=False),  # open, captured, released
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("settled_at", UtcDateTime),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+)
+
+# Append-only: a balance is the sum of a user's entries in one currency; rows are never
+# updated or deleted. Each charge and payment can add each kind of entry once.
+ledger_entries = Table(
+    "ledger_entries", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),  # signed: + credit, - debit
+    Column("kind", String(16), nullable=False),  # payment, operator_credit, hold, release, refund
+    Column("charge_id", BigId, ForeignKey("charges.id")),
+    Column("payment_id", BigId, ForeignKey("wallet_payments.id")),
+    Column("memo", String(128)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_ledger_entries_user_id_currency", "user_id", "currency"),
+    Index("uq_ledger_entries_charge_kind", "charge_id", "kind", unique=True),
+    Index("uq_ledger_entries_payment_kind", "payment_id", "kind", unique=True),
+)
+
+wallet_payments = Table(
+    "wallet_payments", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    Column("source", String(16), nullable=False),  # telegram, operator
+    # Telegram's charge id, or "operator:<reference>": a replay credits nothing.
+    Column("external_id", String(160), nullable=False, unique=True),
+    Column("provider_charge_id", String(160)),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("payload", String(128)),
+    Column("actor", String(64), nullable=False),  # user:<id>, cli, admin:<id>
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("refunded_at", UtcDateTime),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+)
+
+# Transactional outbox: written with the state change that causes the message, sent by the
+# dispatcher under Telegram's limits. The dedupe key makes every message exactly one row.
+notifications = Table(
+    "notifications", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False),
+    Column("chat_id", BigInteger, nullable=False),
+    Column("dedupe_key", String(160), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),  # receipt, approval_request, warning, ...
+    Column("params", JSON, nullable=False),  # rendered in the user's language when sent
+    Column("status", String(12), nullable=False),  # pending, sent, failed, dropped
+    Column("attempts", SmallInteger, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("claimed_until", UtcDateTime),  # a dispatcher's lease
+    Column("message_id", BigInteger),  # what Telegram returned, to edit it later
+    Column("last_error", String(200)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime),
+    Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
 # The simulated carrier's own world: it stands in for the carriers and the aggregator,
 # so it keeps its state here the way a provider keeps it on its side.
 sim_lines = Table(
