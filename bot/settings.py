@@ -138,6 +138,32 @@ class GatewaySettings(_Section):
     sim_settle_seconds: int = Field(30, ge=0, le=86_400, alias="SIM_SETTLE_SECONDS")
 
 
+class PaymentsSettings(_Section):
+    provider_token: SecretStr | None = Field(None, alias="PAYMENTS_PROVIDER_TOKEN")
+    provider_currency: str = Field("USD", alias="PAYMENTS_CURRENCY")
+    stars_per_usd: int = Field(50, ge=1, le=10_000, alias="STARS_PER_USD")
+    approval_timeout_minutes: int = Field(60, ge=1, le=7 * 24 * 60,
+                                          alias="APPROVAL_TIMEOUT_MINUTES")
+
+    @field_validator("provider_token")
+    @classmethod
+    def _blank_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("provider_currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value not in CURRENCIES or value == "XTR":
+            raise ValueError("must be USD or KHR (Telegram Stars are used without a token)")
+        return value
+
+    @property
+    def uses_stars(self) -> bool:
+        """Telegram Stars (XTR) when no payment provider token is configured."""
+        return self.provider_token is None
+
+
 class SchedulerSettings(_Section):
     sweep_interval_seconds: int = Field(60, ge=1, le=86_400, alias="SWEEP_INTERVAL_SECONDS")
 
@@ -162,6 +188,7 @@ class Settings(BaseModel):
     security: SecuritySettings
     locale: LocaleSettings
     gateways: GatewaySettings
+    payments: PaymentsSettings
     scheduler: SchedulerSettings
     logging: LoggingSettings
 
@@ -169,7 +196,7 @@ class Settings(BaseModel):
         """Every effective setting by its environment name, secrets shown as ***."""
         shown: dict[str, str] = {}
         for section in (self.telegram, self.storage, self.security, self.locale,
-                        self.gateways, self.scheduler, self.logging):
+                        self.gateways, self.payments, self.scheduler, self.logging):
             for name, field in type(section).model_fields.items():
                 value = getattr(section, name)
                 shown[field.alias or name] = _mask(value)
@@ -194,7 +221,8 @@ def _mask_url(url: str) -> str:
 
 _SECTIONS: dict[str, type[_Section]] = {
     "telegram": TelegramSettings, "storage": StorageSettings, "security": SecuritySettings,
-    "locale": LocaleSettings, "gateways": GatewaySettings, "scheduler": SchedulerSettings,
+    "locale": LocaleSettings, "gateways": GatewaySettings, "payments": PaymentsSettings,
+    "scheduler": SchedulerSettings,
     "logging": LoggingSettings,
 }
 
