@@ -296,16 +296,21 @@ class AutoRechargeFlow(Flow):
     @staticmethod
     def _money(text: str | None) -> Money | str:
         """USD typed by the user, or the (untranslated) reason it was refused."""
+
+        def _(message: str) -> str:
+            """Marks a reason for extraction; the caller translates it when shown."""
+            return message
+
         if text is None or too_long(text):
-            return "Type an amount like 5 or $2.50."
+            return _("Type an amount like 5 or $2.50.")
         try:
             money = parse_money(text, "USD")
         except MoneyError as error:
             if error.reason is MoneyError.Reason.TOO_LARGE:
-                return "That amount is too large."
-            return "Type an amount like 5 or $2.50."
+                return _("That amount is too large.")
+            return _("Type an amount like 5 or $2.50.")
         if money.currency != "USD":
-            return "Top-ups are in US dollars: type an amount like 5 or $2.50."
+            return _("Top-ups are in US dollars: type an amount like 5 or $2.50.")
         return money
 
     async def _ask_when(self, update: Update, ui: Ui) -> str:

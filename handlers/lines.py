@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.services.readings import ReadingsService
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest
 from telegram.ext import (
@@ -19,6 +18,7 @@ from telegram.ext import (
 
 from bot.i18n import Translations
 from bot.services.lines import MAX_NICKNAME_CHARS, LinesService
+from bot.services.readings import ReadingsService
 from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.balance import REPORT_KIND
