@@ -139,3 +139,64 @@ class RecordingSms:
         match = re.search(r"\b(\d{6})\b", texts[-1])
         assert match, texts[-1]
         return match.group(1)
+
+
+# --- payments (wallet) ---------------------------------------------------------------------
+
+
+def pre_checkout_update(payload: str, *, total_amount: int, currency: str = "XTR",
+                        user_id: int = 555, language: str | None = "en") -> dict[str, Any]:
+    """Telegram asks the bot to confirm a checkout before the user's money is taken."""
+    return {"update_id": next(_update_ids), "pre_checkout_query": {
+        "id": f"pcq-{next(_update_ids)}", "from": _user(user_id, language, "Dara"),
+        "currency": currency, "total_amount": total_amount, "invoice_payload": payload}}
+
+
+def successful_payment_update(payload: str, *, total_amount: int, charge_id: str,
+                              currency: str = "XTR", provider_charge_id: str = "",
+                              user_id: int = 555, language: str | None = "en",
+                              ) -> dict[str, Any]:
+    """The service message of a completed payment (send it twice to replay it)."""
+    return {"update_id": next(_update_ids), "message": {
+        "message_id": next(_update_ids), "date": int(time.time()),
+        "chat": {"id": user_id, "type": "private", "first_name": "Dara"},
+        "from": _user(user_id, language, "Dara"),
+        "successful_payment": {
+            "currency": currency, "total_amount": total_amount, "invoice_payload": payload,
+            "telegram_payment_charge_id": charge_id,
+            "provider_payment_charge_id": provider_charge_id}}}
+
+
+def refunded_payment_update(payload: str, *, total_amount: int, charge_id: str,
+                            currency: str = "XTR", user_id: int = 555) -> dict[str, Any]:
+    """The service message Telegram sends after a payment was refunded."""
+    return {"update_id": next(_update_ids), "message": {
+        "message_id": next(_update_ids), "date": int(time.time()),
+        "chat": {"id": user_id, "type": "private", "first_name": "Dara"},
+        "from": _user(user_id, "en", "Dara"),
+        "refunded_payment": {
+            "currency": currency, "total_amount": total_amount, "invoice_payload": payload,
+            "telegram_payment_charge_id": charge_id}}}
+
+
+def serve_invoices(api: RecordingRequest) -> None:
+    """Makes ``api`` answer sendInvoice with the invoice message, as Telegram does (PTB
+    parses the result into a Message, so the default ``True`` would fail)."""
+    answer = api._result
+
+    def result(method: str, params: dict[str, Any]) -> Any:
+        if method != "sendInvoice":
+            return answer(method, params)
+        prices = params.get("prices", [])
+        if isinstance(prices, str):
+            prices = json.loads(prices)
+        return {"message_id": next(api._message_ids), "date": int(time.time()),
+                "chat": {"id": int(params.get("chat_id", 0)), "type": "private"},
+                "from": {"id": BOT_ID, "is_bot": True, "first_name": "TopUp"},
+                "invoice": {"title": params.get("title", ""),
+                            "description": params.get("description", ""),
+                            "start_parameter": params.get("start_parameter", ""),
+                            "currency": params.get("currency", ""),
+                            "total_amount": sum(int(p["amount"]) for p in prices)}}
+
+    api._result = result  # type: ignore[method-assign]

@@ -1,0 +1,394 @@
+"""Approving charges in the chat, and the messages a charge sends.
+
+The approval request (queued by the charging service) carries Approve / Decline buttons
+(``v1:ap:<charge>:ok|no``); pressing one answers the button, asks the service - which
+re-reads the charge, checks the presser owns it and that it still awaits an answer - and
+puts the outcome in place of the request. "Top up now" on a line card
+(``v1:tn:<line>:<what>``) asks for an approval; the button's message id is part of the
+charge's key, so a double tap asks once.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import BadRequest
+from telegram.ext import ApplicationHandlerStop, BaseHandler, CallbackQueryHandler, ContextTypes
+
+from bot.domain.charges import ChargeState
+from bot.domain.money import Money
+from bot.gateways.topup import Product, ProductKind
+from bot.i18n import Translations
+from bot.services.charging import (
+    APPROVAL_REQUEST,
+    CHARGE_EXPIRED,
+    CHARGE_FAILED,
+    CHARGE_PROCESSING,
+    CHARGE_STUCK,
+    LINE_UNAVAILABLE,
+    NOT_ACCEPTED,
+    RECEIPT,
+    AlreadyHandled,
+    ApprovalReason,
+    Approved,
+    ChargingService,
+    Declined,
+    InsufficientFunds,
+    Invalid,
+    NotYourLine,
+    Requested,
+    RequestProblem,
+)
+from bot.services.users import UsersService
+from handlers import callback_data as cb
+from handlers.common import Flow, Ui
+from handlers.notification_views import Rendered, renders
+from handlers.render import data_text
+from storage.charges import ChargeRecord
+
+APPROVE_KIND, TOP_UP_NOW_KIND = "ap", "tn"
+APPROVE = cb.register(APPROVE_KIND, "charge", "action")  # ok, no
+TOP_UP_NOW = cb.register(TOP_UP_NOW_KIND, "line", "what")  # a<cents> airtime, or a plan id
+INSUFFICIENT_FUNDS = "insufficient_funds"  # rendered for the user who pressed Approve
+QUICK_AMOUNTS_CENTS = (100, 200, 500)  # "Top up now" airtime amounts on a line card
+_AMOUNT_TOKEN = re.compile(r"a([1-9][0-9]{0,8})")
+
+
+# --- what the parameters say ------------------------------------------------------------
+
+def _money(params: dict[str, Any], minor: str, currency: str) -> Money | None:
+    value, code = params.get(minor), params.get(currency)
+    if not isinstance(value, int) or not isinstance(code, str):
+        return None
+    return Money(value, code)
+
+
+def _amount(ui: Ui, params: dict[str, Any]) -> str:
+    amount = _money(params, "amount_minor", "currency")
+    return ui.money(amount) if amount is not None else "?"
+
+
+def _when(ui: Ui, value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return ui.when(datetime.fromisoformat(value))
+    except ValueError:
+        return None
+
+
+def buys_text(ui: Ui, params: dict[str, Any]) -> str:
+    """What a charge buys: a plan (its data and days) or airtime."""
+    _ = ui._
+    name = params.get("product_name")
+    if isinstance(name, str):
+        if params.get("product_kind") == ProductKind.DATA.value and params.get("data_mb"):
+            return _("{plan}: {data} for {days} days").format(
+                plan=name, data=data_text(int(params["data_mb"])), days=params.get("validity_days"))
+        return _("{plan}, {days} days of validity").format(plan=name,
+                                                           days=params.get("validity_days"))
+    return _("{amount} of airtime").format(amount=_amount(ui, params))
+
+
+def failure_text(ui: Ui, reason: str | None) -> str:
+    _ = ui._
+    texts = {
+        "declined_by_operator": _("the carrier declined it"),
+        "refunded_by_operator": _("the carrier refunded it"),
+        "amount_below_minimum": _("the amount is below the carrier's minimum"),
+        "unknown_product": _("that plan is not sold for this line"),
+        "product_of_another_operator": _("that plan is not sold for this line"),
+        "unsupported_currency": _("the carrier does not take that currency"),
+        NOT_ACCEPTED: _("the carrier could not be reached, even after several tries"),
+        LINE_UNAVAILABLE: _("the line is no longer bound to you"),
+    }
+    return texts.get(reason or "", _("the carrier refused it"))
+
+
+def approval_buttons(ui: Ui, charge_id: int) -> InlineKeyboardMarkup:
+    _ = ui._
+    return InlineKeyboardMarkup([[
+        InlineKeyboardButton(_("✅ Approve"), callback_data=cb.encode(APPROVE_KIND, charge_id,
+                                                                     "ok")),
+        InlineKeyboardButton(_("✖️ Decline"), callback_data=cb.encode(APPROVE_KIND, charge_id,
+                                                                     "no"))]])
+
+
+def top_up_now_buttons(ui: Ui, line_id: int,
+                       plan: Product | None = None) -> list[list[InlineKeyboardButton]]:
+    """Rows for a line card: the line's plan (when it has one) and a few airtime amounts."""
+    _ = ui._
+    rows: list[list[InlineKeyboardButton]] = []
+    if plan is not None:
+        rows.append([InlineKeyboardButton(
+            _("⚡ Buy now: {plan} ({price})").format(plan=plan.name, price=ui.money(plan.price)),
+            callback_data=cb.encode(TOP_UP_NOW_KIND, line_id, plan.id))])
+    rows.append([InlineKeyboardButton(
+        _("⚡ Top up {amount}").format(amount=ui.money(Money(cents, "USD"))),
+        callback_data=cb.encode(TOP_UP_NOW_KIND, line_id, f"a{cents}"))
+        for cents in QUICK_AMOUNTS_CENTS])
+    return rows
+
+
+# --- the notifications ------------------------------------------------------------------
+
+@renders(APPROVAL_REQUEST)
+def render_approval_request(ui: Ui, params: dict[str, Any]) -> Rendered:
+    _ = ui._
+    line = params.get("line", "?")
+    reason = params.get("reason")
+    headers = {
+        ApprovalReason.MANUAL.value: _("Top up {line}?"),
+        ApprovalReason.ASK.value: _("Your auto-recharge wants to top up {line}. Approve?"),
+        ApprovalReason.OVER_CAP.value: _(
+            "This auto-recharge of {line} would go over its monthly cap, so it waits for "
+            "your approval."),
+        ApprovalReason.INSUFFICIENT_FUNDS.value: _(
+            "Your wallet cannot cover this automatic top-up of {line}, so it waits for you."),
+    }
+    parts = [headers.get(str(reason), headers[ApprovalReason.MANUAL.value]).format(line=line),
+             "",
+             _("Line: {line}").format(line=line),
+             _("Amount: {amount}").format(amount=_amount(ui, params)),
+             _("Buys: {what}").format(what=buys_text(ui, params))]
+    cap = _money(params, "cap_minor", "currency")
+    spent = _money(params, "spent_minor", "currency")
+    if cap is not None and spent is not None:
+        parts.append(_("This month: {spent} of the {cap} cap spent.").format(
+            spent=ui.money(spent), cap=ui.money(cap)))
+    wallet = _money(params, "wallet_minor", "wallet_currency")
+    amount = _money(params, "amount_minor", "currency")
+    if wallet is not None:
+        parts.append(_("Wallet: {wallet}").format(wallet=ui.money(wallet)))
+        if amount is not None and wallet.currency == amount.currency and wallet < amount:
+            parts.append(_("That is {short} short: add money with /wallet, then tap "
+                           "Approve.").format(short=ui.money(amount - wallet)))
+    expires = _when(ui, params.get("expires_at"))
+    if expires is not None:
+        parts.append(_("This request expires {when}.").format(when=expires))
+    charge_id = params.get("charge_id")
+    markup = approval_buttons(ui, charge_id) if isinstance(charge_id, int) else None
+    return "\n".join(parts), markup
+
+
+@renders(RECEIPT)
+def render_receipt(ui: Ui, params: dict[str, Any]) -> Rendered:
+    _ = ui._
+    if isinstance(params.get("product_name"), str):
+        headline = _("✅ Topped up {line}: {what}, {amount}.").format(
+            line=params.get("line", "?"), what=buys_text(ui, params),
+            amount=_amount(ui, params))
+    else:
+        headline = _("✅ Topped up {line} with {amount} of airtime.").format(
+            line=params.get("line", "?"), amount=_amount(ui, params))
+    parts = [headline]
+    balance = _money(params, "balance_after_minor", "balance_currency")
+    if balance is not None:
+        parts.append(_("Line balance now: {amount}").format(amount=ui.money(balance)))
+    if isinstance(params.get("data_after_mb"), int):
+        parts.append(_("Data now: {data}").format(data=data_text(params["data_after_mb"])))
+    valid = _when(ui, params.get("validity_end"))
+    if valid is not None:
+        parts.append(_("Valid until: {date}").format(date=valid))
+    wallet = _money(params, "wallet_minor", "wallet_currency")
+    if wallet is not None:
+        parts.append(_("Wallet: {wallet}").format(wallet=ui.money(wallet)))
+    if params.get("reference"):
+        parts.append(_("Reference: {reference}").format(reference=params["reference"]))
+    return "\n".join(parts), None
+
+
+@renders(CHARGE_FAILED)
+def render_charge_failed(ui: Ui, params: dict[str, Any]) -> Rendered:
+    _ = ui._
+    reason = params.get("reason")
+    if params.get("audience") == "admin":
+        return _("⚠️ Charge {charge} of user {user} failed: {reason} ({code}; reference "
+                 "{reference}, {attempts} attempts). The hold was released.").format(
+            charge=params.get("charge_id"), user=params.get("user_id"),
+            reason=failure_text(ui, reason), code=reason, reference=params.get("reference"),
+            attempts=params.get("attempts")), None
+    return _("❌ The top-up of {line} ({amount}) did not go through: {reason}. Nothing was "
+             "taken from your wallet.").format(line=params.get("line", "?"),
+                                               amount=_amount(ui, params),
+                                               reason=failure_text(ui, reason)), None
+
+
+@renders(CHARGE_PROCESSING)
+def render_charge_processing(ui: Ui, params: dict[str, Any]) -> Rendered:
+    return ui._("⏳ The carrier is still processing the top-up of {line} ({amount}). I will "
+                "send the receipt when it is done.").format(line=params.get("line", "?"),
+                                                           amount=_amount(ui, params)), None
+
+
+@renders(CHARGE_EXPIRED)
+def render_charge_expired(ui: Ui, params: dict[str, Any]) -> Rendered:
+    return ui._("⌛ The request to top up {line} ({amount}) expired. Nothing was charged.").format(
+        line=params.get("line", "?"), amount=_amount(ui, params)), None
+
+
+@renders(CHARGE_STUCK)
+def render_charge_stuck(ui: Ui, params: dict[str, Any]) -> Rendered:
+    return ui._("⚠️ Charge {charge} of user {user} (reference {reference}): the provider "
+                "cannot say whether the top-up was made. The funds stay held; I keep looking "
+                "it up.").format(charge=params.get("charge_id"), user=params.get("user_id"),
+                                 reference=params.get("reference")), None
+
+
+@renders(INSUFFICIENT_FUNDS)
+def render_insufficient_funds(ui: Ui, params: dict[str, Any]) -> Rendered:
+    _ = ui._
+    wallet = _money(params, "wallet_minor", "wallet_currency")
+    return _("Your wallet has {wallet}, and this top-up of {line} needs {amount}. Add money "
+             "with /wallet, then tap Approve again.").format(
+        wallet=ui.money(wallet) if wallet is not None else "?", line=params.get("line", "?"),
+        amount=_amount(ui, params)), None
+
+
+# --- the buttons --------------------------------------------------------------------------
+
+class ApprovalsFlow(Flow):
+    def __init__(self, users: UsersService, i18n: Translations,
+                 charging: ChargingService) -> None:
+        super().__init__(users, i18n)
+        self._charging = charging
+
+    @staticmethod
+    async def _edit(query: Any, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+        try:
+            await query.edit_message_text(text, reply_markup=markup)
+        except BadRequest as error:
+            if "not modified" not in str(error).lower():
+                raise
+
+    def outcome_text(self, ui: Ui, charge: ChargeRecord, line: str, *,
+                     just_approved: bool) -> str:
+        _ = ui._
+        amount = ui.money(charge.amount)
+        state = charge.state
+        if just_approved:
+            if state is ChargeState.SUCCEEDED:
+                return _("✅ Approved: {line} is topped up with {amount}.").format(
+                    line=line, amount=amount)
+            if state is ChargeState.FAILED:
+                return _("Approved, but the top-up of {line} did not go through: {reason}. "
+                         "Nothing was taken from your wallet.").format(
+                    line=line, reason=failure_text(ui, charge.failure_reason))
+            return _("✅ Approved: topping up {line} with {amount}. I will send the receipt "
+                     "when the carrier confirms.").format(line=line, amount=amount)
+        texts = {
+            ChargeState.APPROVED: _("Already approved: the top-up of {line} ({amount}) is on "
+                                    "its way."),
+            ChargeState.SUBMITTED: _("Already approved: the top-up of {line} ({amount}) is "
+                                     "on its way."),
+            ChargeState.SUCCEEDED: _("Already done: {line} was topped up with {amount}."),
+            ChargeState.FAILED: _("This top-up of {line} ({amount}) failed earlier. Nothing "
+                                  "was taken from your wallet."),
+            ChargeState.DECLINED: _("You declined this top-up of {line} ({amount}). Nothing "
+                                    "was charged."),
+            ChargeState.EXPIRED: _("This request to top up {line} ({amount}) expired. Nothing "
+                                   "was charged; use ⚡ Top up in /lines to ask again."),
+            ChargeState.AWAITING_APPROVAL: _("This top-up of {line} ({amount}) still waits "
+                                             "for your answer."),
+        }
+        return texts[state].format(line=line, amount=amount)
+
+    async def on_answer(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Approve or Decline under an approval request."""
+        query, user = update.callback_query, update.effective_user
+        assert query is not None and user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        data = cb.decode(query.data)
+        charge_id = data.int_arg("charge") if data else None
+        action = data.arg("action") if data else ""
+        if charge_id is None or action not in ("ok", "no"):
+            await query.answer(_("That button is no longer active."))
+            raise ApplicationHandlerStop
+        if not await self._charging.owns(user.id, charge_id):
+            # Unknown and someone else's read the same: nothing about the charge is shown.
+            await query.answer(_("This button is not for you."), show_alert=True)
+            raise ApplicationHandlerStop
+        await query.answer()
+        line = await self._line_label(user.id, charge_id)
+        if action == "no":
+            declined = await self._charging.decline(user.id, charge_id)
+            if isinstance(declined, Declined):
+                await self._edit(query, _("Declined: {line} will not be topped up with "
+                                          "{amount}. Nothing was charged.").format(
+                    line=line, amount=ui.money(declined.charge.amount)))
+            elif isinstance(declined, AlreadyHandled):
+                await self._edit(query, self.outcome_text(ui, declined.charge, line,
+                                                          just_approved=False))
+            raise ApplicationHandlerStop
+        result = await self._charging.approve(user.id, charge_id)
+        if isinstance(result, Approved):
+            await self._edit(query, self.outcome_text(ui, result.charge, line,
+                                                      just_approved=True))
+        elif isinstance(result, AlreadyHandled):
+            await self._edit(query, self.outcome_text(ui, result.charge, line,
+                                                      just_approved=False))
+        elif isinstance(result, InsufficientFunds):
+            # The request stays, with today's wallet balance and what is missing.
+            text, markup = render_approval_request(ui, result.request)
+            await self._edit(query, text, markup)
+            shortfall, _markup = render_insufficient_funds(ui, result.request)
+            await self.reply(update, shortfall)
+        raise ApplicationHandlerStop
+
+    async def _line_label(self, user_id: int, charge_id: int) -> str:
+        charge = await self._charging.get(charge_id)
+        if charge is None or charge.user_id != user_id:
+            return "?"
+        return await self._charging.line_label(charge.line_id)
+
+    async def top_up_now(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """⚡ on a line card: ask for an approval of that top-up (once per button)."""
+        query, user = update.callback_query, update.effective_user
+        assert query is not None and user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        data = cb.decode(query.data)
+        line_id = data.int_arg("line") if data else None
+        what = data.arg("what") if data else ""
+        amount_match = _AMOUNT_TOKEN.fullmatch(what)
+        amount = Money(int(amount_match.group(1)), "USD") if amount_match else None
+        product_id = None if amount is not None else what
+        message_id = query.message.message_id if query.message is not None else 0
+        if line_id is None or not what:
+            await query.answer(_("That button is no longer active."))
+            raise ApplicationHandlerStop
+        result = await self._charging.request_manual(
+            user.id, line_id, amount, product_id, nonce=f"{message_id}:{line_id}:{what}")
+        if isinstance(result, NotYourLine):
+            await query.answer(_("That line is not yours or no longer bound."), show_alert=True)
+        elif isinstance(result, Invalid):
+            await query.answer(self._problem_text(ui, result.problem), show_alert=True)
+        elif isinstance(result, Requested) and result.created:
+            await query.answer(_("I sent you a request to approve: tap Approve on it."))
+        elif isinstance(result, Requested):
+            waiting = result.charge.state is ChargeState.AWAITING_APPROVAL
+            await query.answer(_("Already asked: approve it in the request I sent.") if waiting
+                               else _("This button was used already. Open /lines for a new "
+                                      "top-up."), show_alert=not waiting)
+        raise ApplicationHandlerStop
+
+    @staticmethod
+    def _problem_text(ui: Ui, problem: RequestProblem) -> str:
+        _ = ui._
+        texts = {
+            RequestProblem.UNKNOWN_PLAN: _("That plan is not sold for this line any more."),
+            RequestProblem.AMOUNT_TOO_SMALL: _("That amount is below the carrier's minimum."),
+            RequestProblem.AMOUNT_TOO_LARGE: _("That amount is too large."),
+            RequestProblem.UNSUPPORTED_CURRENCY: _("Top-ups are in US dollars."),
+        }
+        return texts.get(problem, _("That button is no longer active."))
+
+    def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
+        """Each stops the update where it is handled (ApplicationHandlerStop), so they can be
+        added in a group ahead of the conversations."""
+        return [CallbackQueryHandler(self.on_answer, pattern=APPROVE),
+                CallbackQueryHandler(self.top_up_now, pattern=TOP_UP_NOW)]

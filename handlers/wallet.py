@@ -1,0 +1,447 @@
+"""/wallet: balance, holds and last movements; funding through Telegram Payments (Stars
+or a provider); the admins' /credit (cash, bank transfer) and /refund (Stars).
+
+Payment updates (pre-checkout queries, successful and refunded payments) are handled in a
+group of their own ahead of the conversations, so no flow's state can swallow money, and
+stop there. Renderers of the wallet's outbox messages live here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LabeledPrice,
+    SuccessfulPayment,
+    Update,
+)
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import (
+    ApplicationHandlerStop,
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    PreCheckoutQueryHandler,
+    filters,
+)
+
+from bot.domain.money import Money, MoneyError, parse_money
+from bot.i18n import Translations
+from bot.services.users import UsersService
+from bot.services.wallet import (
+    CREDIT_NOTIFICATION,
+    REFUND_NOTIFICATION,
+    SOURCE_TELEGRAM,
+    AlreadyCredited,
+    Credited,
+    OperatorCreditError,
+    PaymentNotRecognised,
+    PaymentProblem,
+    PaymentsUnavailable,
+    RefundRejected,
+    RefundResult,
+    RefundStatus,
+    WalletService,
+    WalletSummary,
+)
+from handlers import callback_data as cb
+from handlers.common import Flow, Ui
+from handlers.notification_views import Rendered, renders
+from storage.wallet import Entry, EntryKind
+
+log = logging.getLogger(__name__)
+
+FUND = cb.register("wf", "amount")  # v1:wf:<amount in minor units>
+PAYMENT_GROUP = -1  # ahead of group 0, where the conversations are
+CREDIT_RETRY_DELAYS = (0.5, 2.0, 5.0)  # seconds between tries of a payment's credit
+
+
+# --- how things read ----------------------------------------------------------------------
+
+
+def _movement_label(ui: Ui, entry: Entry) -> str:
+    _ = ui._
+    labels = {
+        EntryKind.PAYMENT: _("Paid through Telegram"),
+        EntryKind.OPERATOR_CREDIT: _("Cash or bank transfer"),
+        EntryKind.HOLD: _("Top-up of a line"),
+        EntryKind.RELEASE: _("Top-up did not go through: returned"),
+        EntryKind.REFUND: _("Refunded to you"),
+    }
+    label = labels[entry.kind]
+    if entry.kind is EntryKind.OPERATOR_CREDIT and entry.memo:
+        label = _("{label} (ref. {reference})").format(label=label, reference=entry.memo)
+    return label
+
+
+def _signed(ui: Ui, amount: Money) -> str:
+    shown = ui.money(Money(abs(amount.minor), amount.currency))
+    return f"+{shown}" if amount.minor >= 0 else f"−{shown}"
+
+
+def wallet_text(ui: Ui, summary: WalletSummary) -> str:
+    _ = ui._
+    out = [_("👛 Your wallet"),
+           _("Available: {amount}").format(amount=ui.money(summary.available))]
+    if summary.held.is_positive:
+        out.append(_("Held for top-ups in progress: {amount}").format(
+            amount=ui.money(summary.held)))
+    out.append("")
+    if summary.movements:
+        out.append(_("Last movements:"))
+        out.extend(f"{ui.when(entry.created_at)}  {_signed(ui, entry.amount)}  "
+                   f"{_movement_label(ui, entry)}" for entry in summary.movements)
+    else:
+        out.append(_("No movements yet."))
+    return "\n".join(out)
+
+
+def problem_text(ui: Ui, problem: PaymentProblem) -> str:
+    _ = ui._
+    return {
+        PaymentProblem.FORGED: _("This invoice was not issued by this bot. Open /wallet and "
+                                 "choose an amount there."),
+        PaymentProblem.WRONG_USER: _("This invoice was issued to someone else. Open /wallet "
+                                     "to get your own."),
+        PaymentProblem.PRICE_CHANGED: _("The price has changed since this invoice was issued. "
+                                        "Open /wallet and choose the amount again."),
+        PaymentProblem.UNAVAILABLE: _("Payments are not available at the moment. Please try "
+                                      "again later."),
+    }[problem]
+
+
+def _money_param(params: dict[str, Any], minor: str, currency: str) -> Money | None:
+    if params.get(minor) is None or params.get(currency) is None:
+        return None
+    try:
+        return Money(int(params[minor]), str(params[currency]))
+    except (MoneyError, ValueError, TypeError):
+        return None
+
+
+def _when_param(ui: Ui, params: dict[str, Any]) -> str:
+    try:
+        return ui.when(datetime.fromisoformat(str(params["at"])))
+    except (KeyError, ValueError):
+        return ""
+
+
+@renders(CREDIT_NOTIFICATION)
+def render_credit(ui: Ui, params: dict[str, Any]) -> Rendered:
+    """The receipt of a wallet credit (Telegram payment or operator credit)."""
+    _ = ui._
+    amount = Money(int(params["amount_minor"]), str(params["currency"]))
+    balance = Money(int(params["balance_minor"]), str(params["currency"]))
+    out = [_("🧾 Receipt: {amount} added to your wallet").format(amount=ui.money(amount))]
+    if params.get("source") == SOURCE_TELEGRAM:
+        paid = _money_param(params, "paid_minor", "paid_currency")
+        if paid is not None:
+            out.append(_("Paid through Telegram: {price}").format(price=ui.money(paid)))
+        if params.get("charge_id"):
+            out.append(_("Telegram payment: {charge}").format(charge=params["charge_id"]))
+    else:
+        out.append(_("Cash or bank transfer, reference {reference}").format(
+            reference=params.get("reference", "")))
+    when = _when_param(ui, params)
+    if when:
+        out.append(_("Time: {when}").format(when=when))
+    out.append(_("Available after this: {amount}").format(amount=ui.money(balance)))
+    return "\n".join(out), None
+
+
+@renders(REFUND_NOTIFICATION)
+def render_refund(ui: Ui, params: dict[str, Any]) -> Rendered:
+    """A Stars payment was returned: the Stars go back, the credit leaves the wallet."""
+    _ = ui._
+    amount = Money(int(params["amount_minor"]), str(params["currency"]))
+    balance = Money(int(params["balance_minor"]), str(params["currency"]))
+    paid = _money_param(params, "paid_minor", "paid_currency")
+    out = [_("↩️ Refund: {price} returned to you through Telegram").format(
+        price=ui.money(paid)) if paid is not None else _("↩️ Refund through Telegram"),
+        _("Taken from your wallet: {amount}").format(amount=ui.money(amount))]
+    when = _when_param(ui, params)
+    if when:
+        out.append(_("Time: {when}").format(when=when))
+    out.append(_("Available after this: {amount}").format(amount=ui.money(balance)))
+    return "\n".join(out), None
+
+
+def refund_text(ui: Ui, charge_id: str, result: RefundResult) -> str:
+    _ = ui._
+    amount = ui.money(result.amount) if result.amount else ""
+    paid = ui.money(result.paid) if result.paid else ""
+    available = ui.money(result.available) if result.available else ""
+    return {
+        RefundStatus.REFUNDED: _("Refunded {paid} to user {user}; {amount} was taken from "
+                                 "their wallet (now {available}). They get a notice."),
+        RefundStatus.ALREADY_REFUNDED: _("That payment was refunded before. Nothing was "
+                                         "changed."),
+        RefundStatus.NOT_FOUND: _("No Telegram payment has the charge id {charge}."),
+        RefundStatus.NOT_STARS: _("That payment was not made in Telegram Stars: refund it "
+                                  "through the payment provider."),
+        RefundStatus.INSUFFICIENT_FUNDS: _("Not refunded: the {amount} it added is already "
+                                           "spent or held (wallet: {available}). Nothing was "
+                                           "changed."),
+        RefundStatus.REJECTED: _("Telegram refused the refund ({detail}). Nothing was "
+                                 "changed."),
+    }[result.status].format(paid=paid, user=result.user_id, amount=amount,
+                            available=available, charge=charge_id, detail=result.detail)
+
+
+# --- the flow -----------------------------------------------------------------------------
+
+
+class WalletFlow(Flow):
+    def __init__(self, users: UsersService, i18n: Translations, wallet: WalletService,
+                 admin_chat_ids: Collection[int],
+                 retry_delays: Sequence[float] = CREDIT_RETRY_DELAYS) -> None:
+        super().__init__(users, i18n)
+        self._wallet = wallet
+        self._admins = frozenset(admin_chat_ids)
+        self._retry_delays = tuple(retry_delays)
+
+    async def show(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        user = update.effective_user
+        assert user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        text = wallet_text(ui, await self._wallet.summary(user.id))
+        if not self._wallet.funding_available:
+            await self.reply(update, text + "\n\n" + _(
+                "Paying through Telegram is not set up here. An operator can credit cash or a "
+                "bank transfer to your wallet."))
+            return
+        buttons = [InlineKeyboardButton(_("+ {amount}").format(amount=ui.money(amount)),
+                                        callback_data=cb.encode("wf", amount.minor))
+                   for amount in self._wallet.offered_amounts()]
+        stars = (_("You pay in Telegram Stars.") + "\n") if self._wallet.uses_stars else ""
+        await self.reply(update, text + "\n\n" + stars + _("Add money:"),
+                         reply_markup=InlineKeyboardMarkup([buttons[:2], buttons[2:]]))
+
+    async def fund(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """An amount button: send the invoice (the button is never trusted beyond that)."""
+        query, user, chat = update.callback_query, update.effective_user, update.effective_chat
+        assert query is not None and user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        data = cb.decode(query.data)
+        minor = data.int_arg("amount") if data else None
+        offered = {amount.minor: amount for amount in self._wallet.offered_amounts()}
+        if minor not in offered or chat is None:
+            await query.answer(_("That button is no longer active."))
+            return
+        try:
+            invoice = self._wallet.invoice_for(user.id, offered[minor])
+        except PaymentsUnavailable:
+            await query.answer(problem_text(ui, PaymentProblem.UNAVAILABLE), show_alert=True)
+            return
+        await query.answer()
+        shown = ui.money(invoice.amount)
+        await context.bot.send_invoice(
+            chat.id, title=_("Wallet top-up"),
+            description=_("Adds {amount} to your wallet here. I use it to pay for your "
+                          "lines' top-ups.").format(amount=shown),
+            payload=invoice.payload, currency=invoice.currency,
+            prices=[LabeledPrice(_("{amount} to your wallet").format(amount=shown),
+                                 invoice.total_amount)],
+            provider_token=invoice.provider_token)
+
+    async def pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.pre_checkout_query
+        assert query is not None
+        problem = self._wallet.validate_pre_checkout(
+            query.from_user.id, query.invoice_payload, query.currency, query.total_amount)
+        if problem is None:
+            await query.answer(ok=True)
+        else:
+            log.info("Pre-checkout %s refused: %s", query.id, problem.value)
+            await query.answer(ok=False, error_message=problem_text(await self.ui(update),
+                                                                    problem))
+        raise ApplicationHandlerStop
+
+    async def paid(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user = update.effective_message, update.effective_user
+        assert message is not None and user is not None
+        payment = message.successful_payment
+        assert payment is not None
+        try:
+            credited = await self._credit_with_retries(user.id, payment)
+        except PaymentNotRecognised as exc:
+            log.error("Payment %s by user %s not credited: %s",
+                      payment.telegram_payment_charge_id, user.id, exc)
+            ui = await self.ui(update)
+            await self._say(update, ui._(
+                "I received your payment but could not match it to a wallet top-up, so "
+                "nothing was added yet. An operator will sort it out; quote this reference: "
+                "{charge}").format(charge=payment.telegram_payment_charge_id))
+            raise ApplicationHandlerStop from None
+        except Exception:
+            # Telegram will not send this update again: leave everything an operator needs.
+            log.critical("Payment %s by user %s (%s %s, payload %r) could not be recorded; "
+                         "credit it by hand", payment.telegram_payment_charge_id, user.id,
+                         payment.total_amount, payment.currency, payment.invoice_payload,
+                         exc_info=True)
+            ui = await self.ui(update)
+            await self._say(update, ui._(
+                "I received your payment but could not add it to your wallet yet. An operator "
+                "will; quote this reference: {charge}").format(
+                charge=payment.telegram_payment_charge_id))
+            raise ApplicationHandlerStop from None
+        if credited is not None:  # a replayed update: credited before, nothing to say
+            ui = await self.ui(update)
+            await self._say(update, ui._(
+                "✅ Payment received: {amount} added to your wallet. Available now: "
+                "{balance}.").format(amount=ui.money(credited.amount),
+                                     balance=ui.money(credited.balance)))
+        raise ApplicationHandlerStop
+
+    async def _credit_with_retries(self, user_id: int,
+                                   payment: SuccessfulPayment) -> Credited | None:
+        """The credit, tried again after a fault (the database restarting, a lock timeout):
+        it is idempotent by the charge id, and Telegram sends this update only once."""
+        for delay in (*self._retry_delays, None):
+            try:
+                return await self._wallet.credit_telegram_payment(
+                    user_id, payment.telegram_payment_charge_id,
+                    payment.provider_payment_charge_id, payment.currency,
+                    payment.total_amount, payment.invoice_payload)
+            except PaymentNotRecognised:
+                raise
+            except Exception:
+                if delay is None:
+                    raise
+                log.warning("Crediting payment %s failed; trying again in %ss",
+                            payment.telegram_payment_charge_id, delay, exc_info=True)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def refunded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Telegram's notice that a payment was refunded: make sure the ledger says so."""
+        message, chat = update.effective_message, update.effective_chat
+        if message is not None and chat is not None and message.refunded_payment is not None:
+            await self._wallet.note_refunded(
+                chat.id, message.refunded_payment.telegram_payment_charge_id)
+        raise ApplicationHandlerStop
+
+    async def _say(self, update: Update, text: str) -> None:
+        """A reply that must not fail the update: the money is already recorded."""
+        try:
+            await self.reply(update, text)
+        except TelegramError:
+            log.warning("Could not confirm a payment in the chat", exc_info=True)
+
+    # --- admins -------------------------------------------------------------------------
+
+    async def credit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/credit TELEGRAM_USER_ID AMOUNT REFERENCE - cash or a bank transfer, once per
+        reference."""
+        user = update.effective_user
+        assert user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        args = context.args or []
+        usage = _("Usage: /credit TELEGRAM_USER_ID AMOUNT REFERENCE\nFor example: /credit "
+                  "123456789 10 cash-2026-11-25-01")
+        if len(args) < 3 or not args[0].isdigit() or len(args[0]) > 16:
+            await self.reply(update, usage)
+            return
+        try:
+            amount = parse_money(args[1], self._wallet.currency)
+        except MoneyError:
+            await self.reply(update, _("{text} is not an amount.").format(text=args[1][:40])
+                             + "\n" + usage)
+            return
+        target, reference = int(args[0]), " ".join(args[2:])
+        try:
+            result = await self._wallet.credit_operator(target, amount, reference,
+                                                        actor=f"admin:{user.id}")
+        except OperatorCreditError as exc:
+            await self.reply(update, self._credit_error(ui, exc) + "\n" + usage)
+            return
+        if isinstance(result, Credited):
+            text = _("Credited {amount} to user {user} (reference {reference}). Their wallet: "
+                     "{balance}. They get a receipt.").format(
+                amount=ui.money(result.amount), user=target, reference=" ".join(
+                    reference.split()), balance=ui.money(result.balance))
+        else:
+            text = self._already_text(ui, result, target, amount, reference)
+        await self.reply(update, text)
+
+    @staticmethod
+    def _credit_error(ui: Ui, exc: OperatorCreditError) -> str:
+        _ = ui._
+        reason = OperatorCreditError.Reason
+        return {
+            reason.BAD_USER: _("That is not a Telegram user id."),
+            reason.BAD_AMOUNT: _("That amount is too large or not above zero."),
+            reason.BAD_CURRENCY: _("Wallets are kept in US dollars or riel."),
+            reason.BAD_REFERENCE: _("The reference must be 1 to 64 ordinary characters."),
+        }[exc.reason]
+
+    @staticmethod
+    def _already_text(ui: Ui, earlier: AlreadyCredited, target: int, amount: Money,
+                      reference: str) -> str:
+        _ = ui._
+        values = {"reference": " ".join(reference.split()), "amount": ui.money(earlier.amount),
+                  "user": earlier.user_id, "when": ui.when(earlier.created_at)}
+        if earlier.matches(target, amount):
+            return _("Already done: reference {reference} credited {amount} to user {user} "
+                     "on {when}. Nothing was changed.").format(**values)
+        return _("Reference {reference} was already used: {amount} to user {user} on {when}. "
+                 "Nothing was changed; use a new reference for a new payment.").format(**values)
+
+    async def refund(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/refund TELEGRAM_PAYMENT_CHARGE_ID - return a Stars payment, once."""
+        user = update.effective_user
+        assert user is not None
+        ui = await self.ui(update)
+        args = context.args or []
+        if len(args) != 1 or len(args[0]) > 150:
+            await self.reply(update, ui._("Usage: /refund TELEGRAM_PAYMENT_CHARGE_ID (it is in "
+                                          "the user's receipt)"))
+            return
+        bot = context.bot
+
+        async def refunder(user_id: int, charge_id: str) -> None:
+            try:
+                await bot.refund_star_payment(user_id, charge_id)
+            except BadRequest as exc:
+                if "ALREADY_REFUNDED" in exc.message.upper():
+                    return
+                raise RefundRejected(exc.message) from exc
+
+        try:
+            result = await self._wallet.refund_stars(args[0], actor=f"admin:{user.id}",
+                                                     refunder=refunder)
+        except TelegramError as exc:
+            log.warning("refundStarPayment failed for %s", args[0], exc_info=True)
+            await self.reply(update, ui._("Telegram did not answer ({error}). Nothing was "
+                                          "recorded; send the same /refund again.").format(
+                error=str(exc)[:100]))
+            return
+        await self.reply(update, refund_text(ui, args[0], result))
+
+    # --- registration -------------------------------------------------------------------
+
+    def payment_handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
+        """For group PAYMENT_GROUP: each stops the update there (ApplicationHandlerStop)."""
+        return [PreCheckoutQueryHandler(self.pre_checkout),
+                MessageHandler(filters.SUCCESSFUL_PAYMENT, self.paid),
+                MessageHandler(filters.StatusUpdate.REFUNDED_PAYMENT, self.refunded)]
+
+    def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
+        """For group 0, before the last-resort handlers. /credit and /refund answer only in
+        ADMIN_CHAT_IDS chats; elsewhere they are unknown commands."""
+        admins = filters.Chat(chat_id=self._admins)
+        return [CommandHandler("wallet", self.show),
+                CallbackQueryHandler(self.fund, pattern=FUND),
+                CommandHandler("credit", self.credit, filters=admins),
+                CommandHandler("refund", self.refund, filters=admins)]

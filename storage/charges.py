@@ -1,0 +1,232 @@
+"""Charges: one row per thing that may cost the user money, keyed by what caused it.
+
+The UNIQUE ``idempotency_key`` makes a cause charge at most once; every change of state is a
+compare-and-set on the state the caller read (``UPDATE ... WHERE state = <from>``), so two
+workers, two taps or a replayed update can never both move the same charge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.domain.charges import TRANSITIONS, ChargeState
+from bot.domain.money import Money
+from storage.common import insert_ignoring_conflict
+from storage.crypto import FieldCipher
+from storage.tables import charges, users
+
+REFERENCE_PREFIX = "tb-"
+
+# States whose charges count against a rule's monthly cap: the money is spent or on its way.
+CAP_STATES = (ChargeState.APPROVED, ChargeState.SUBMITTED, ChargeState.SUCCEEDED)
+# States a sweep moves on (submit, look up, re-send, fail) once ``next_attempt_at`` is due.
+WORKING_STATES = (ChargeState.APPROVED, ChargeState.SUBMITTED)
+
+# Columns a transition or a reschedule may set besides the state.
+_SETTABLE = frozenset({"expires_at", "next_attempt_at", "failure_reason", "provider_tx",
+                       "balance_after_minor", "validity_end_after"})
+
+
+def reference_for(idempotency_key: str) -> str:
+    """Our reference at the provider: short, stable for one key, revealing nothing of it."""
+    return REFERENCE_PREFIX + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+
+
+async def lock_wallet_of(conn: AsyncConnection, user_id: int) -> None:
+    """Serializes spending from one user's wallet: whoever checks the available balance
+    and then holds funds takes this first, so two approvals of two charges cannot both
+    spend the same money. (PostgreSQL: FOR NO KEY UPDATE on the user's row, which does not
+    block inserts that merely reference the user; SQLite's write lock already serializes.)"""
+    # key_share=True renders FOR NO KEY UPDATE on PostgreSQL (nothing on SQLite).
+    await conn.execute(select(users.c.id).where(users.c.id == user_id)
+                       .with_for_update(key_share=True))
+
+
+@dataclass(frozen=True)
+class ChargeRecord:
+    id: int
+    idempotency_key: str
+    reference: str
+    user_id: int
+    line_id: int
+    rule_id: int | None
+    cause: str
+    amount: Money
+    product_id: str | None
+    state: ChargeState
+    expires_at: datetime | None
+    attempts: int
+    next_attempt_at: datetime | None
+    failure_reason: str | None
+    provider_tx_id: str | None
+    balance_after: Money | None
+    validity_end_after: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ChargesRepository:
+    def __init__(self, conn: AsyncConnection, cipher: FieldCipher) -> None:
+        self._conn = conn
+        self._cipher = cipher
+
+    def _record(self, row: RowMapping) -> ChargeRecord:
+        currency: str = row["currency"]
+        tx_enc = row["provider_tx_enc"]
+        balance = row["balance_after_minor"]
+        return ChargeRecord(
+            id=row["id"], idempotency_key=row["idempotency_key"], reference=row["reference"],
+            user_id=row["user_id"], line_id=row["line_id"], rule_id=row["rule_id"],
+            cause=row["cause"], amount=Money(row["amount_minor"], currency),
+            product_id=row["product_id"], state=ChargeState(row["state"]),
+            expires_at=row["expires_at"], attempts=row["attempts"],
+            next_attempt_at=row["next_attempt_at"], failure_reason=row["failure_reason"],
+            provider_tx_id=self._cipher.decrypt(tx_enc) if tx_enc else None,
+            balance_after=Money(balance, currency) if balance is not None else None,
+            validity_end_after=row["validity_end_after"], created_at=row["created_at"],
+            updated_at=row["updated_at"])
+
+    def _values(self, values: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(values) - _SETTABLE
+        if unknown:
+            raise ValueError(f"not charge columns: {sorted(unknown)}")
+        out = dict(values)
+        if "provider_tx" in out:
+            tx = out.pop("provider_tx")
+            out["provider_tx_enc"] = self._cipher.encrypt(tx) if tx is not None else None
+        return out
+
+    async def create(self, *, idempotency_key: str, user_id: int, line_id: int,
+                     amount: Money, cause: str, state: ChargeState, now: datetime,
+                     rule_id: int | None = None, product_id: str | None = None,
+                     expires_at: datetime | None = None,
+                     next_attempt_at: datetime | None = None) -> tuple[ChargeRecord, bool]:
+        """The charge of ``idempotency_key``: inserted now (True), or the one that already
+        exists for that key (False; nothing is changed) - never a second charge."""
+        if state not in (ChargeState.AWAITING_APPROVAL, ChargeState.APPROVED):
+            raise ValueError(f"a charge cannot start {state.value}")
+        inserted = await insert_ignoring_conflict(self._conn, charges, {
+            "idempotency_key": idempotency_key, "reference": reference_for(idempotency_key),
+            "user_id": user_id, "line_id": line_id, "rule_id": rule_id, "cause": cause,
+            "amount_minor": amount.minor, "currency": amount.currency,
+            "product_id": product_id, "state": state.value, "expires_at": expires_at,
+            "attempts": 0, "next_attempt_at": next_attempt_at,
+            "created_at": now, "updated_at": now,
+        })
+        record = await self.by_key(idempotency_key)
+        assert record is not None  # inserted above, or the row that made the insert a no-op
+        return record, inserted
+
+    async def get(self, charge_id: int, *, lock: bool = False) -> ChargeRecord | None:
+        query = select(charges).where(charges.c.id == charge_id)
+        if lock:
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).mappings().first()
+        return self._record(row) if row else None
+
+    async def by_key(self, idempotency_key: str) -> ChargeRecord | None:
+        row = (await self._conn.execute(select(charges).where(
+            charges.c.idempotency_key == idempotency_key))).mappings().first()
+        return self._record(row) if row else None
+
+    async def by_reference(self, reference: str) -> ChargeRecord | None:
+        row = (await self._conn.execute(select(charges).where(
+            charges.c.reference == reference))).mappings().first()
+        return self._record(row) if row else None
+
+    async def transition(self, charge_id: int, from_state: ChargeState, to_state: ChargeState,
+                         now: datetime, *, bump_attempts: bool = False,
+                         **values: Any) -> bool:
+        """Moves the charge from ``from_state`` to ``to_state`` if it is still in
+        ``from_state`` (compare-and-set); False when someone moved it first.
+
+        ``values`` may set expires_at, next_attempt_at, failure_reason, provider_tx (stored
+        encrypted), balance_after_minor and validity_end_after.
+        """
+        if to_state not in {to for (origin, _), to in TRANSITIONS.items() if origin is from_state}:
+            raise ValueError(f"a charge cannot go from {from_state.value} to {to_state.value}")
+        statement = update(charges).where(
+            charges.c.id == charge_id, charges.c.state == from_state.value).values(
+            state=to_state.value, updated_at=now, **self._values(values))
+        if bump_attempts:
+            statement = statement.values(attempts=charges.c.attempts + 1)
+        result = await self._conn.execute(statement)
+        return bool(result.rowcount)
+
+    async def reschedule(self, charge_id: int, state: ChargeState, now: datetime, *,
+                         expected_attempts: int | None = None, bump_attempts: bool = False,
+                         **values: Any) -> bool:
+        """Changes a charge that stays in ``state`` (a retry, a pending look-up, a re-send);
+        False when it is no longer in that state (or has another attempt count)."""
+        statement = update(charges).where(
+            charges.c.id == charge_id, charges.c.state == state.value).values(
+            updated_at=now, **self._values(values))
+        if expected_attempts is not None:
+            statement = statement.where(charges.c.attempts == expected_attempts)
+        if bump_attempts:
+            statement = statement.values(attempts=charges.c.attempts + 1)
+        result = await self._conn.execute(statement)
+        return bool(result.rowcount)
+
+    async def claim(self, charge_id: int, state: ChargeState, now: datetime,
+                    until: datetime) -> bool:
+        """Takes a due charge for one worker: its ``next_attempt_at`` moves to ``until`` (a
+        lease) if it is still in ``state`` and due. Several sweepers never work one charge
+        together; a worker that dies lets it fall due again when the lease ends."""
+        result = await self._conn.execute(update(charges).where(
+            charges.c.id == charge_id, charges.c.state == state.value,
+            or_(charges.c.next_attempt_at.is_(None), charges.c.next_attempt_at <= now))
+            .values(next_attempt_at=until))
+        return bool(result.rowcount)
+
+    async def spent_in_period(self, rule_id: int, start: datetime, end: datetime) -> int:
+        """Minor units of the rule's charges created in [start, end) that are approved,
+        submitted or succeeded: what counts against its monthly cap."""
+        total = (await self._conn.execute(
+            select(func.coalesce(func.sum(charges.c.amount_minor), 0)).where(
+                charges.c.rule_id == rule_id,
+                charges.c.state.in_([s.value for s in CAP_STATES]),
+                charges.c.created_at >= start, charges.c.created_at < end))).scalar_one()
+        return int(total)
+
+    async def due_retries(self, now: datetime, limit: int = 100) -> list[ChargeRecord]:
+        """Approved or submitted charges whose next submit, look-up or retry is due."""
+        query = (select(charges)
+                 .where(charges.c.state.in_([s.value for s in WORKING_STATES]),
+                        charges.c.next_attempt_at <= now)
+                 .order_by(charges.c.next_attempt_at, charges.c.id).limit(limit))
+        return [self._record(r) for r in (await self._conn.execute(query)).mappings()]
+
+    async def expired_requests(self, now: datetime, limit: int = 100) -> list[ChargeRecord]:
+        """Approval requests nobody answered before ``expires_at``."""
+        query = (select(charges)
+                 .where(charges.c.state == ChargeState.AWAITING_APPROVAL.value,
+                        charges.c.expires_at <= now)
+                 .order_by(charges.c.expires_at, charges.c.id).limit(limit))
+        return [self._record(r) for r in (await self._conn.execute(query)).mappings()]
+
+    async def by_state(self, state: ChargeState | None, limit: int = 50, *,
+                       after_id: int | None = None) -> list[ChargeRecord]:
+        """Charges in ``state`` (every state when None), oldest first; ``after_id`` pages."""
+        query = select(charges).order_by(charges.c.id).limit(limit)
+        if state is not None:
+            query = query.where(charges.c.state == state.value)
+        if after_id is not None:
+            query = query.where(charges.c.id > after_id)
+        return [self._record(r) for r in (await self._conn.execute(query)).mappings()]
+
+    async def latest(self, states: Iterable[ChargeState] | None = None,
+                     limit: int = 50) -> list[ChargeRecord]:
+        """The newest charges (in ``states`` when given), newest first: for operators."""
+        query = select(charges).order_by(charges.c.id.desc()).limit(limit)
+        if states is not None:
+            query = query.where(charges.c.state.in_([s.value for s in states]))
+        return [self._record(r) for r in (await self._conn.execute(query)).mappings()]
