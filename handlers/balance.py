@@ -159,7 +159,9 @@ class BalanceFlow(Flow):
                           MessageHandler(filters.FORWARDED & text, self.forwarded)],
             states={
                 ASK_LINE: [CallbackQueryHandler(self.line_chosen, pattern=REPORT)],
-                ASK_BALANCE: [MessageHandler(text, self.value)],
+                # Another line's button mid-flow switches to that line.
+                ASK_BALANCE: [CallbackQueryHandler(self.line_chosen, pattern=REPORT),
+                              MessageHandler(text, self.value)],
                 ConversationHandler.TIMEOUT: [MessageHandler(filters.ALL, self.timed_out),
                                               CallbackQueryHandler(self.timed_out)],
             },

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,8 +38,12 @@ class Ui:
         return format_money(money, self.locale)
 
     def age(self, moment: datetime) -> str:
-        """How long ago, in words: "2 hours ago"."""
-        return str(format_timedelta(moment - self.now, add_direction=True, locale=self.locale))
+        """How long ago, in words: "2 hours ago"; "just now" within a minute (Babel would say
+        "in 0 seconds" for a moment equal to now)."""
+        delta = moment - self.now
+        if abs(delta) < timedelta(minutes=1):
+            return self._("just now")
+        return str(format_timedelta(delta, add_direction=True, locale=self.locale))
 
     def when(self, moment: datetime) -> str:
         return str(format_datetime(moment.astimezone(self.zone), "d MMM y, HH:mm",

@@ -203,7 +203,9 @@ class LinesFlow(Flow):
             name="rename_line", persistent=True,
             entry_points=[CallbackQueryHandler(self.on_line, pattern=LINE)],
             states={
-                ASK_NAME: [MessageHandler(filters.TEXT & ~filters.COMMAND, self.rename)],
+                # A button on any line's card mid-rename acts on that line.
+                ASK_NAME: [CallbackQueryHandler(self.on_line, pattern=LINE),
+                           MessageHandler(filters.TEXT & ~filters.COMMAND, self.rename)],
                 ConversationHandler.TIMEOUT: [MessageHandler(filters.ALL, self.timed_out),
                                               CallbackQueryHandler(self.timed_out)],
             },

@@ -234,14 +234,17 @@ class SettingsFlow(Flow):
 
     def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
         text = filters.TEXT & ~filters.COMMAND
+        menu: BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any] = CallbackQueryHandler(
+            self.on_menu, pattern=MENU)
         conversation = ConversationHandler(
             name="settings", persistent=True,
-            entry_points=[CallbackQueryHandler(self.on_menu, pattern=MENU)],
+            entry_points=[menu],
             states={
-                ASK_ZONE: [CallbackQueryHandler(self.zone_button, pattern=ZONE),
+                # Another menu item tapped while one waits for input switches to it.
+                ASK_ZONE: [CallbackQueryHandler(self.zone_button, pattern=ZONE), menu,
                            MessageHandler(text, self.zone_typed)],
-                ASK_QUIET: [MessageHandler(text, self.quiet_typed)],
-                ASK_WARNING: [CallbackQueryHandler(self.warn_line, pattern=WARN_LINE),
+                ASK_QUIET: [menu, MessageHandler(text, self.quiet_typed)],
+                ASK_WARNING: [CallbackQueryHandler(self.warn_line, pattern=WARN_LINE), menu,
                               MessageHandler(text, self.warning_typed)],
                 ConversationHandler.TIMEOUT: [MessageHandler(filters.ALL, self.timed_out),
                                               CallbackQueryHandler(self.timed_out)],

@@ -238,9 +238,6 @@ async def test_balance_without_lines_says_so(harness: BotHarness) -> None:
     assert "Saved" not in harness.api.texts()[-1]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the balance conversation has no allow_reentry: "
-                   "'Report balance' on another line's card mid-flow says 'no longer active' "
-                   "and the amount typed next is stored on the first line")
 async def test_report_balance_on_another_card_mid_flow_switches_the_line(
         harness: BotHarness) -> None:
     first = await bind(harness, CELLCARD)
@@ -265,8 +262,6 @@ async def test_the_card_says_how_long_ago_the_balance_was_reported(
     assert "(reported by you, 2 hours ago)" in await card(harness, line_id)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Ui.age formats read_at - now with add_direction; "
-                   "a reading stored just now (delta >= 0) reads 'in 0 seconds', future tense")
 async def test_a_reading_just_saved_is_not_described_in_the_future(harness: BotHarness) -> None:
     await bind(harness, CELLCARD)
     await harness.send(text_update("/balance"))

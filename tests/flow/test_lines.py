@@ -396,9 +396,6 @@ async def test_a_page_token_too_long_to_be_a_number_still_shows_a_page(
     assert WENT_WRONG not in " ".join(harness.api.texts())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the rename conversation has no allow_reentry: "
-                   "tapping Rename on another line mid-rename says 'no longer active' and the "
-                   "next name renames the first line")
 async def test_rename_of_another_line_mid_rename_renames_the_line_tapped_last(
         harness: BotHarness) -> None:
     first = await bind(harness, CELLCARD)

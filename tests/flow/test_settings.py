@@ -328,9 +328,6 @@ async def test_cancel_while_setting_a_warning_changes_nothing(harness: BotHarnes
     assert (await line_row(harness, line_id)).warn_balance_minor is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the settings conversation has no allow_reentry: "
-                   "another menu item tapped while one waits for input says 'no longer active' "
-                   "and the text typed next is read by the first item")
 async def test_another_menu_item_mid_flow_switches_to_it(harness: BotHarness) -> None:
     await start(harness)
     await harness.send(text_update("/settings"))
