@@ -9,6 +9,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
+from bot.cli_charges import STATES, list_charges
+from bot.cli_wallet import WalletCliError, wallet_credit
 from bot.domain.money import Money, MoneyError, parse_money
 from bot.domain.phone import MobileNumber, PhoneError, describe_phone_error, parse_cambodian_mobile
 from bot.gateways.simulated_carrier import SimLineState
@@ -38,6 +40,20 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("rotate-keys", help="re-encrypt stored secrets with the first key in "
                                             "ENCRYPTION_KEYS (safe to interrupt and re-run)")
     commands.add_parser("generate-key", help="print a new key for ENCRYPTION_KEYS")
+
+    wallet = commands.add_parser("wallet", help="operator actions on a user's wallet")
+    wallet_commands = wallet.add_subparsers(dest="wallet_command", metavar="WALLET_COMMAND",
+                                            required=True)
+    credit = wallet_commands.add_parser(
+        "credit", help="credit a cash or bank-transfer payment (once per reference)")
+    credit.add_argument("user_id", help="the user's Telegram id")
+    credit.add_argument("amount", help="e.g. 10, 10.50 or 40000 KHR")
+    credit.add_argument("--reference", required=True,
+                        help="the payment's own reference (bank transaction id, receipt no.)")
+    charges = commands.add_parser("charges", help="list charges, newest first")
+    charges.add_argument("state", nargs="?", choices=STATES, metavar="STATE",
+                         help=f"only this state: {', '.join(STATES)}")
+    charges.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
 
     sim = commands.add_parser("sim", help="inspect or change a line on the simulated carrier")
     sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
@@ -89,6 +105,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _with_components(settings, _rotate_keys)
     if args.command == "sim":
         return _sim(args, settings)
+    if args.command == "wallet":
+        return _with_components(settings, lambda c: _wallet_credit(c, args))
+    if args.command == "charges":
+        return _with_components(settings, lambda c: _charges(c, args))
     raise CliError(f"unknown command {args.command}")  # pragma: no cover - argparse checks
 
 
@@ -126,6 +146,23 @@ async def _rotate_keys(components: Components) -> int:
     await _require_schema(components)
     report = await components.keys.rotate()
     print(f"Re-encrypted {report.rotated} of {report.examined} rows with the primary key.")
+    return EXIT_OK
+
+
+async def _wallet_credit(components: Components, args: argparse.Namespace) -> int:
+    await _require_schema(components)
+    try:
+        print(await wallet_credit(components, args.user_id, args.amount, args.reference))
+    except WalletCliError as exc:
+        raise CliError(str(exc)) from None
+    return EXIT_OK
+
+
+async def _charges(components: Components, args: argparse.Namespace) -> int:
+    await _require_schema(components)
+    if not 1 <= args.limit <= 10_000:
+        raise CliError("--limit must be from 1 to 10000")
+    print(await list_charges(components, args.state, args.limit))
     return EXIT_OK
 
 

@@ -18,15 +18,20 @@ from telegram.ext import (
 from telegram.request import BaseRequest
 from telegram.warnings import PTBUserWarning
 
+from bot.jobs import schedule_pollers
+from bot.services.notifications import NotificationDispatcher
 from bot.update_processor import PerChatUpdateProcessor
 from bot.wiring import Components
+from handlers.approvals import ApprovalsFlow
 from handlers.autorecharge import AutoRechargeFlow
 from handlers.balance import BalanceFlow
 from handlers.binding import BindingFlow
 from handlers.errors import on_error
 from handlers.lines import LinesFlow
+from handlers.outbox import TelegramDeliverer
 from handlers.settings import SettingsFlow
 from handlers.start import StartHandlers, command_menu
+from handlers.wallet import PAYMENT_GROUP, WalletFlow
 from storage import migrate
 from storage.persistence import DatabasePersistence
 
@@ -41,6 +46,9 @@ def build_application(components: Components,
 
     async def post_init(app: Application) -> None:  # type: ignore[type-arg]
         await _set_commands(app, components)
+        # Charges a crash left half-way are looked up by reference (never re-sent blind);
+        # unsent messages go out with the dispatcher's first run.
+        await components.charging.reconcile_on_start()
         log.info("Running as @%s against %s; database schema %s", app.bot.username, root,
                  await migrate.current_revision(components.db))
 
@@ -69,6 +77,12 @@ def build_application(components: Components,
     start = StartHandlers(components.users, components.i18n)
     app.add_handlers(start.handlers())
     users, i18n = components.users, components.i18n
+    wallet = WalletFlow(users, i18n, components.wallet, settings.telegram.admin_chat_ids)
+    # Payments and approval buttons are answered ahead of any conversation in progress.
+    app.add_handlers(wallet.payment_handlers(), group=PAYMENT_GROUP)
+    app.add_handlers(ApprovalsFlow(users, i18n, components.charging).handlers(),
+                     group=PAYMENT_GROUP)
+    app.add_handlers(wallet.handlers())
     app.add_handlers(BindingFlow(users, i18n, components.binding).handlers())
     app.add_handlers(LinesFlow(users, i18n, components.lines, components.readings).handlers())
     app.add_handlers(BalanceFlow(users, i18n, components.lines, components.readings).handlers())
@@ -79,6 +93,11 @@ def build_application(components: Components,
     # Last in group 0: only what no handler above claimed reaches these.
     app.add_handlers(start.last_resort())
     app.add_error_handler(on_error)
+    if app.job_queue is not None:
+        dispatcher = NotificationDispatcher(components.db, components.clock,
+                                            TelegramDeliverer(app.bot, users, i18n))
+        schedule_pollers(app.job_queue, components.charging, dispatcher,
+                         sweep_seconds=settings.scheduler.sweep_interval_seconds)
     return app
 
 

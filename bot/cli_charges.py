@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bot.domain.charges import ChargeState
-from bot.services.charging import ChargingService
 from storage.charges import ChargeRecord
 
 if TYPE_CHECKING:
@@ -58,6 +57,4 @@ async def list_charges(components: Components, state: str | None, limit: int = 5
     """The newest ``limit`` charges in ``state`` (every state when None) as a table.
     Raises UnknownState (a ValueError) for a state that does not exist."""
     wanted = parse_state(state)
-    service = ChargingService(components.db, components.cipher, components.carrier,
-                              components.clock)
-    return format_charges(await service.list_by_state(wanted, limit), wanted)
+    return format_charges(await components.charging.list_by_state(wanted, limit), wanted)

@@ -14,20 +14,12 @@ from bot.services.wallet import (
     MAX_TELEGRAM_USER_ID,
     AlreadyCredited,
     OperatorCreditError,
-    WalletService,
 )
 from bot.wiring import Components
 
 
 class WalletCliError(ValueError):
     """Bad input for a wallet command: one line for the operator, exit status 2."""
-
-
-def wallet_service(components: Components) -> WalletService:
-    """The wallet service of these components (stateless, so building one is cheap)."""
-    settings = components.settings
-    return WalletService(components.db, components.clock, settings.payments, components.cipher,
-                         currency=settings.locale.default_currency)
 
 
 def parse_user_id(value: int | str) -> int:
@@ -51,7 +43,7 @@ async def wallet_credit(components: Components, user_id: int | str, amount_text:
     """Credits the wallet once per reference; the line to print. WalletCliError for bad input
     or a reference already used for a different credit."""
     target = parse_user_id(user_id)
-    service = wallet_service(components)
+    service = components.wallet
     amount = parse_amount(amount_text, service.currency)
     try:
         result = await service.credit_operator(target, amount, reference, actor=actor)

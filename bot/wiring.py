@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from bot.clock import Clock, SystemClock
 from bot.gateways.simulated_carrier import SimulatedCarrier, SimulatorKnobs
 from bot.gateways.sms import ConsoleSms, SmsSender
 from bot.i18n import Translations
 from bot.services.binding import BindingService
+from bot.services.charging import ChargingService
 from bot.services.keys import KeyRotationService
 from bot.services.lines import LinesService
 from bot.services.otp import OtpService
 from bot.services.readings import ReadingsService
 from bot.services.rules import RulesService
 from bot.services.users import UsersService
+from bot.services.wallet import WalletService
 from bot.settings import Settings
 from storage.crypto import FieldCipher, KeyMaterial, resolve_keys
 from storage.db import Database
@@ -40,6 +43,8 @@ class Components:
     lines: LinesService = field(init=False)
     readings: ReadingsService = field(init=False)
     rules: RulesService = field(init=False)
+    wallet: WalletService = field(init=False)
+    charging: ChargingService = field(init=False)
 
     def __post_init__(self) -> None:
         self.users = UsersService(self.db, self.clock, self.settings.locale.zone)
@@ -50,6 +55,13 @@ class Components:
         self.readings = ReadingsService(self.db, self.cipher, self.clock)
         self.rules = RulesService(self.db, self.cipher, self.otp, self.clock,
                                   zone_for=self.users.zone_of)
+        payments = self.settings.payments
+        # Airtime is sold in US dollars, so the wallet that pays for it is kept in them.
+        self.wallet = WalletService(self.db, self.clock, payments, self.cipher)
+        self.charging = ChargingService(
+            self.db, self.cipher, self.carrier, self.clock,
+            approval_timeout=timedelta(minutes=payments.approval_timeout_minutes),
+            admin_chat_ids=self.settings.telegram.admin_chat_ids, zone_for=self.users.zone_of)
 
 
 def load_key_material(settings: Settings) -> KeyMaterial:

@@ -50,6 +50,16 @@ class Ui:
                                    locale=self.locale))
 
 
+async def user_ui(users: UsersService, i18n: Translations, user_id: int | None,
+                  telegram_language: str | None) -> Ui:
+    """The Ui of a user (their chosen language, else Telegram's; their zone), also for
+    messages sent without an update (the notifications outbox)."""
+    language = await users.language_of(user_id or 0, telegram_language)
+    zone = await users.zone_of(user_id) if user_id is not None else users.default_zone
+    return Ui(language=language, _=i18n.gettext(language), locale=i18n.locale(language),
+              zone=zone, now=users.clock.now())
+
+
 class Flow:
     """Base of the handler classes: resolves the Ui for an update."""
 
@@ -59,11 +69,9 @@ class Flow:
 
     async def ui(self, update: Update) -> Ui:
         user = update.effective_user
-        user_id = user.id if user else 0
-        language = await self.users.language_of(user_id, user.language_code if user else None)
-        zone = await self.users.zone_of(user_id) if user else self.users.default_zone
-        return Ui(language=language, _=self.i18n.gettext(language),
-                  locale=self.i18n.locale(language), zone=zone, now=self.users.clock.now())
+        if user is None:
+            return await user_ui(self.users, self.i18n, None, None)
+        return await user_ui(self.users, self.i18n, user.id, user.language_code)
 
     async def reply(self, update: Update, text: str, **kwargs: Any) -> None:
         """A new message in the update's chat (after a button press too)."""

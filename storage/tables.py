@@ -259,6 +259,8 @@ notifications = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime),
     Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
+    # A chat's messages go out in order: the dispatcher looks for an earlier pending one.
+    Index("ix_notifications_chat_id_status_id", "chat_id", "status", "id"),
 )
 
 # The simulated carrier's own world: it stands in for the carriers and the aggregator,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.clock import Clock
@@ -20,9 +21,14 @@ class UsersService:
 
     async def greet(self, user_id: int, telegram_language: str | None) -> UserRecord:
         """The user's record, created on first contact in their Telegram language."""
+        now = self.clock.now()
         async with self._db.write() as conn:
-            return await UsersRepository(conn).ensure(
-                user_id, language=negotiate(telegram_language), now=self.clock.now())
+            users = UsersRepository(conn)
+            user = await users.ensure(user_id, language=negotiate(telegram_language), now=now)
+            if not user.reachable:  # they blocked the bot, then came back with /start
+                await users.update(user_id, now=now, reachable=True)
+                user = replace(user, reachable=True)
+            return user
 
     async def language_of(self, user_id: int, telegram_language: str | None) -> str:
         """The language the user chose (/language), else the one Telegram reports."""

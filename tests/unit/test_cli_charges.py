@@ -23,7 +23,7 @@ async def test_charges_are_listed_by_state(db: Database, cipher: FieldCipher,
         result = await service.request_manual(ALICE, world.lines[ALICE], usd(500), None, nonce)
         assert isinstance(result, Requested)
     await service.approve(ALICE, result.charge.id)
-    components = SimpleNamespace(db=db, cipher=cipher, carrier=world.carrier, clock=clock)
+    components = SimpleNamespace(charging=service)
 
     everything = await list_charges(components, None)  # type: ignore[arg-type]
     waiting = await list_charges(components, "AWAITING_APPROVAL")  # type: ignore[arg-type]

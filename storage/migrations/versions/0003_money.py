@@ -46,6 +46,9 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_notifications_status_next_attempt_at", ["status", "next_attempt_at"], unique=False
         )
+        batch_op.create_index(
+            "ix_notifications_chat_id_status_id", ["chat_id", "status", "id"], unique=False
+        )
 
     op.create_table(
         "wallet_payments",
@@ -186,6 +189,7 @@ def downgrade() -> None:
 
     op.drop_table("wallet_payments")
     with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.drop_index("ix_notifications_chat_id_status_id")
         batch_op.drop_index("ix_notifications_status_next_attempt_at")
 
     op.drop_table("notifications")

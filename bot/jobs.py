@@ -1,0 +1,43 @@
+"""Repeating JobQueue jobs: pollers that work what the database says is due.
+
+APScheduler keeps jobs in memory and skips a run that is late, so nothing here *is* the
+schedule: each run asks the database what is due (charges to submit, look up or expire;
+messages to send) and works it under a lease. A run that is skipped or dies loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from telegram.ext import ContextTypes, JobQueue
+
+from bot.services.charging import ChargingService
+from bot.services.notifications import NotificationDispatcher
+
+log = logging.getLogger(__name__)
+
+DISPATCH_INTERVAL_SECONDS = 1.0
+# A late run still runs (never skipped), runs that piled up run once, and a second run may
+# start while a long drain goes on (the dispatcher returns at once then), so APScheduler
+# never logs "maximum number of running instances reached".
+_POLLER: dict[str, Any] = {"misfire_grace_time": None, "coalesce": True, "max_instances": 2}
+
+
+def schedule_pollers(job_queue: JobQueue[Any], charging: ChargingService,
+                     dispatcher: NotificationDispatcher, *, sweep_seconds: float) -> None:
+    async def dispatch(_context: ContextTypes.DEFAULT_TYPE) -> None:
+        report = await dispatcher.run()
+        if report.handled:
+            log.debug("Notifications: %s", report)
+
+    async def sweep_charges(_context: ContextTypes.DEFAULT_TYPE) -> None:
+        expired, worked = await charging.sweep()
+        if expired or worked:
+            log.info("Charges: %d approval requests expired, %d charges moved on",
+                     expired, worked)
+
+    job_queue.run_repeating(dispatch, interval=DISPATCH_INTERVAL_SECONDS, first=0,
+                            name="notifications", job_kwargs=_POLLER)
+    job_queue.run_repeating(sweep_charges, interval=sweep_seconds, first=0,
+                            name="charges", job_kwargs=_POLLER)
