@@ -16,11 +16,13 @@ from telegram.ext import (
     filters,
 )
 
+from bot.gateways.topup import Product
 from bot.i18n import Translations
-from bot.services.lines import MAX_NICKNAME_CHARS, LinesService
+from bot.services.lines import MAX_NICKNAME_CHARS, LinesService, LineWithPlan
 from bot.services.readings import ReadingsService
 from bot.services.users import UsersService
 from handlers import callback_data as cb
+from handlers.approvals import top_up_now_buttons
 from handlers.balance import REPORT_KIND
 from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, too_long
 from handlers.render import plan_label, reading_text
@@ -93,15 +95,16 @@ class LinesFlow(Flow):
                 line=(unbound or line).label), None)
             return END
         await query.answer()
-        await self._edit(query, await self._card(ui, user.id, line.id), self._card_buttons(
-            ui, line.id))
+        found = await self._lines.with_plan(user.id, line.id)
+        if found is None:
+            await self._edit(query, _("That line is not yours or no longer bound."), None)
+            return END
+        await self._edit(query, await self._card(ui, user.id, found),
+                         self._card_buttons(ui, line.id, found.plan))
         return END
 
-    async def _card(self, ui: Ui, user_id: int, line_id: int) -> str:
+    async def _card(self, ui: Ui, user_id: int, found: LineWithPlan) -> str:
         _ = ui._
-        found = await self._lines.with_plan(user_id, line_id)
-        if found is None:
-            return _("That line is not yours or no longer bound.")
         line, plan = found.line, found.plan
         latest = (await self._readings.latest_for_user(user_id)).get(line.id)
         age = ui.age(latest.read_at) if latest is not None else ""
@@ -110,9 +113,11 @@ class LinesFlow(Flow):
                  reading_text(ui, latest, age)]
         return "\n".join(lines)
 
-    def _card_buttons(self, ui: Ui, line_id: int) -> InlineKeyboardMarkup:
+    def _card_buttons(self, ui: Ui, line_id: int,
+                      plan: Product | None) -> InlineKeyboardMarkup:
         _ = ui._
         return InlineKeyboardMarkup([
+            *top_up_now_buttons(ui, line_id, plan),
             [InlineKeyboardButton(_("📋 Choose plan"), callback_data=cb.encode("pl", line_id, 0)),
              InlineKeyboardButton(_("💬 Report balance"),
                                   callback_data=cb.encode(REPORT_KIND, line_id))],
@@ -196,7 +201,7 @@ class LinesFlow(Flow):
         await query.answer(_("Plan saved."))
         await self._edit(query, _("{line} plan: {plan}.").format(
             line=chosen.line.label, plan=plan_label(ui, chosen.plan)),
-            self._card_buttons(ui, chosen.line.id))
+            self._card_buttons(ui, chosen.line.id, chosen.plan))
 
     def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
         rename = ConversationHandler(

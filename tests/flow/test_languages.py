@@ -3,6 +3,7 @@ the lines, balance and settings flows work (and format) in each of them."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -46,6 +47,10 @@ async def test_start_greets_in_the_users_language(harness: BotHarness, telegram_
     (greeting,) = harness.api.texts(chat_id=321)
     assert "Sophea" in greeting
     assert (await user_row(harness, 321)).language == language
+    script = {"en": r"[A-Za-z]{4}", "km": "[\u1780-\u17ff]", "zh_Hans": "[\u4e00-\u9fff]"}
+    assert len(re.findall(script[language], greeting)) >= 10, greeting
+    if language != "en":
+        assert "I keep your Cambodian prepaid" not in greeting
 
 
 @pytest.mark.parametrize(("telegram_code", "language"), LANGUAGES)

@@ -139,9 +139,21 @@ async def test_tapping_a_line_shows_its_card(harness: BotHarness) -> None:
     assert "Plan: none chosen" in card["text"]
     assert "No balance known yet" in card["text"]
     assert {data for _, data in keyboard(card)} == {
+        f"v1:tn:{line_id}:a100", f"v1:tn:{line_id}:a200", f"v1:tn:{line_id}:a500",
         f"v1:pl:{line_id}:0", f"v1:bl:{line_id}", f"v1:ln:{line_id}:ren",
         f"v1:ln:{line_id}:unb"}
     assert "text" not in last_answer(harness)  # a silent answer: the card is the reply
+
+
+async def test_a_card_offers_to_buy_its_plan_now(harness: BotHarness) -> None:
+    line_id = await bind(harness, CELLCARD)
+    await harness.send(callback_update(f"v1:pc:{line_id}:cellcard-air-200"))
+
+    after_choice = {data for _, data in keyboard(last_edit(harness))}
+    await harness.send(callback_update(f"v1:ln:{line_id}:show"))
+    on_card = {data for _, data in keyboard(last_edit(harness))}
+    assert f"v1:tn:{line_id}:cellcard-air-200" in after_choice
+    assert f"v1:tn:{line_id}:cellcard-air-200" in on_card
 
 
 # --- rename ----------------------------------------------------------------------------------
