@@ -37,6 +37,10 @@ from storage.persistence import DatabasePersistence
 
 log = logging.getLogger(__name__)
 
+# Telegram allows "about 30 messages a second"; sending at exactly 30 lets network jitter
+# bunch requests over the limit (429s), one under leaves the server's bucket some slack.
+OVERALL_MESSAGES_PER_SECOND = 29
+
 
 def build_application(components: Components,
                       request: BaseRequest | None = None) -> Application:  # type: ignore[type-arg]
@@ -64,7 +68,8 @@ def build_application(components: Components,
         .base_url(f"{root}/bot")
         .base_file_url(f"{root}/file/bot")
         .defaults(Defaults(tzinfo=settings.locale.zone))
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        .rate_limiter(AIORateLimiter(overall_max_rate=OVERALL_MESSAGES_PER_SECOND,
+                                     max_retries=3))
         .concurrent_updates(PerChatUpdateProcessor())
         .persistence(DatabasePersistence(components.db))
         .post_init(post_init)

@@ -58,6 +58,7 @@ class RateStats:
     accepted_by_chat: dict[int, int] = field(default_factory=dict)
     rejected_by_chat: dict[int, int] = field(default_factory=dict)
     sends: tuple[SendRecord, ...] = ()
+    rejections: tuple[SendRecord, ...] = ()  # each send answered 429, and when
 
     @property
     def send_times(self) -> list[float]:
@@ -101,6 +102,7 @@ class FloodControl:
         self._accepted_by_chat: dict[int, int] = {}
         self._rejected_by_chat: dict[int, int] = {}
         self._sends: list[SendRecord] = []
+        self._rejections: list[SendRecord] = []
 
     def check(self, chat_id: int, method: str) -> None:
         """Counts one send to ``chat_id``, or raises the 429 ApiError Telegram would answer."""
@@ -113,6 +115,7 @@ class FloodControl:
             if wait > 0:
                 self._rejected += 1
                 self._rejected_by_chat[chat_id] = self._rejected_by_chat.get(chat_id, 0) + 1
+                self._rejections.append(SendRecord(now, chat_id, method))
                 raise too_many_requests(max(1, math.ceil(wait)))
             chat.take(now)
             self._global.take(now)
@@ -122,4 +125,5 @@ class FloodControl:
 
     def stats(self) -> RateStats:
         return RateStats(self._accepted, self._rejected, dict(self._accepted_by_chat),
-                         dict(self._rejected_by_chat), tuple(self._sends))
+                         dict(self._rejected_by_chat), tuple(self._sends),
+                         tuple(self._rejections))
