@@ -44,7 +44,7 @@ async def wallet_credit(components: Components, user_id: int | str, amount_text:
     or a reference already used for a different credit."""
     target = parse_user_id(user_id)
     service = components.wallet
-    amount = parse_amount(amount_text, service.currency)
+    amount = parse_amount(amount_text, components.settings.locale.default_currency)
     try:
         result = await service.credit_operator(target, amount, reference, actor=actor)
     except OperatorCreditError as exc:
