@@ -26,7 +26,7 @@ from handlers.approvals import ApprovalsFlow
 from handlers.autorecharge import AutoRechargeFlow
 from handlers.balance import BalanceFlow
 from handlers.binding import BindingFlow
-from handlers.errors import on_error
+from handlers.errors import ErrorHandler
 from handlers.lines import LinesFlow
 from handlers.outbox import TelegramDeliverer
 from handlers.settings import SettingsFlow
@@ -97,7 +97,7 @@ def build_application(components: Components,
                                       components.rules).handlers())
     # Last in group 0: only what no handler above claimed reaches these.
     app.add_handlers(start.last_resort())
-    app.add_error_handler(on_error)
+    app.add_error_handler(ErrorHandler(users, i18n).on_error)
     if app.job_queue is not None:
         dispatcher = NotificationDispatcher(components.db, components.clock,
                                             TelegramDeliverer(app.bot, users, i18n))

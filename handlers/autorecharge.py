@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from babel.dates import get_day_names
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyKeyboardRemove, Update
 from telegram.ext import (
     BaseHandler,
     CallbackQueryHandler,
@@ -52,7 +52,7 @@ WEEKDAY = cb.register("ard", "day")
 APPROVAL = cb.register("arp", "mode")  # ask, auto
 SUMMARY = cb.register("arc", "answer")  # ok, no
 RESEND = cb.register("arr", "action")
-RULE = cb.register("ru", "rule", "action")  # pause, resume, del, delok, edit
+RULE = cb.register("ru", "rule", "action")  # pause, resume, code, del, delok, edit
 DRAFT = "rule_draft"  # user_data key: the rule being set up, plain JSON values only
 
 
@@ -152,11 +152,16 @@ class AutoRechargeFlow(Flow):
 
     def _rule_buttons(self, ui: Ui, rule: RuleRecord) -> InlineKeyboardMarkup:
         _ = ui._
-        toggle = (InlineKeyboardButton(_("⏸ Pause"), callback_data=cb.encode("ru", rule.id,
-                                                                            "pause"))
-                  if rule.status is RuleStatus.ACTIVE else
-                  InlineKeyboardButton(_("▶️ Resume"), callback_data=cb.encode("ru", rule.id,
-                                                                              "resume")))
+        if rule.status is RuleStatus.ACTIVE:
+            toggle = InlineKeyboardButton(_("⏸ Pause"),
+                                          callback_data=cb.encode("ru", rule.id, "pause"))
+        elif rule.status is RuleStatus.AWAITING_OTP:
+            # Left waiting (a /cancel, the hourly SMS cap, a lost conversation): finish it here.
+            toggle = InlineKeyboardButton(_("🔑 Enter the code"),
+                                          callback_data=cb.encode("ru", rule.id, "code"))
+        else:
+            toggle = InlineKeyboardButton(_("▶️ Resume"),
+                                          callback_data=cb.encode("ru", rule.id, "resume"))
         return InlineKeyboardMarkup([[
             toggle,
             InlineKeyboardButton(_("✏️ Edit"), callback_data=cb.encode("ru", rule.id, "edit")),
@@ -180,6 +185,16 @@ class AutoRechargeFlow(Flow):
             draft.clear()
             draft.update(rule_id=rule.id, line_id=rule.line_id)
             return await self._ask_buy(update, ui, rule.line_id, user.id)
+        if action == "code":
+            await query.answer()
+            sent = await self._rules.resend_code(user.id, rule.id, self._sms_text(ui))
+            if not isinstance(sent, CodeSent | CodeNotSent):
+                await self.reply(update, _("That button is no longer active."))
+                return END
+            draft = self._draft(context)
+            draft.clear()
+            draft.update(rule_id=rule.id, line_id=rule.line_id)
+            return await self._code_sent(update, ui, sent)
         if action == "del":
             await query.answer()
             keyboard = InlineKeyboardMarkup([[
@@ -622,6 +637,21 @@ class AutoRechargeFlow(Flow):
             conversation_timeout=CONVERSATION_TIMEOUT_SECONDS,
         )
         return [CommandHandler("autorecharge", self.show_rules), wizard]
+
+    async def cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+        """/cancel; a rule already proposed stays listed, waiting for its code: say so."""
+        user = update.effective_user
+        rule_id = self._draft(context).get("rule_id")
+        rule = (await self._rules.own(user.id, rule_id)
+                if user is not None and isinstance(rule_id, int) else None)
+        if rule is None or rule.status is not RuleStatus.AWAITING_OTP:
+            return await super().cancel(update, context)
+        self._draft(context).clear()
+        ui = await self.ui(update)
+        await self.reply(update, ui._("Stopped here. The rule stays off until you type its SMS "
+                                      "code: tap 🔑 Enter the code in /autorecharge, or delete "
+                                      "it there."), reply_markup=ReplyKeyboardRemove())
+        return END
 
     async def use_buttons(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if update.callback_query is not None:

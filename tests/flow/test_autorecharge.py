@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.clock import ManualClock
 from bot.domain.rules import RuleStatus, Trigger
 from storage.rules import RulesRepository
 from tests.flow.conftest import BotHarness
@@ -160,3 +161,37 @@ async def test_someone_elses_rule_cannot_be_touched(harness: BotHarness) -> None
                if "not yours" in str(a.get("text"))]
     assert len(answers) == 3
     assert not any("012" in text for text in harness.api.texts(chat_id=999))
+
+
+async def test_a_rule_left_waiting_for_its_code_is_finished_from_the_list(
+        harness: BotHarness, clock: ManualClock) -> None:
+    await bind(harness)
+    await monthly_rule_until_code(harness)
+    await harness.send(text_update("/cancel"))
+    assert "stays off until you type its SMS code" in harness.api.texts()[-1]
+    (rule,) = await rules_of(harness)
+    rule_id = rule.id  # type: ignore[attr-defined]
+    assert rule.status is RuleStatus.AWAITING_OTP  # type: ignore[attr-defined]
+
+    await harness.send(text_update("/autorecharge"))
+    listed = [m for m in harness.api.sent("sendMessage") if "Waiting for the SMS code" in
+              str(m.get("text"))][-1]
+    assert f"v1:ru:{rule_id}:code" in str(listed["reply_markup"])
+    clock.advance(timedelta(minutes=2))  # past the resend cooldown: a new code is sent
+    sent_before = len(harness.sms.sent)
+    await harness.send(callback_update(f"v1:ru:{rule_id}:code"))
+    assert len(harness.sms.sent) == sent_before + 1
+    assert "I sent a 6-digit code" in harness.api.texts()[-1]
+
+    await harness.send(text_update(harness.sms.last_code(CELLCARD)))
+    assert "Auto-recharge is on" in harness.api.texts()[-1]
+    assert (await rules_of(harness))[0].status is RuleStatus.ACTIVE  # type: ignore[attr-defined]
+
+
+async def test_cancel_before_a_rule_was_proposed_changes_nothing(harness: BotHarness) -> None:
+    await bind(harness)
+    await harness.send(text_update("/autorecharge"))
+    await harness.send(callback_update("v1:arn:new"))
+    await harness.send(text_update("/cancel"))
+    assert harness.api.texts()[-1] == "Cancelled. Nothing was changed."
+    assert await rules_of(harness) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from telegram.ext import CommandHandler
 
 from storage.users import UsersRepository
 from tests.flow.conftest import BotHarness
@@ -91,3 +92,22 @@ async def test_an_error_in_a_handler_is_logged_and_the_user_told(
     assert "went wrong" in text
     assert "database exploded" not in text
     assert "database exploded" in caplog.text
+
+
+@pytest.mark.parametrize(("telegram_code", "language"), [("en", "en"), ("km", "km"),
+                                                          ("zh-hans", "zh_Hans")])
+async def test_an_unexpected_error_is_logged_and_told_in_the_users_language(
+        harness: BotHarness, telegram_code: str, language: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(update: object, context: object) -> None:
+        raise RuntimeError("a bug")
+
+    harness.app.add_handler(CommandHandler("boom", broken), group=-5)
+    await harness.send(text_update("/boom", language=telegram_code))
+
+    expected = harness.components.i18n.gettext(language)(
+        "Sorry, something went wrong on my side. Nothing was charged; please try again.")
+    assert expected in harness.api.texts()
+    assert language == "en" or "went wrong" not in expected
+    assert any(record.exc_info and "a bug" in str(record.exc_info[1])
+               for record in caplog.records)

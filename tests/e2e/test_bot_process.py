@@ -1,0 +1,533 @@
+"""The real `topup-bot run` process against our Bot API test server, used as a person would.
+
+Each test starts the console script on a fresh data directory (its own SQLite database and
+keys), talks to it through the server's user side (messages, button taps) and reads the SMS
+codes from the bot's stderr, where the console SMS gateway writes them. Restart tests stop
+or kill the process mid-flow and carry on with a new process on the same data directory.
+
+Nothing here sleeps for a fixed time: every wait is for a condition, on the server's
+condition variable or the bot's output, and (the one poll) until the persistence rows a
+step should leave are in the database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from babel.dates import format_datetime
+
+from bot.gateways.simulated_catalog import PRODUCTS
+from bot.i18n import Gettext, Translations
+from tests.e2e.botapi import BotApiServer, BotMessage, TelegramUser
+from tests.e2e.process import BotProcess
+
+CELLCARD_TYPED = "012 345 678"
+CELLCARD = "+85512345678"
+MASKED = "012 ••• 678"
+ZONE = ZoneInfo("Asia/Phnom_Penh")  # DEFAULT_TIMEZONE
+CATALOGS = Translations()
+
+GREETING = (
+    "Hello, {name}! I keep your Cambodian prepaid and eSIM lines alive.\n\n"
+    "Add your Smart, Cellcard, Metfone or Seatel number, pick a plan, and I top it "
+    "up for you: on a calendar, when the balance runs low, or just before the line "
+    "would expire. You approve charges with one tap, and I send balance warnings and "
+    "receipts right here.\n\n/help lists what I can do.")
+CODE_SENT = ("I sent a 6-digit code by SMS to {line} ({operator}). Type it here to prove the "
+             "line is yours.")
+BOUND = ("Done: {line} ({operator}) is bound to you. Next: pick a plan or set up "
+         "auto-recharge from /lines.")
+ASK_NUMBER = ("Which line should I look after? Tap \"Share my number\" for this phone's line, "
+              "or type the number (012 345 678 or +855 12 345 678).")
+
+
+# -- the deployment: one Bot API server, one data directory, bot processes in turn -----------
+
+
+class Deployment:
+    """Starts `topup-bot run` processes on one data directory; ends them all at teardown."""
+
+    def __init__(self, server: BotApiServer, data_dir: Path) -> None:
+        self.server = server
+        self.data_dir = data_dir
+        self.processes: list[BotProcess] = []
+
+    @property
+    def bot(self) -> BotProcess:
+        """The process started last."""
+        return self.processes[-1]
+
+    @property
+    def db(self) -> Path:
+        return self.data_dir / "topup.db"
+
+    def start(self) -> BotProcess:
+        """A new process, once it polls for updates (the previous one must have ended)."""
+        assert not self.processes or not self.bot.running, "stop or kill the running bot first"
+        process = BotProcess(self.server, self.data_dir)
+        self.processes.append(process)
+        process.start()
+        process.wait_until_polling()
+        return process
+
+    def cleanup(self) -> None:
+        for process in self.processes:
+            process.cleanup()
+
+    def assert_healthy(self) -> None:
+        """No process logged an error or a traceback, and no user was told "went wrong"."""
+        for process in self.processes:
+            bad = [line for line in process.stderr_lines()
+                   if "Traceback" in line or " ERROR " in line or " CRITICAL " in line]
+            assert not bad, f"{process} logged errors:\n" + "\n".join(bad) + \
+                f"\n{process.output_tail()}"
+        with self.server.state.lock:
+            chats = list(self.server.state.chats)
+        for chat_id in chats:
+            for message in self.server.user(chat_id).messages():
+                assert "went wrong" not in message.content, message.content
+
+    # -- the database, read as an operator would (sqlite3, no bot code) ---------------------
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        connection = sqlite3.connect(self.db, timeout=10)
+        try:
+            return connection.execute(sql, params).fetchall()
+        finally:
+            connection.close()
+
+    def persisted(self, conversation: str, user_id: int) -> tuple[str | None, dict[str, Any]]:
+        """The stored state of ``conversation`` for a private chat, and the user's user_data."""
+        state = None
+        for key, value in self.query("SELECT key, state FROM ptb_conversations WHERE name = ?",
+                                     conversation):
+            if json.loads(key) == [user_id, user_id]:  # (chat id, user id)
+                state = json.loads(value)
+        rows = self.query("SELECT data FROM ptb_user_data WHERE user_id = ?", user_id)
+        data = json.loads(rows[0][0]) if rows else {}
+        return state, data
+
+    def wait_until_persisted(self, conversation: str, user_id: int, state: str | None,
+                             user_data: Callable[[dict[str, Any]], bool],
+                             timeout: float = 10.0) -> dict[str, Any]:
+        """Polls the persistence tables until the bot wrote that conversation state and
+        user_data (PTB writes them every second); the user_data. ``state`` None: the
+        conversation has ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found_state, data = self.persisted(conversation, user_id)
+            if found_state == state and user_data(data):
+                return data
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{conversation!r} for user {user_id} was not persisted as {state!r} "
+                    f"within {timeout:g} s: state {found_state!r}, user_data {data!r}\n"
+                    f"{self.bot.output_tail()}")
+            time.sleep(0.05)  # between two looks at the database, until the deadline
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    """A Bot API server with Telegram's flood limits (1 message a second per chat after a
+    burst of 3: the bot meets 429s and must retry them), or, parametrized indirectly with
+    "unthrottled", a generous per-chat limit for the long flows, which at 1 a second would
+    spend most of their time in the bot's rate-limit retries."""
+    limits = {"telegram": {}, "unthrottled": {"chat_rate": 50.0, "chat_burst": 50}}
+    with BotApiServer(**limits[getattr(request, "param", "telegram")]) as server:
+        running = Deployment(server, tmp_path / "data")
+        try:
+            yield running
+        finally:
+            running.cleanup()
+
+
+UNTHROTTLED = pytest.mark.parametrize("deployment", ["unthrottled"], indirect=True)
+
+
+# -- the user's side ---------------------------------------------------------------------------
+
+
+class Chat:
+    """One user's private chat with the bot: say something or tap a button, and read the
+    bot's very next message (or edit), which must contain what the test expects."""
+
+    def __init__(self, deployment: Deployment, user: TelegramUser) -> None:
+        self.deployment = deployment
+        self.user = user
+
+    def next(self, expected: str, *, edits: bool = False, timeout: float = 10.0) -> BotMessage:
+        message = self.user.wait_for_message(None, timeout, edits=edits)
+        assert expected in message.content, (
+            f"expected {expected!r} in the bot's next message, got {message.content!r}\n"
+            f"chat:\n{self.user.transcript()}\n{self.deployment.bot.output_tail()}")
+        return message
+
+    def say(self, text: str, expected: str, *, edits: bool = False) -> BotMessage:
+        if text.startswith("/"):
+            self.user.send_command(text)
+        else:
+            self.user.send_text(text)
+        return self.next(expected, edits=edits)
+
+    def tap(self, message: BotMessage, button: str, expected: str, *,
+            edits: bool = False) -> BotMessage:
+        query = self.user.press(message, button_text=button)
+        self.user.wait_for_answer(query)
+        return self.next(expected, edits=edits)
+
+    def tap_answer(self, message: BotMessage, button: str) -> str | None:
+        """Taps a button and returns the text of the bot's callback answer (a toast)."""
+        return self.user.wait_for_answer(self.user.press(message, button_text=button)).text
+
+
+def english(text: str) -> str:
+    return text
+
+
+def bind_cellcard(chat: Chat, _: Gettext = english) -> None:
+    """/bind, type the number, type the code from the SMS: the line is bound."""
+    bot = chat.deployment.bot
+    chat.say("/bind", _(ASK_NUMBER))
+    mark = bot.mark()
+    chat.say(CELLCARD_TYPED, _(CODE_SENT).format(line=MASKED, operator="Cellcard"))
+    code = bot.sms_code(CELLCARD, after=mark)
+    chat.say(code, _(BOUND).format(line=MASKED, operator="Cellcard"))
+
+
+def other_code(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+def monthly_run(day: int, now: datetime) -> datetime:
+    """When a "monthly on ``day``" rule set up at ``now`` runs first: 09:00 local time."""
+    local = now.astimezone(ZONE)
+    month = date(local.year, local.month, 1)
+    while True:
+        last = ((month + timedelta(days=32)).replace(day=1) - timedelta(days=1)).day
+        run = datetime(month.year, month.month, min(day, last), 9, 0, tzinfo=ZONE)
+        if run > local:
+            return run
+        month = (month + timedelta(days=32)).replace(day=1)
+
+
+def shown(moment: datetime, locale: str = "en") -> str:
+    """A time as the bot shows it."""
+    return str(format_datetime(moment.astimezone(ZONE), "d MMM y, HH:mm", locale=locale))
+
+
+# -- 1. /start, /help, unknown commands ---------------------------------------------------------
+
+
+def test_start_greets_with_the_main_menu_and_unknown_input_is_answered(
+        deployment: Deployment) -> None:
+    deployment.start()
+    chat = Chat(deployment, deployment.server.user(1001, "Dara"))
+
+    greeting = chat.say("/start", "Hello, Dara!")
+    assert greeting.content == GREETING.format(name="Dara")
+    assert greeting.button_texts == ["➕ Add a line"]
+
+    help_text = chat.say("/help", "Commands:").content
+    for command in ("/start", "/bind", "/lines", "/autorecharge", "/settings", "/cancel"):
+        assert f"\n{command} - " in help_text
+    chat.say("/frobnicate", "I don't know that command. /help lists what I can do.")
+    chat.say("what can you do?", "I did not understand that. /help lists what I can do.")
+    chat.say("/cancel", "There is nothing to cancel.")
+
+    # the command menu was registered at start-up, in every language
+    assert [c["command"] for c in deployment.server.commands][:3] == ["start", "bind", "lines"]
+    assert deployment.server.commands_for(language_code="km")
+    assert deployment.server.commands_for(language_code="zh")
+    assert deployment.query("SELECT id, language FROM users") == [(1001, "en")]
+    deployment.assert_healthy()
+
+
+# -- 2. binding a line with the SMS code ------------------------------------------------------
+
+
+@UNTHROTTLED
+def test_binding_a_typed_number_needs_the_right_sms_code(deployment: Deployment) -> None:
+    bot = deployment.start()
+    chat = Chat(deployment, deployment.server.user(1002, "Sokha"))
+    menu = chat.say("/start", "Hello, Sokha!")
+
+    chat.tap(menu, "➕ Add a line", ASK_NUMBER)
+    assert [b["text"] for row in chat.user.reply_keyboard() for b in row] == \
+        ["📱 Share my number"]
+    chat.say("+44 20 7946 0958", "That is not a Cambodian number.")
+    mark = bot.mark()
+    sent = chat.say(CELLCARD_TYPED, CODE_SENT.format(line=MASKED, operator="Cellcard"))
+    assert sent.button_texts == ["Send a new code"]
+    code = bot.sms_code(CELLCARD, after=mark)
+    assert f"Your top-up bot code is {code}." in bot.stderr
+
+    chat.say(other_code(code), "That code is not right. 4 tries left.")
+    chat.say("12345", "Type the 6 digits from the SMS, like 123456.")  # not a try
+    chat.say(code, BOUND.format(line=MASKED, operator="Cellcard"))
+
+    assert chat.user.reply_keyboard() == []  # the "Share my number" keyboard is gone
+    assert bot.sms_count(CELLCARD) == 1  # a wrong code does not send another one
+    lines = chat.say("/lines", "Your lines. Tap one to see it and change it:")
+    assert lines.button_texts == [f"{MASKED} · Cellcard"]
+    assert deployment.query("SELECT owner_id, operator, unbound_at FROM lines") == [
+        (1002, "cellcard", None)]
+    # the number is stored encrypted, and the chat only ever shows it masked
+    assert not deployment.query("SELECT id FROM lines WHERE phone_enc LIKE '%12345678%'")
+    assert not any(CELLCARD in m.content or "12345678" in m.content
+                   for m in chat.user.messages())
+    chat.say(code, "I did not understand that.")  # the flow is over: a code means nothing now
+    deployment.assert_healthy()
+
+
+# -- 3. choosing a plan from the catalog --------------------------------------------------------
+
+
+@UNTHROTTLED
+def test_a_plan_chosen_from_the_paginated_catalog_is_stored_and_shown(
+        deployment: Deployment) -> None:
+    deployment.start()
+    chat = Chat(deployment, deployment.server.user(1003, "Vanna"))
+    bind_cellcard(chat)
+
+    lines = chat.say("/lines", "Your lines.")
+    card = chat.tap(lines, f"{MASKED} · Cellcard", "Plan: none chosen", edits=True)
+    assert "📋 Choose plan" in card.button_texts
+    page = chat.tap(card, "📋 Choose plan", f"Cellcard plans for {MASKED} (page 1 of ",
+                    edits=True)
+    pages = int(re.search(r"\(page 1 of (\d+)\)", page.content).group(1))  # type: ignore[union-attr]
+    assert pages >= 2
+    assert len([d for d in page.buttons if d["callback_data"].startswith("v1:pc:")]) == 5
+    assert "‹" not in page.button_texts and "« Back" in page.button_texts
+    for number in range(2, pages + 1):
+        page = chat.tap(page, "›", f"(page {number} of {pages})", edits=True)
+    assert "›" not in page.button_texts and "‹" in page.button_texts
+
+    plan = next(b for b in page.buttons if b["callback_data"].startswith("v1:pc:"))
+    product_id = plan["callback_data"].rsplit(":", 1)[1]
+    assert chat.tap_answer(page, plan["text"]) == "Plan saved."
+    chat.next(f"{MASKED} plan: {plan['text']}.", edits=True)
+    assert deployment.query("SELECT plan_product_id FROM lines") == [(product_id,)]
+
+    # /lines shows it, and the auto-recharge wizard offers it
+    lines = chat.say("/lines", "Your lines.")
+    chat.tap(lines, f"{MASKED} · Cellcard", f"Plan: {plan['text']}", edits=True)
+    rules = chat.say("/autorecharge", "No auto-recharge rules yet.")
+    buy = chat.tap(rules, "➕ New rule", "What should I buy each time?")
+    assert f"My plan: {PRODUCTS[product_id].name}" in buy.button_texts
+    chat.say("/cancel", "Cancelled. Nothing was changed.")
+    deployment.assert_healthy()
+
+
+# -- 4. an auto-recharge rule, confirmed by SMS code ----------------------------------------
+
+
+def rule_until_approval(chat: Chat, day: int) -> BotMessage:
+    """/autorecharge, a new rule: $5 on day ``day`` of every month, at most $20 a month;
+    the message asking about approval."""
+    rules = chat.say("/autorecharge", "No auto-recharge rules yet.")
+    buy = chat.tap(rules, "➕ New rule", "What should I buy each time?")
+    chat.tap(buy, "A fixed amount of airtime", "How much each time?")
+    chat.say("five dollars", "Type an amount like 5 or $2.50.")
+    when = chat.say("5", "When?")
+    chat.tap(when, "Every month", "On which day of the month (1-31)?")
+    chat.say("32", "Type a whole number from 1 to 31.")
+    chat.say(str(day), "At most how much in one month? (like 20)")
+    return chat.say("20", "Should I ask before each charge?")
+
+
+def summary_for(day: int) -> str:
+    return (f"{MASKED}: buy $5.00 of airtime, every month on day {day} (the last day in "
+            f"shorter months). At most $20.00 a month; I ask you before every charge.\n\n"
+            f"To turn it on I will send a code by SMS to the line.")
+
+
+@UNTHROTTLED
+def test_an_auto_recharge_rule_is_turned_on_with_the_sms_code(deployment: Deployment) -> None:
+    bot = deployment.start()
+    chat = Chat(deployment, deployment.server.user(1004, "Chenda"))
+    bind_cellcard(chat)
+    day = 15
+
+    approval = rule_until_approval(chat, day)
+    summary = chat.tap(approval, "Ask me every time", summary_for(day))
+    assert summary.content == summary_for(day)
+    assert summary.button_texts == ["✅ Confirm", "✖️ Cancel"]
+    mark = bot.mark()
+    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.")
+    code = bot.sms_code(CELLCARD, after=mark)
+    sms = bot.wait_for_stderr(rf"^SMS to {re.escape(CELLCARD)}: (.*)$", after=mark).group(1)
+    assert sms == (f"Your code to turn on auto-recharge is {code}. It expires in 5 minutes. "
+                   f"Never share it.")
+    assert deployment.query("SELECT status, amount_minor, monthly_cap_minor, calendar, "
+                            "calendar_value FROM recharge_rules") == [
+        ("awaiting_otp", 500, 2000, "monthly", day)]
+
+    chat.say(other_code(code), "That code is not right. 4 tries left.")
+    assert deployment.query("SELECT status FROM recharge_rules") == [("awaiting_otp",)]
+    before = monthly_run(day, datetime.now(ZONE))
+    enabled = chat.say(code, "Auto-recharge is on. Next run: ")
+    after = monthly_run(day, datetime.now(ZONE))
+    assert enabled.content in {f"Auto-recharge is on. Next run: {shown(run)}"
+                               for run in (before, after)}
+    assert deployment.query("SELECT status FROM recharge_rules") == [("active",)]
+
+    chat.user.send_command("/autorecharge")
+    listed = chat.next("On · ")
+    assert listed.content.startswith(f"On · {summary_for(day).split(chr(10))[0]}")
+    assert listed.content.endswith(enabled.content.removeprefix("Auto-recharge is on. "))
+    assert listed.button_texts == ["⏸ Pause", "✏️ Edit", "🗑 Delete"]
+    chat.next("Add another rule?")
+    deployment.assert_healthy()
+
+
+@UNTHROTTLED
+def test_a_rule_waiting_for_its_code_can_be_finished_from_the_list(
+        deployment: Deployment) -> None:
+    bot = deployment.start()
+    chat = Chat(deployment, deployment.server.user(1011, "Kosal"))
+    bind_cellcard(chat)
+    summary = chat.tap(rule_until_approval(chat, 15), "Ask me every time", summary_for(15))
+    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.")
+    chat.say("/cancel", "Stopped here. The rule stays off until you type its SMS code")
+    assert deployment.query("SELECT status FROM recharge_rules") == [("awaiting_otp",)]
+
+    chat.user.send_command("/autorecharge")
+    waiting = chat.next("Waiting for the SMS code · ")
+    chat.next("Add another rule?")
+    turn_on = waiting.button_texts[0]
+    assert turn_on == "🔑 Enter the code"
+    # The code sent a moment ago still counts (a new one only after the resend cooldown).
+    chat.tap(waiting, turn_on, "A code was sent moments ago. Type it")
+    code = bot.last_sms_code(CELLCARD)
+    assert code is not None and bot.sms_count(CELLCARD) == 2  # the binding's, the rule's
+    chat.say(code, "Auto-recharge is on.")
+    assert deployment.query("SELECT status FROM recharge_rules") == [("active",)]
+    deployment.assert_healthy()
+
+
+# -- 5. conversations survive a restart -------------------------------------------------------
+
+
+def test_binding_continues_after_the_bot_was_killed_once_the_code_was_sent(
+        deployment: Deployment) -> None:
+    first = deployment.start()
+    user_id = 1005
+    chat = Chat(deployment, deployment.server.user(user_id, "Rithy"))
+    chat.say("/bind", ASK_NUMBER)
+    mark = first.mark()
+    chat.say(CELLCARD_TYPED, CODE_SENT.format(line=MASKED, operator="Cellcard"))
+    code = first.sms_code(CELLCARD, after=mark)
+    # PTB writes conversations and user_data once a second: wait until this step is stored,
+    # and until getUpdates confirmed the update (else the new process would get it again).
+    deployment.wait_until_persisted("binding", user_id, "bind:code",
+                                    lambda data: data.get("bind") == CELLCARD)
+    deployment.server.wait_until(lambda: not deployment.server.state.pending)
+
+    assert first.kill() == -signal.SIGKILL
+    assert deployment.query("SELECT COUNT(*) FROM lines") == [(0,)]
+    second = deployment.start()
+
+    chat.say(code, BOUND.format(line=MASKED, operator="Cellcard"))
+    assert second.sms_count() == 0  # the code sent before the kill was the one that counted
+    assert deployment.query("SELECT owner_id FROM lines") == [(user_id,)]
+    deployment.wait_until_persisted("binding", user_id, None, lambda data: "bind" not in data)
+    deployment.assert_healthy()
+
+
+@UNTHROTTLED
+def test_the_rule_wizard_survives_a_clean_stop_and_then_a_kill(deployment: Deployment) -> None:
+    first = deployment.start()
+    user_id = 1006
+    chat = Chat(deployment, deployment.server.user(user_id, "Bopha"))
+    bind_cellcard(chat)
+    day = 28
+    approval = rule_until_approval(chat, day)
+
+    # SIGTERM: PTB stops cleanly and writes the conversations on the way out
+    assert first.stop() == 0
+    state, data = deployment.persisted("autorecharge", user_id)
+    assert state == "ar:approval"
+    (line_id,), = deployment.query("SELECT id FROM lines")
+    assert data["rule_draft"] == {"line_id": line_id, "amount_minor": 500, "when": "monthly",
+                                  "when_value": day, "cap_minor": 2000}
+    second = deployment.start()
+
+    # the buttons of a message sent by the previous process still work
+    summary = chat.tap(approval, "Ask me every time", summary_for(day))
+    mark = second.mark()
+    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.")
+    code = second.sms_code(CELLCARD, after=mark)
+    (rule_id, status), = deployment.query("SELECT id, status FROM recharge_rules")
+    assert status == "awaiting_otp"
+    deployment.wait_until_persisted("autorecharge", user_id, "ar:code",
+                                    lambda data: data.get("rule_draft", {}).get("rule_id")
+                                    == rule_id)
+    deployment.server.wait_until(lambda: not deployment.server.state.pending)
+
+    # SIGKILL: nothing is flushed on the way out, but the state was already written
+    assert second.kill() == -signal.SIGKILL
+    third = deployment.start()
+    chat.say(code, "Auto-recharge is on. Next run: ")
+    assert third.sms_count() == 0
+    assert deployment.query("SELECT id, status FROM recharge_rules") == [(rule_id, "active")]
+    deployment.assert_healthy()
+
+
+# -- 6. other languages ------------------------------------------------------------------------
+
+
+def test_start_and_binding_follow_the_users_telegram_language(deployment: Deployment) -> None:
+    """Every text is the user's catalog entry for it (the English text where a string has no
+    translation yet)."""
+    catalogs = Translations()  # as the bot reads them at start-up (they are being translated)
+    km, zh = catalogs.gettext("km"), catalogs.gettext("zh_Hans")
+    bot = deployment.start()
+    khmer = Chat(deployment, deployment.server.user(1007, "Sreymom", language_code="km"))
+    chinese = Chat(deployment, deployment.server.user(1008, "Li Wei",
+                                                      language_code="zh-hans"))
+
+    greeting = khmer.say("/start", km(GREETING).format(name="Sreymom").split("\n")[0])
+    assert greeting.content == km(GREETING).format(name="Sreymom")
+    assert greeting.button_texts == [km("➕ Add a line")]
+    menu = deployment.server.commands_for(language_code="km")
+    assert [c["description"] for c in menu][:2] == [km("What this bot does"),
+                                                    km("Add a line (proven by SMS code)")]
+
+    chinese.say("/start", zh(GREETING).format(name="Li Wei").split("\n")[0])
+    bind_cellcard(chinese, zh)
+    sms = bot.wait_for_stderr(rf"^SMS to {re.escape(CELLCARD)}: (.*)$").group(1)
+    code = re.search(r"\d{6}", sms)
+    assert code is not None, sms
+    assert sms == " ".join(zh("Your top-up bot code is {code}. It expires in 5 minutes. "
+                              "Never share it.").format(code=code.group()).split())
+    assert deployment.query("SELECT id, language FROM users ORDER BY id") == [
+        (1007, "km"), (1008, "zh_Hans")]
+    deployment.assert_healthy()
+
+
+SCRIPTS = {"km": re.compile("[\u1780-\u17ff]"), "zh_Hans": re.compile("[\u4e00-\u9fff]")}
+
+
+@pytest.mark.parametrize(("telegram_code", "language"), [
+    pytest.param("km", "km", id="km"),
+    pytest.param("zh-hans", "zh_Hans", id="zh"),
+])
+def test_the_greeting_is_in_the_users_script(deployment: Deployment, telegram_code: str,
+                                             language: str) -> None:
+    deployment.start()
+    chat = Chat(deployment, deployment.server.user(1009, "Dara", language_code=telegram_code))
+
+    greeting = chat.say("/start", "Dara")
+
+    assert SCRIPTS[language].search(greeting.content), greeting.content
+    assert SCRIPTS[language].search(greeting.button_texts[0]), greeting.button_texts
