@@ -43,6 +43,25 @@ def bot_executable() -> str:
     return str(candidate) if candidate.exists() else "topup-bot"
 
 
+def bot_environment(server: BotApiServer, data_dir: Path, log_level: str = "INFO",
+                    extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The bot's settings for ``server`` and ``data_dir``; none inherited from the tests."""
+    env = {k: v for k, v in os.environ.items() if k not in _BOT_SETTINGS}
+    env.update(TELEGRAM_BOT_TOKEN=server.token, TELEGRAM_API_BASE_URL=server.base_url,
+               DATA_DIR=str(data_dir), LOG_LEVEL=log_level, PYTHONUNBUFFERED="1")
+    env.update(extra or {})
+    return env
+
+
+def run_cli(server: BotApiServer, data_dir: Path, *args: str,
+            timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """`topup-bot ARGS` as an operator runs it beside the bot: same settings, same data."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    command = [bot_executable(), "--env-file", str(data_dir / "no-such.env"), *args]
+    return subprocess.run(command, cwd=data_dir, env=bot_environment(server, data_dir),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
 class _Lines:
     """Lines of one output stream, collected by a reader thread; waitable."""
 
@@ -85,13 +104,7 @@ class BotProcess:
     # -- lifecycle -----------------------------------------------------------------------
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _BOT_SETTINGS}
-        env.update(TELEGRAM_BOT_TOKEN=self.server.token,
-                   TELEGRAM_API_BASE_URL=self.server.base_url,
-                   DATA_DIR=str(self.data_dir), LOG_LEVEL=self.log_level,
-                   PYTHONUNBUFFERED="1")
-        env.update(self.extra_env)
-        return env
+        return bot_environment(self.server, self.data_dir, self.log_level, self.extra_env)
 
     def start(self) -> BotProcess:
         """Starts the process (it migrates, then polls; see ``wait_until_polling``)."""
