@@ -54,8 +54,10 @@ async def user_ui(users: UsersService, i18n: Translations, user_id: int | None,
                   telegram_language: str | None) -> Ui:
     """The Ui of a user (their chosen language, else Telegram's; their zone), also for
     messages sent without an update (the notifications outbox)."""
-    language = await users.language_of(user_id or 0, telegram_language)
-    zone = await users.zone_of(user_id) if user_id is not None else users.default_zone
+    if user_id is None:
+        language, zone = await users.language_of(0, telegram_language), users.default_zone
+    else:
+        language, zone = await users.preferences(user_id, telegram_language)
     return Ui(language=language, _=i18n.gettext(language), locale=i18n.locale(language),
               zone=zone, now=users.clock.now())
 

@@ -7,6 +7,8 @@ on PostgreSQL it is an ordinary transaction and row locks do the rest.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +29,8 @@ class Database:
             options.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **options)
         self.dialect = self.engine.dialect.name
+        self._writer_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary())
         if self.is_sqlite:
             _configure_sqlite(self.engine)
 
@@ -37,10 +41,29 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
-        async with self.engine.connect() as conn:
-            await conn.execution_options(**{_WRITE: True})
-            async with conn.begin():
+        if not self.is_sqlite:
+            async with self.engine.connect() as conn, self._begin_write(conn):
                 yield conn
+            return
+        # SQLite has one writer at a time. Left to SQLite, waiting writers poll its lock with
+        # sleeps of up to 100 ms; queued here instead, each starts the moment the last one
+        # commits. (Other processes on the same file still meet SQLite's busy timeout.)
+        async with self._sqlite_writer_lock(), self.engine.connect() as conn, \
+                self._begin_write(conn):
+            yield conn
+
+    @asynccontextmanager
+    async def _begin_write(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        await conn.execution_options(**{_WRITE: True})
+        async with conn.begin():
+            yield
+
+    def _sqlite_writer_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()  # a lock serves one event loop only
+        lock = self._writer_locks.get(loop)
+        if lock is None:
+            lock = self._writer_locks[loop] = asyncio.Lock()
+        return lock
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

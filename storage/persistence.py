@@ -37,17 +37,36 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
         super().__init__(store_data=PersistenceInput(callback_data=False),
                          update_interval=update_interval)
         self._db = db
+        # What the database holds, as JSON, per (table, key): PTB hands over the data of every
+        # chat and user that had an update, changed or not, each interval; an unchanged one is
+        # not written again. An absent row reads as {} (get_* return defaultdicts).
+        self._stored: dict[tuple[str, int], str] = {}
+
+    def _unchanged(self, table: str, key: int, data: Data) -> str | None:
+        """None when ``data`` is what the database holds; else its JSON, to remember once
+        written (not before: a failed write is tried again at the next interval)."""
+        encoded = json.dumps(data, sort_keys=True, default=str)
+        return None if self._stored.get((table, key), "{}") == encoded else encoded
+
+    def _forget(self, table: str, key: int) -> None:
+        self._stored.pop((table, key), None)
 
     # -- loading (once, at start-up) -----------------------------------------------------
 
     async def get_user_data(self) -> dict[int, Data]:
         async with self._db.read() as conn:
             rows = (await conn.execute(select(ptb_user_data))).all()
+        for row in rows:
+            self._stored[("user", row.user_id)] = json.dumps(row.data, sort_keys=True,
+                                                             default=str)
         return defaultdict(dict, {row.user_id: dict(row.data) for row in rows})
 
     async def get_chat_data(self) -> dict[int, Data]:
         async with self._db.read() as conn:
             rows = (await conn.execute(select(ptb_chat_data))).all()
+        for row in rows:
+            self._stored[("chat", row.chat_id)] = json.dumps(row.data, sort_keys=True,
+                                                             default=str)
         return defaultdict(dict, {row.chat_id: dict(row.data) for row in rows})
 
     async def get_bot_data(self) -> Data:
@@ -82,12 +101,20 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
                 index_elements=["name", "key"], set_={"state": json.dumps(new_state)}))
 
     async def update_user_data(self, user_id: int, data: Data) -> None:
+        encoded = self._unchanged("user", user_id, data)
+        if encoded is None:
+            return
         async with self._db.write() as conn:
             await _upsert(conn, ptb_user_data, "user_id", {"user_id": user_id, "data": data})
+        self._stored[("user", user_id)] = encoded
 
     async def update_chat_data(self, chat_id: int, data: Data) -> None:
+        encoded = self._unchanged("chat", chat_id, data)
+        if encoded is None:
+            return
         async with self._db.write() as conn:
             await _upsert(conn, ptb_chat_data, "chat_id", {"chat_id": chat_id, "data": data})
+        self._stored[("chat", chat_id)] = encoded
 
     async def update_bot_data(self, data: Data) -> None:
         async with self._db.write() as conn:
@@ -97,10 +124,12 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
         return None
 
     async def drop_chat_data(self, chat_id: int) -> None:
+        self._forget("chat", chat_id)
         async with self._db.write() as conn:
             await conn.execute(delete(ptb_chat_data).where(ptb_chat_data.c.chat_id == chat_id))
 
     async def drop_user_data(self, user_id: int) -> None:
+        self._forget("user", user_id)
         async with self._db.write() as conn:
             await conn.execute(delete(ptb_user_data).where(ptb_user_data.c.user_id == user_id))
 

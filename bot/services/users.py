@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.clock import Clock
@@ -14,21 +15,29 @@ from storage.users import UserRecord, UsersRepository
 
 
 class UsersService:
-    def __init__(self, db: Database, clock: Clock, default_zone: ZoneInfo) -> None:
+    def __init__(self, db: Database, clock: Clock, default_zone: ZoneInfo, *,
+                 cache_for: timedelta = timedelta(minutes=1)) -> None:
         self._db = db
         self.clock = clock
         self.default_zone = default_zone
+        # Every update needs the user's language and zone; this service is the only one that
+        # changes them and forgets its copy when it does. The expiry bounds how long another
+        # process's change could go unseen.
+        self._cache_for = cache_for
+        self._preferences: dict[int, tuple[str | None, str | None, datetime]] = {}
 
     async def greet(self, user_id: int, telegram_language: str | None) -> UserRecord:
         """The user's record, created on first contact in their Telegram language."""
         now = self.clock.now()
+        self._preferences.pop(user_id, None)
         async with self._db.write() as conn:
             users = UsersRepository(conn)
             user = await users.ensure(user_id, language=negotiate(telegram_language), now=now)
             if not user.reachable:  # they blocked the bot, then came back with /start
                 await users.update(user_id, now=now, reachable=True)
                 user = replace(user, reachable=True)
-            return user
+        self._preferences.pop(user_id, None)  # again: a read meanwhile saw the old row
+        return user
 
     async def language_of(self, user_id: int, telegram_language: str | None) -> str:
         """The language the user chose (/language), else the one Telegram reports."""
@@ -37,6 +46,24 @@ class UsersService:
         if user is not None and user.language in SUPPORTED_LANGUAGES:
             return user.language
         return negotiate(telegram_language)
+
+    async def preferences(self, user_id: int,
+                          telegram_language: str | None) -> tuple[str, ZoneInfo]:
+        """Language and time zone, read once a minute at most (every update needs both)."""
+        now = self.clock.now()
+        cached = self._preferences.get(user_id)
+        if cached is None or cached[2] <= now:
+            async with self._db.read() as conn:
+                user = await UsersRepository(conn).get(user_id)
+            if user is None:
+                return negotiate(telegram_language), self.default_zone  # not cached: /start
+            if len(self._preferences) > 100_000:
+                self._preferences.clear()
+            cached = self._preferences[user_id] = (user.language, user.timezone,
+                                                   now + self._cache_for)
+        language, zone_name, _expiry = cached
+        return (language if language in SUPPORTED_LANGUAGES else negotiate(telegram_language),
+                ZoneInfo(zone_name) if zone_name else self.default_zone)
 
     async def zone_of(self, user_id: int) -> ZoneInfo:
         async with self._db.read() as conn:
@@ -69,9 +96,11 @@ class UsersService:
 
     async def _update(self, user_id: int, action: str, **changes: object) -> None:
         now = self.clock.now()
+        self._preferences.pop(user_id, None)
         async with self._db.write() as conn:
             users = UsersRepository(conn)
             await users.ensure(user_id, language=None, now=now)
             await users.update(user_id, now=now, **changes)
             await AuditRepository(conn).record(at=now, actor=f"user:{user_id}", action=action,
                                                details={k: v for k, v in changes.items()})
+        self._preferences.pop(user_id, None)  # again: a read meanwhile saw the old row

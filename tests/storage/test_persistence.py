@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import pytest
+
 from storage.db import Database
 from storage.persistence import DatabasePersistence
 
@@ -178,3 +180,40 @@ async def test_a_new_process_on_the_same_database_sees_it(db: Database) -> None:
         assert (await after.get_user_data())[42] == {"step": "code"}
     finally:
         await reopened.dispose()
+
+
+async def test_unchanged_data_is_not_written_again(db: Database,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    persistence = DatabasePersistence(db)
+    writes: list[str] = []
+    original = db.write
+
+    def counting_write() -> Any:
+        writes.append("write")
+        return original()
+
+    monkeypatch.setattr(db, "write", counting_write)
+    await persistence.update_chat_data(5, {})  # absent reads as {}: nothing to write
+    await persistence.update_user_data(5, {"draft": 1})
+    await persistence.update_user_data(5, {"draft": 1})
+    assert len(writes) == 1
+    await persistence.update_user_data(5, {"draft": 2})
+    assert len(writes) == 2
+    monkeypatch.setattr(db, "write", original)
+    assert dict(await DatabasePersistence(db).get_user_data()) == {5: {"draft": 2}}
+
+
+async def test_a_failed_write_is_tried_again(db: Database,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    persistence = DatabasePersistence(db)
+    original = db.write
+
+    def broken() -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(db, "write", broken)
+    with pytest.raises(OSError, match="disk full"):
+        await persistence.update_user_data(6, {"draft": 1})
+    monkeypatch.setattr(db, "write", original)
+    await persistence.update_user_data(6, {"draft": 1})
+    assert dict(await DatabasePersistence(db).get_user_data()) == {6: {"draft": 1}}

@@ -14,7 +14,6 @@ from bot.locales.update_catalogs import (
     catalog_path,
     extract_messages,
     merge,
-    render,
     source_ids,
 )
 
@@ -55,9 +54,8 @@ def test_translations_keep_commands(language: str) -> None:
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_the_catalog_file_is_up_to_date_with_the_code(language: str) -> None:
-    path = catalog_path(language)
-    catalog, added, _removed = merge(language, extract_messages(), path)
+def test_the_catalog_file_has_every_string_of_the_code_and_no_other(language: str) -> None:
+    """Source line numbers may drift (they are only comments); the strings may not."""
+    _catalog, added, removed = merge(language, extract_messages(), catalog_path(language))
     assert not added, f"run `python -m bot.locales.update_catalogs`: new strings {added[:5]}"
-    assert render(catalog) == path.read_bytes(), (
-        "run `python -m bot.locales.update_catalogs` to refresh the catalog")
+    assert not removed, f"run `python -m bot.locales.update_catalogs`: gone {removed[:5]}"
