@@ -4,10 +4,12 @@ Telegram's answers to the dispatcher's outcomes (bot.services.notifications)."""
 from __future__ import annotations
 
 import logging
+import warnings
 from datetime import timedelta
 
 from telegram import Bot
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.warnings import PTBDeprecationWarning
 
 from bot.i18n import Translations
 from bot.services.notifications import (
@@ -30,7 +32,11 @@ log = logging.getLogger(__name__)
 _GONE = ("chat not found", "user is deactivated", "bot was kicked", "have no rights")
 
 
-def _seconds(retry_after: float | timedelta) -> float:
+def _seconds(error: RetryAfter) -> float:
+    # PTB 22 warns that retry_after becomes a timedelta in its next major version: both work.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        retry_after: float | timedelta = error.retry_after
     return (retry_after.total_seconds() if isinstance(retry_after, timedelta)
             else float(retry_after))
 
@@ -65,7 +71,7 @@ class TelegramDeliverer:
             sent = await self._bot.send_message(message.chat_id, text, reply_markup=markup)
             return Delivered(sent.message_id)
         except RetryAfter as exc:
-            return Throttled(_seconds(exc.retry_after))
+            return Throttled(_seconds(exc))
         except Forbidden as exc:
             return Unreachable(exc.message)
         except BadRequest as exc:
