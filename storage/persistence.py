@@ -7,8 +7,10 @@ PTB writes changes every ``update_interval`` seconds and on shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, select
@@ -21,6 +23,7 @@ from storage.db import Database
 from storage.tables import ptb_bot_data, ptb_chat_data, ptb_conversations, ptb_user_data
 
 Data = dict[Any, Any]
+Operation = Callable[[AsyncConnection], Awaitable[None]]
 
 
 async def _upsert(conn: AsyncConnection, table: Table, key: str, values: dict[str, Any]) -> None:
@@ -41,6 +44,8 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
         # chat and user that had an update, changed or not, each interval; an unchanged one is
         # not written again. An absent row reads as {} (get_* return defaultdicts).
         self._stored: dict[tuple[str, int], str] = {}
+        self._batch: list[tuple[Operation, asyncio.Future[None]]] = []
+        self._batches: set[asyncio.Future[None]] = set()  # running: kept from the collector
 
     def _unchanged(self, table: str, key: int, data: Data) -> str | None:
         """None when ``data`` is what the database holds; else its JSON, to remember once
@@ -86,10 +91,44 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
 
     # -- writing -------------------------------------------------------------------------
 
+    async def _write(self, operation: Operation) -> None:
+        """Runs ``operation`` in a write transaction shared with every other write handed over
+        in the same turn of the event loop: PTB hands over a whole interval's changes at once
+        (asyncio.gather), and one transaction for all of them costs far less than one each.
+        A failure fails every write of that transaction; PTB reports them and hands the
+        changed data over again later."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._batch.append((operation, done))
+        if len(self._batch) == 1:
+            loop.call_soon(self._start_batch)  # after the other writes of this turn queued
+        await done
+
+    def _start_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        task = asyncio.ensure_future(self._run_batch(batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _run_batch(self, batch: list[tuple[Operation, asyncio.Future[None]]]) -> None:
+        try:
+            async with self._db.write() as conn:
+                for operation, _done in batch:
+                    await operation(conn)
+        except Exception as exc:
+            for _operation, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for _operation, done in batch:
+            if not done.done():
+                done.set_result(None)
+
     async def update_conversation(self, name: str, key: ConversationKey,
                                   new_state: object | None) -> None:
         encoded_key = json.dumps(list(key))
-        async with self._db.write() as conn:
+
+        async def write(conn: AsyncConnection) -> None:
             if new_state is None:
                 await conn.execute(delete(ptb_conversations).where(
                     ptb_conversations.c.name == name, ptb_conversations.c.key == encoded_key))
@@ -100,38 +139,45 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
             await conn.execute(statement.on_conflict_do_update(
                 index_elements=["name", "key"], set_={"state": json.dumps(new_state)}))
 
+        await self._write(write)
+
     async def update_user_data(self, user_id: int, data: Data) -> None:
         encoded = self._unchanged("user", user_id, data)
         if encoded is None:
             return
-        async with self._db.write() as conn:
-            await _upsert(conn, ptb_user_data, "user_id", {"user_id": user_id, "data": data})
+        await self._write(lambda conn: _upsert(conn, ptb_user_data, "user_id",
+                                               {"user_id": user_id, "data": data}))
         self._stored[("user", user_id)] = encoded
 
     async def update_chat_data(self, chat_id: int, data: Data) -> None:
         encoded = self._unchanged("chat", chat_id, data)
         if encoded is None:
             return
-        async with self._db.write() as conn:
-            await _upsert(conn, ptb_chat_data, "chat_id", {"chat_id": chat_id, "data": data})
+        await self._write(lambda conn: _upsert(conn, ptb_chat_data, "chat_id",
+                                               {"chat_id": chat_id, "data": data}))
         self._stored[("chat", chat_id)] = encoded
 
     async def update_bot_data(self, data: Data) -> None:
-        async with self._db.write() as conn:
-            await _upsert(conn, ptb_bot_data, "id", {"id": 1, "data": data})
+        await self._write(lambda conn: _upsert(conn, ptb_bot_data, "id", {"id": 1, "data": data}))
 
     async def update_callback_data(self, data: CDCData) -> None:
         return None
 
     async def drop_chat_data(self, chat_id: int) -> None:
         self._forget("chat", chat_id)
-        async with self._db.write() as conn:
+
+        async def write(conn: AsyncConnection) -> None:
             await conn.execute(delete(ptb_chat_data).where(ptb_chat_data.c.chat_id == chat_id))
+
+        await self._write(write)
 
     async def drop_user_data(self, user_id: int) -> None:
         self._forget("user", user_id)
-        async with self._db.write() as conn:
+
+        async def write(conn: AsyncConnection) -> None:
             await conn.execute(delete(ptb_user_data).where(ptb_user_data.c.user_id == user_id))
+
+        await self._write(write)
 
     async def refresh_user_data(self, user_id: int, user_data: Data) -> None:
         return None  # this process is the only writer of its users' data

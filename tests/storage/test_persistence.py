@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any
 
@@ -217,3 +218,38 @@ async def test_a_failed_write_is_tried_again(db: Database,
     monkeypatch.setattr(db, "write", original)
     await persistence.update_user_data(6, {"draft": 1})
     assert dict(await DatabasePersistence(db).get_user_data()) == {6: {"draft": 1}}
+
+
+async def test_writes_handed_over_together_share_one_transaction(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    persistence = DatabasePersistence(db)
+    transactions: list[str] = []
+    original = db.write
+
+    def counting_write() -> Any:
+        transactions.append("write")
+        return original()
+
+    monkeypatch.setattr(db, "write", counting_write)
+    await asyncio.gather(
+        persistence.update_user_data(7, {"draft": 1}),
+        persistence.update_user_data(8, {"draft": 2}),
+        persistence.update_conversation("binding", (7, 7), "bind:code"),
+        persistence.update_conversation("binding", (8, 8), None))
+    assert transactions == ["write"]
+    monkeypatch.setattr(db, "write", original)
+    fresh = DatabasePersistence(db)
+    assert dict(await fresh.get_user_data()) == {7: {"draft": 1}, 8: {"draft": 2}}
+    assert await fresh.get_conversations("binding") == {(7, 7): "bind:code"}
+
+
+async def test_a_failed_shared_transaction_fails_every_write_in_it(db: Database) -> None:
+    persistence = DatabasePersistence(db)
+    results = await asyncio.gather(
+        persistence.update_user_data(9, {"draft": 1}),
+        persistence.update_user_data(10, {"bad": object()}),  # not JSON: the batch fails
+        return_exceptions=True)
+    assert all(isinstance(result, Exception) for result in results)
+    assert dict(await DatabasePersistence(db).get_user_data()) == {}
+    await persistence.update_user_data(9, {"draft": 1})  # handed over again: written
+    assert dict(await DatabasePersistence(db).get_user_data()) == {9: {"draft": 1}}
