@@ -14,11 +14,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
+
+from storage import sqlite_inline
 
 _WRITE = "topup_write"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 class Database:
@@ -28,9 +30,14 @@ class Database:
         if url.startswith("postgresql"):
             options.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         else:
-            # Each use of a connection ends its own transaction (commit, or rollback when the
-            # block raised): the pool's extra rollback on check-in is a wasted trip.
-            options.update(pool_reset_on_return=None)
+            # SQLite runs on the event loop's thread (storage/sqlite_inline.py). Each use of a
+            # connection ends its own transaction (commit, or rollback when the block
+            # raised), so the pool's extra rollback on check-in is not needed.
+            path = make_url(url).database
+            if not path or path == ":memory:":
+                raise ValueError("SQLite needs a database file (WAL mode), not :memory:")
+            options.update(async_creator=sqlite_inline.connector(path),
+                           pool_reset_on_return=None)
         self.engine: AsyncEngine = create_async_engine(url, **options)
         self.dialect = self.engine.dialect.name
         self._writer_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
@@ -88,13 +95,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # No blocking busy handler on the loop's thread: readers never wait in WAL mode, and
+        # a writer waits for another process's lock in begin_immediate, yielding meanwhile.
+        cursor.execute("PRAGMA busy_timeout=0")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get(_WRITE, False)
-        # Straight to the driver: one trip to aiosqlite's thread instead of a cursor's three
-        # and SQLAlchemy's statement machinery (a third of a short transaction's cost).
-        conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-            "BEGIN IMMEDIATE" if write else "BEGIN")
+        # Straight to the driver, not through SQLAlchemy's statement machinery.
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        if conn.get_execution_options().get(_WRITE, False):
+            sqlite_inline.begin_immediate(driver.execute,
+                                          lambda seconds: await_only(asyncio.sleep(seconds)))
+        else:
+            driver.execute("BEGIN")
