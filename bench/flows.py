@@ -104,6 +104,7 @@ class _Tracker:
         """A new phase (warm-up, then the measured run): counts start again."""
         self.expected = expected
         self.scheduled: dict[int, float] = {}
+        self.steps: dict[int, str] = {}  # which step of the mix each update is
         self.finished: dict[int, float] = {}
         self.all_done = asyncio.Event()
         self.api_calls: Counter[str] = Counter()
@@ -331,6 +332,7 @@ async def _run(spec: Spec) -> dict[str, Any]:
             update = Update.de_json(_step_json(step, chat, phones[chat], plans[chat], line_id),
                                     app.bot)
             tracker.scheduled[update.update_id] = scheduled
+            tracker.steps[update.update_id] = step
             app.update_queue.put_nowait(update)
 
         started = time.perf_counter()
@@ -388,6 +390,12 @@ async def _run(spec: Spec) -> dict[str, Any]:
     cpu = _cpu_seconds() - cpu_before
     latencies = sorted((tracker.finished[u] - tracker.scheduled[u]) * 1000
                        for u in tracker.finished)
+    by_step: dict[str, list[float]] = {}
+    for u in tracker.finished:
+        by_step.setdefault(tracker.steps[u], []).append(
+            (tracker.finished[u] - tracker.scheduled[u]) * 1000)
+    step_p99 = {step: round(_percentile(sorted(values), 99), 1)
+                for step, values in by_step.items()}
     checks = await _verify(spec, components, tracker, chats, timed_out)
     await app.stop()
     await app.shutdown()
@@ -404,7 +412,7 @@ async def _run(spec: Spec) -> dict[str, Any]:
         "max": latencies[-1] if latencies else float("nan"),
         "lag_ms": lag * 1000, "cpu_ms": 1000 * cpu / done if done else float("nan"),
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "api_calls": dict(tracker.api_calls), "problems": checks,
+        "api_calls": dict(tracker.api_calls), "problems": checks, "step_p99": step_p99,
     }
 
 
@@ -605,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['rss_mb']:>6.0f}  "
               f"{verdict}")
         notes.extend(f"  {spec.name}: {miss}" for miss in misses)
+        if misses and result.get("step_p99"):
+            steps = ", ".join(f"{step} {ms:.0f}" for step, ms in result["step_p99"].items())
+            notes.append(f"  {spec.name}: p99 ms by step: {steps}")
         if spec.load == "paced" and result["lag_ms"] > 10:
             notes.append(f"  {spec.name}: the feeder fell up to {result['lag_ms']:.0f} ms "
                          f"behind schedule (latency counts from the schedule)")

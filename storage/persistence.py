@@ -24,6 +24,7 @@ from storage.tables import ptb_bot_data, ptb_chat_data, ptb_conversations, ptb_u
 
 Data = dict[Any, Any]
 Operation = Callable[[AsyncConnection], Awaitable[None]]
+WRITES_PER_TRANSACTION = 32
 
 
 async def _upsert(conn: AsyncConnection, table: Table, key: str, values: dict[str, Any]) -> None:
@@ -106,9 +107,17 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
 
     def _start_batch(self) -> None:
         batch, self._batch = self._batch, []
-        task = asyncio.ensure_future(self._run_batch(batch))
+        task = asyncio.ensure_future(self._run_batches(batch))
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
+
+    async def _run_batches(self, batch: list[tuple[Operation, asyncio.Future[None]]]) -> None:
+        # SQLite runs on the loop's thread: a few hundred writes in one go would stall every
+        # chat for tens of milliseconds, so they go in slices with the loop served between.
+        for start in range(0, len(batch), WRITES_PER_TRANSACTION):
+            if start:
+                await asyncio.sleep(0)
+            await self._run_batch(batch[start:start + WRITES_PER_TRANSACTION])
 
     async def _run_batch(self, batch: list[tuple[Operation, asyncio.Future[None]]]) -> None:
         try:
