@@ -479,6 +479,20 @@ class ChargingService:
 
     # --- answering --------------------------------------------------------------------------
 
+    async def _answerable(self, conn: AsyncConnection, user_id: int, charge_id: int,
+                          now: datetime) -> ChargeRecord | AlreadyHandled | NotYours:
+        """The charge, locked, when ``user_id`` may still answer its request; else why not
+        (a request past its expiry is expired here, in the caller's transaction)."""
+        charge = await self._repo(conn).get(charge_id, lock=True)
+        if charge is None or charge.user_id != user_id:
+            return NotYours()
+        if charge.state is not ChargeState.AWAITING_APPROVAL:
+            return AlreadyHandled(charge)
+        if charge.expires_at is not None and charge.expires_at <= now:
+            return AlreadyHandled(await self._expire(conn, charge, now,
+                                                     actor=f"user:{user_id}", notify=False))
+        return charge
+
     async def approve(self, user_id: int, charge_id: int, *, submit: bool = True,
                       ) -> Approved | AlreadyHandled | InsufficientFunds | NotYours:
         """The user's "Approve": in one transaction the charge is locked, its owner and
@@ -487,15 +501,9 @@ class ChargingService:
         now = self._clock.now()
         async with self._db.write() as conn:
             repo = self._repo(conn)
-            charge = await repo.get(charge_id, lock=True)
-            if charge is None or charge.user_id != user_id:
-                return NotYours()
-            if charge.state is not ChargeState.AWAITING_APPROVAL:
-                return AlreadyHandled(charge)
-            if charge.expires_at is not None and charge.expires_at <= now:
-                expired = await self._expire(conn, charge, now, actor=f"user:{user_id}",
-                                             notify=False)
-                return AlreadyHandled(expired)
+            charge = await self._answerable(conn, user_id, charge_id, now)
+            if not isinstance(charge, ChargeRecord):
+                return charge
             await lock_wallet_of(conn, user_id)
             wallet = WalletRepository(conn)
             available = await wallet.available(user_id, charge.amount.currency)
@@ -523,14 +531,9 @@ class ChargingService:
         now = self._clock.now()
         async with self._db.write() as conn:
             repo = self._repo(conn)
-            charge = await repo.get(charge_id, lock=True)
-            if charge is None or charge.user_id != user_id:
-                return NotYours()
-            if charge.state is not ChargeState.AWAITING_APPROVAL:
-                return AlreadyHandled(charge)
-            if charge.expires_at is not None and charge.expires_at <= now:
-                return AlreadyHandled(await self._expire(conn, charge, now,
-                                                         actor=f"user:{user_id}", notify=False))
+            charge = await self._answerable(conn, user_id, charge_id, now)
+            if not isinstance(charge, ChargeRecord):
+                return charge
             moved = await repo.transition(charge.id, ChargeState.AWAITING_APPROVAL,
                                           ChargeState.DECLINED, now, next_attempt_at=None)
             assert moved

@@ -183,24 +183,34 @@ async def test_a_new_process_on_the_same_database_sees_it(db: Database) -> None:
         await reopened.dispose()
 
 
+class CountedTransactions:
+    """Counts the write transactions ``db`` opens, until ``stop()``."""
+
+    def __init__(self, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self._db, self._monkeypatch, self._original = db, monkeypatch, db.write
+
+        def counting_write() -> Any:
+            self.count += 1
+            return self._original()
+
+        monkeypatch.setattr(db, "write", counting_write)
+
+    def stop(self) -> None:
+        self._monkeypatch.setattr(self._db, "write", self._original)
+
+
 async def test_unchanged_data_is_not_written_again(db: Database,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     persistence = DatabasePersistence(db)
-    writes: list[str] = []
-    original = db.write
-
-    def counting_write() -> Any:
-        writes.append("write")
-        return original()
-
-    monkeypatch.setattr(db, "write", counting_write)
+    writes = CountedTransactions(db, monkeypatch)
     await persistence.update_chat_data(5, {})  # absent reads as {}: nothing to write
     await persistence.update_user_data(5, {"draft": 1})
     await persistence.update_user_data(5, {"draft": 1})
-    assert len(writes) == 1
+    assert writes.count == 1
     await persistence.update_user_data(5, {"draft": 2})
-    assert len(writes) == 2
-    monkeypatch.setattr(db, "write", original)
+    assert writes.count == 2
+    writes.stop()
     assert dict(await DatabasePersistence(db).get_user_data()) == {5: {"draft": 2}}
 
 
@@ -223,21 +233,14 @@ async def test_a_failed_write_is_tried_again(db: Database,
 async def test_writes_handed_over_together_share_one_transaction(
         db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     persistence = DatabasePersistence(db)
-    transactions: list[str] = []
-    original = db.write
-
-    def counting_write() -> Any:
-        transactions.append("write")
-        return original()
-
-    monkeypatch.setattr(db, "write", counting_write)
+    transactions = CountedTransactions(db, monkeypatch)
     await asyncio.gather(
         persistence.update_user_data(7, {"draft": 1}),
         persistence.update_user_data(8, {"draft": 2}),
         persistence.update_conversation("binding", (7, 7), "bind:code"),
         persistence.update_conversation("binding", (8, 8), None))
-    assert transactions == ["write"]
-    monkeypatch.setattr(db, "write", original)
+    assert transactions.count == 1
+    transactions.stop()
     fresh = DatabasePersistence(db)
     assert dict(await fresh.get_user_data()) == {7: {"draft": 1}, 8: {"draft": 2}}
     assert await fresh.get_conversations("binding") == {(7, 7): "bind:code"}
