@@ -56,12 +56,25 @@ class Database:
             async with self.engine.connect() as conn, self._begin_write(conn):
                 yield conn
             return
-        # SQLite has one writer at a time. Left to SQLite, waiting writers poll its lock with
-        # sleeps of up to 100 ms; queued here instead, each starts the moment the last one
-        # commits. (Other processes on the same file still meet SQLite's busy timeout.)
-        async with self._sqlite_writer_lock(), self.engine.connect() as conn, \
-                self._begin_write(conn):
-            yield conn
+        # SQLite has one writer at a time: this process's writers queue here, each starting
+        # the moment the last one commits. The lock is let go right after the commit, not
+        # after the connection is closed: SQLAlchemy closes it in a task of its own, a whole
+        # turn of a busy event loop later. (Another process's writer is waited for in
+        # sqlite_inline.begin_immediate.)
+        lock = self._sqlite_writer_lock()
+        await lock.acquire()
+        held = True
+        try:
+            async with self.engine.connect() as conn:
+                try:
+                    async with self._begin_write(conn):
+                        yield conn
+                finally:
+                    lock.release()
+                    held = False
+        finally:
+            if held:  # connecting failed
+                lock.release()
 
     @asynccontextmanager
     async def _begin_write(self, conn: AsyncConnection) -> AsyncIterator[None]:
