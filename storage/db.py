@@ -57,24 +57,11 @@ class Database:
                 yield conn
             return
         # SQLite has one writer at a time: this process's writers queue here, each starting
-        # the moment the last one commits. The lock is let go right after the commit, not
-        # after the connection is closed: SQLAlchemy closes it in a task of its own, a whole
-        # turn of a busy event loop later. (Another process's writer is waited for in
+        # the moment the last one commits. (Another process's writer is waited for in
         # sqlite_inline.begin_immediate.)
-        lock = self._sqlite_writer_lock()
-        await lock.acquire()
-        held = True
-        try:
-            async with self.engine.connect() as conn:
-                try:
-                    async with self._begin_write(conn):
-                        yield conn
-                finally:
-                    lock.release()
-                    held = False
-        finally:
-            if held:  # connecting failed
-                lock.release()
+        async with self._sqlite_writer_lock(), self._sqlite_connection() as conn, \
+                self._begin_write(conn):
+            yield conn
 
     @asynccontextmanager
     async def _begin_write(self, conn: AsyncConnection) -> AsyncIterator[None]:
@@ -90,9 +77,21 @@ class Database:
         return lock
 
     @asynccontextmanager
+    async def _sqlite_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection, closed in place. ``async with engine.connect()`` closes it in
+        a task of its own (so a cancellation cannot cut the close short), which costs a whole
+        turn of the event loop per use; SQLite here never suspends, so nothing can cut in."""
+        conn = await self.engine.connect()
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only snapshot (deferred transaction on SQLite)."""
-        async with self.engine.connect() as conn, conn.begin():
+        connection = self._sqlite_connection() if self.is_sqlite else self.engine.connect()
+        async with connection as conn, conn.begin():
             yield conn
 
     async def dispose(self) -> None:

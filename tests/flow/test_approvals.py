@@ -21,7 +21,8 @@ from storage.charges import ChargesRepository
 from storage.tables import notifications
 from storage.wallet import WalletRepository
 from tests.flow.conftest import BotHarness
-from tests.flow.recording import callback_update, contact_update, text_update
+from tests.flow.helpers import bind
+from tests.flow.recording import callback_update, text_update
 
 OWNER, STRANGER = 555, 666
 CELLCARD = "+85512345678"
@@ -39,14 +40,6 @@ def charging(harness: BotHarness, clock: ManualClock) -> ChargingService:
 def ui(clock: ManualClock) -> Ui:
     return Ui(language="en", _=lambda message: message, locale="en",
               zone=ZoneInfo("Asia/Phnom_Penh"), now=clock.now())
-
-
-async def bound_line(harness: BotHarness) -> int:
-    await harness.send(text_update("/start", user_id=OWNER))
-    await harness.send(text_update("/bind", user_id=OWNER))
-    await harness.send(contact_update(CELLCARD, user_id=OWNER, contact_user_id=OWNER))
-    [line] = await harness.components.lines.for_user(OWNER)
-    return line.id
 
 
 async def fund(harness: BotHarness, cents: int, ref: str = "1") -> None:
@@ -84,7 +77,7 @@ def buttons(markup: Any) -> list[str]:
 
 async def test_the_owner_approves_and_the_request_becomes_the_outcome(
         harness: BotHarness, charging: ChargingService, clock: ManualClock) -> None:
-    line_id = await bound_line(harness)
+    line_id = await bind(harness, CELLCARD, user_id=OWNER)
     await fund(harness, 2000)
     charge_id = await ask(charging, line_id)
     async with harness.components.db.read() as conn:
@@ -113,7 +106,7 @@ async def test_the_owner_approves_and_the_request_becomes_the_outcome(
 
 async def test_a_stranger_pressing_approve_changes_nothing_and_learns_nothing(
         harness: BotHarness, charging: ChargingService) -> None:
-    line_id = await bound_line(harness)
+    line_id = await bind(harness, CELLCARD, user_id=OWNER)
     await fund(harness, 2000)
     charge_id = await ask(charging, line_id)
     await harness.send(text_update("/start", user_id=STRANGER))
@@ -132,7 +125,7 @@ async def test_a_stranger_pressing_approve_changes_nothing_and_learns_nothing(
 
 
 async def test_declining_then_approving(harness: BotHarness, charging: ChargingService) -> None:
-    line_id = await bound_line(harness)
+    line_id = await bind(harness, CELLCARD, user_id=OWNER)
     await fund(harness, 2000)
     charge_id = await ask(charging, line_id)
 
@@ -146,7 +139,7 @@ async def test_declining_then_approving(harness: BotHarness, charging: ChargingS
 
 async def test_approve_with_an_empty_wallet_keeps_the_request_and_says_what_is_missing(
         harness: BotHarness, charging: ChargingService) -> None:
-    line_id = await bound_line(harness)
+    line_id = await bind(harness, CELLCARD, user_id=OWNER)
     await fund(harness, 200)
     charge_id = await ask(charging, line_id)
 
@@ -161,7 +154,7 @@ async def test_approve_with_an_empty_wallet_keeps_the_request_and_says_what_is_m
 
 async def test_an_expired_request_says_so(harness: BotHarness, charging: ChargingService,
                                           clock: ManualClock) -> None:
-    line_id = await bound_line(harness)
+    line_id = await bind(harness, CELLCARD, user_id=OWNER)
     await fund(harness, 2000)
     charge_id = await ask(charging, line_id)
     clock.advance(timedelta(hours=2))
@@ -175,7 +168,7 @@ async def test_an_expired_request_says_so(harness: BotHarness, charging: Chargin
 async def test_top_up_now_tapped_twice_asks_once(harness: BotHarness,
                                                  charging: ChargingService,
                                                  clock: ManualClock) -> None:
-    line_id = await bound_line(harness)
+    line_id = await bind(harness, CELLCARD, user_id=OWNER)
     rows = top_up_now_buttons(ui(clock), line_id)
     data = [b.callback_data for row in rows for b in row]
     assert f"v1:tn:{line_id}:a500" in data
@@ -202,7 +195,7 @@ async def test_top_up_now_tapped_twice_asks_once(harness: BotHarness,
 
 async def test_top_up_now_for_someone_elses_line_is_refused(
         harness: BotHarness, charging: ChargingService) -> None:
-    line_id = await bound_line(harness)
+    line_id = await bind(harness, CELLCARD, user_id=OWNER)
     await harness.send(callback_update(f"v1:tn:{line_id}:a500", user_id=STRANGER))
     answer = answers(harness)[-1]
     assert answer["show_alert"] is True
@@ -213,7 +206,7 @@ async def test_top_up_now_for_someone_elses_line_is_refused(
 @pytest.mark.parametrize("data", ["v1:ap:abc:ok", "v1:ap:1:maybe", "v1:tn:x:a500"])
 async def test_malformed_buttons_are_answered(harness: BotHarness, charging: ChargingService,
                                               data: str) -> None:
-    await bound_line(harness)
+    await bind(harness, CELLCARD, user_id=OWNER)
     before = len(answers(harness))
     await harness.send(callback_update(data, user_id=OWNER))
     assert len(answers(harness)) == before + 1  # answered once, by our handler

@@ -10,15 +10,10 @@ from bot.clock import ManualClock
 from bot.domain.rules import RuleStatus, Trigger
 from storage.rules import RulesRepository
 from tests.flow.conftest import BotHarness
-from tests.flow.recording import callback_update, contact_update, text_update
+from tests.flow.helpers import bind
+from tests.flow.recording import callback_update, text_update
 
 CELLCARD = "+85512345678"
-
-
-async def bind(harness: BotHarness, user_id: int = 555, phone: str = CELLCARD) -> None:
-    await harness.send(text_update("/start", user_id=user_id))
-    await harness.send(text_update("/bind", user_id=user_id))
-    await harness.send(contact_update(phone, user_id=user_id, contact_user_id=user_id))
 
 
 async def rules_of(harness: BotHarness, user_id: int = 555) -> list[object]:
@@ -46,7 +41,7 @@ async def monthly_rule_until_code(harness: BotHarness, *, day: str = "31",
 
 async def test_a_monthly_rule_is_enabled_by_the_code_sent_to_the_line(
         harness: BotHarness) -> None:
-    await bind(harness)
+    await bind(harness, CELLCARD)
     await monthly_rule_until_code(harness)
     (rule,) = await rules_of(harness)
     assert rule.status is RuleStatus.AWAITING_OTP  # type: ignore[attr-defined]
@@ -65,7 +60,7 @@ async def test_a_monthly_rule_is_enabled_by_the_code_sent_to_the_line(
 
 
 async def test_a_wrong_code_leaves_the_rule_off(harness: BotHarness) -> None:
-    await bind(harness)
+    await bind(harness, CELLCARD)
     await monthly_rule_until_code(harness)
     right = harness.sms.last_code(CELLCARD)
     await harness.send(text_update("000000" if right != "000000" else "111111"))
@@ -83,7 +78,7 @@ async def test_a_wrong_code_leaves_the_rule_off(harness: BotHarness) -> None:
 ])
 async def test_bad_amounts_are_refused_and_the_wizard_stays(
         harness: BotHarness, step_input: str, expected: str) -> None:
-    await bind(harness)
+    await bind(harness, CELLCARD)
     await harness.send(text_update("/autorecharge"))
     await harness.send(callback_update("v1:arn:new"))
     await harness.send(callback_update("v1:arb:amount"))
@@ -96,7 +91,7 @@ async def test_bad_amounts_are_refused_and_the_wizard_stays(
 
 async def test_a_day_out_of_range_and_a_cap_below_the_amount_are_refused(
         harness: BotHarness) -> None:
-    await bind(harness)
+    await bind(harness, CELLCARD)
     await harness.send(text_update("/autorecharge"))
     await harness.send(callback_update("v1:arn:new"))
     await harness.send(callback_update("v1:arb:amount"))
@@ -115,7 +110,7 @@ async def test_a_day_out_of_range_and_a_cap_below_the_amount_are_refused(
 
 
 async def test_keep_alive_rule_buys_the_cheapest_extension(harness: BotHarness) -> None:
-    await bind(harness)
+    await bind(harness, CELLCARD)
     await harness.send(text_update("/autorecharge"))
     await harness.send(callback_update("v1:arn:new"))
     await harness.send(callback_update("v1:arb:cheap"))
@@ -133,7 +128,7 @@ async def test_keep_alive_rule_buys_the_cheapest_extension(harness: BotHarness) 
 
 
 async def test_pause_resume_and_delete_from_the_list(harness: BotHarness) -> None:
-    await bind(harness)
+    await bind(harness, CELLCARD)
     await monthly_rule_until_code(harness)
     await harness.send(text_update(harness.sms.last_code(CELLCARD)))
     (rule,) = await rules_of(harness)
@@ -148,7 +143,7 @@ async def test_pause_resume_and_delete_from_the_list(harness: BotHarness) -> Non
 
 
 async def test_someone_elses_rule_cannot_be_touched(harness: BotHarness) -> None:
-    await bind(harness)
+    await bind(harness, CELLCARD)
     await monthly_rule_until_code(harness)
     await harness.send(text_update(harness.sms.last_code(CELLCARD)))
     (rule,) = await rules_of(harness)
@@ -165,7 +160,7 @@ async def test_someone_elses_rule_cannot_be_touched(harness: BotHarness) -> None
 
 async def test_a_rule_left_waiting_for_its_code_is_finished_from_the_list(
         harness: BotHarness, clock: ManualClock) -> None:
-    await bind(harness)
+    await bind(harness, CELLCARD)
     await monthly_rule_until_code(harness)
     await harness.send(text_update("/cancel"))
     assert "stays off until you type its SMS code" in harness.api.texts()[-1]
@@ -189,7 +184,7 @@ async def test_a_rule_left_waiting_for_its_code_is_finished_from_the_list(
 
 
 async def test_cancel_before_a_rule_was_proposed_changes_nothing(harness: BotHarness) -> None:
-    await bind(harness)
+    await bind(harness, CELLCARD)
     await harness.send(text_update("/autorecharge"))
     await harness.send(callback_update("v1:arn:new"))
     await harness.send(text_update("/cancel"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -14,7 +13,8 @@ from bot.domain.money import Money
 from bot.domain.readings import LineReading, ReadingSource
 from storage.readings import ReadingsRepository
 from tests.flow.conftest import BotHarness
-from tests.flow.recording import callback_update, contact_update, text_update
+from tests.flow.helpers import bind, keyboard, last_answer
+from tests.flow.recording import callback_update, text_update
 from tests.unit.test_balance_sms import SAMPLES
 
 CELLCARD = "+85512345678"  # 012 345 678
@@ -25,35 +25,9 @@ COULD_NOT_READ = "could not read"
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-async def bind(harness: BotHarness, phone: str, user_id: int = 555) -> int:
-    """Binds ``phone`` to ``user_id`` by sharing their own contact (no SMS); the line id."""
-    await harness.send(text_update("/start", user_id=user_id))
-    await harness.send(text_update("/bind", user_id=user_id))
-    await harness.send(contact_update(phone, user_id=user_id, contact_user_id=user_id))
-    lines = await harness.components.lines.for_user(user_id)
-    assert lines and lines[-1].number.e164 == phone
-    return lines[-1].id
-
-
 async def readings(harness: BotHarness, line_id: int) -> list[LineReading]:
     async with harness.components.db.read() as conn:
         return await ReadingsRepository(conn).history(line_id, since=LONG_AGO)
-
-
-def keyboard(params: dict[str, Any]) -> list[tuple[str, str]]:
-    markup = params.get("reply_markup")
-    if isinstance(markup, str):
-        markup = json.loads(markup)
-    if not markup:
-        return []
-    return [(str(button["text"]), str(button.get("callback_data", "")))
-            for row in markup.get("inline_keyboard", []) for button in row]
-
-
-def last_answer(harness: BotHarness) -> dict[str, Any]:
-    answers = harness.api.sent("answerCallbackQuery")
-    assert answers, "the button press was not answered"
-    return answers[-1]
 
 
 async def card(harness: BotHarness, line_id: int, user_id: int = 555) -> str:

@@ -7,7 +7,8 @@ from typing import Any
 
 from storage.readings import ReadingsRepository
 from tests.flow.conftest import BotHarness
-from tests.flow.recording import callback_update, contact_update, text_update
+from tests.flow.helpers import bind
+from tests.flow.recording import callback_update, text_update
 
 SMS = "Your main balance is $1.25, valid until 25/12/2026. Data: 1.5GB. Thank you for using Smart."
 
@@ -17,13 +18,6 @@ def forwarded(text: str, user_id: int = 555) -> dict[str, Any]:
     update["message"]["forward_origin"] = {
         "type": "hidden_user", "sender_user_name": "Smart", "date": int(time.time())}
     return update
-
-
-async def bind(harness: BotHarness, phone: str, user_id: int = 555) -> int:
-    await harness.send(text_update("/bind", user_id=user_id))
-    await harness.send(contact_update(phone, user_id=user_id, contact_user_id=user_id))
-    lines = await harness.components.lines.for_user(user_id)
-    return lines[-1].id
 
 
 async def readings(harness: BotHarness, line_id: int) -> int:

@@ -9,29 +9,14 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.domain.money import Money
-from storage.lines import LineRecord, LinesRepository
 from storage.readings import ReadingsRepository
-from storage.users import UserRecord, UsersRepository
 from tests.flow.conftest import BotHarness
+from tests.flow.helpers import line_row, user_row
 from tests.flow.recording import callback_update, contact_update, text_update
 
 LANGUAGES = [("en", "en"), ("km", "km"), ("zh-hans", "zh_Hans")]
 CELLCARD = "+85512345678"
 SMS = "Your account balance is USD 4.80, valid to 05.01.2027 and 1.5GB of data remaining."
-
-
-async def user_row(harness: BotHarness, user_id: int) -> UserRecord:
-    async with harness.components.db.read() as conn:
-        user = await UsersRepository(conn).get(user_id)
-    assert user is not None
-    return user
-
-
-async def line_row(harness: BotHarness, line_id: int) -> LineRecord:
-    async with harness.components.db.read() as conn:
-        line = await LinesRepository(conn, harness.components.cipher).get(line_id)
-    assert line is not None
-    return line
 
 
 def no_errors(harness: BotHarness) -> None:

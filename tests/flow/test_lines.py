@@ -12,9 +12,9 @@ from telegram.request import RequestData
 from bot.domain.operators import Operator
 from bot.gateways.simulated_catalog import CATALOG
 from storage.audit import AuditRepository
-from storage.lines import LineRecord, LinesRepository
 from tests.flow.conftest import BotHarness
-from tests.flow.recording import RecordedCall, callback_update, contact_update, text_update
+from tests.flow.helpers import bind, keyboard, last_answer, last_edit, line_row
+from tests.flow.recording import RecordedCall, callback_update, text_update
 
 CELLCARD = "+85512345678"  # 012 345 678
 SMART = "+85510345678"  # 010 345 678
@@ -28,50 +28,10 @@ WENT_WRONG = "went wrong"
 # --- helpers ---------------------------------------------------------------------------------
 
 
-async def bind(harness: BotHarness, phone: str, user_id: int = 555) -> int:
-    """Binds ``phone`` to ``user_id`` by sharing their own contact (no SMS); the line id."""
-    await harness.send(text_update("/start", user_id=user_id))
-    await harness.send(text_update("/bind", user_id=user_id))
-    await harness.send(contact_update(phone, user_id=user_id, contact_user_id=user_id))
-    lines = await harness.components.lines.for_user(user_id)
-    assert lines and lines[-1].number.e164 == phone
-    return lines[-1].id
-
-
-async def line_row(harness: BotHarness, line_id: int) -> LineRecord:
-    async with harness.components.db.read() as conn:
-        line = await LinesRepository(conn, harness.components.cipher).get(line_id)
-    assert line is not None
-    return line
-
-
 async def audit_actions(harness: BotHarness, action: str) -> list[str | None]:
     async with harness.components.db.read() as conn:
         entries = await AuditRepository(conn).latest(500, action=action)
     return [entry.subject for entry in entries]
-
-
-def keyboard(params: dict[str, Any]) -> list[tuple[str, str]]:
-    """(text, callback_data) of every inline button of a sent or edited message."""
-    markup = params.get("reply_markup")
-    if isinstance(markup, str):
-        markup = json.loads(markup)
-    if not markup:
-        return []
-    return [(str(button["text"]), str(button.get("callback_data", "")))
-            for row in markup.get("inline_keyboard", []) for button in row]
-
-
-def last_edit(harness: BotHarness) -> dict[str, Any]:
-    edits = harness.api.sent("editMessageText")
-    assert edits, "nothing was edited"
-    return edits[-1]
-
-
-def last_answer(harness: BotHarness) -> dict[str, Any]:
-    answers = harness.api.sent("answerCallbackQuery")
-    assert answers, "the button press was not answered"
-    return answers[-1]
 
 
 def everything_sent_since(harness: BotHarness, start: int) -> str:

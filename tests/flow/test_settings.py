@@ -4,59 +4,17 @@ and low-balance warnings, and input that must change nothing."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
-from storage.lines import LineRecord, LinesRepository
-from storage.users import UserRecord, UsersRepository
 from tests.flow.conftest import BotHarness
-from tests.flow.recording import callback_update, contact_update, text_update
+from tests.flow.helpers import bind, keyboard, last_answer, line_row, user_row
+from tests.flow.recording import callback_update, text_update
 
 CELLCARD = "+85512345678"  # 012 345 678
 SMART = "+85510345678"  # 010 345 678
 NOT_A_ZONE = "not a time zone name"
 STALE = "no longer active"
-
-
-async def bind(harness: BotHarness, phone: str, user_id: int = 555) -> int:
-    """Binds ``phone`` to ``user_id`` by sharing their own contact (no SMS); the line id."""
-    await harness.send(text_update("/start", user_id=user_id))
-    await harness.send(text_update("/bind", user_id=user_id))
-    await harness.send(contact_update(phone, user_id=user_id, contact_user_id=user_id))
-    lines = await harness.components.lines.for_user(user_id)
-    assert lines and lines[-1].number.e164 == phone
-    return lines[-1].id
-
-
-async def user_row(harness: BotHarness, user_id: int = 555) -> UserRecord:
-    async with harness.components.db.read() as conn:
-        user = await UsersRepository(conn).get(user_id)
-    assert user is not None
-    return user
-
-
-async def line_row(harness: BotHarness, line_id: int) -> LineRecord:
-    async with harness.components.db.read() as conn:
-        line = await LinesRepository(conn, harness.components.cipher).get(line_id)
-    assert line is not None
-    return line
-
-
-def keyboard(params: dict[str, Any]) -> list[tuple[str, str]]:
-    markup = params.get("reply_markup")
-    if isinstance(markup, str):
-        markup = json.loads(markup)
-    if not markup:
-        return []
-    return [(str(button["text"]), str(button.get("callback_data", "")))
-            for row in markup.get("inline_keyboard", []) for button in row]
-
-
-def last_answer(harness: BotHarness) -> dict[str, Any]:
-    answers = harness.api.sent("answerCallbackQuery")
-    assert answers, "the button press was not answered"
-    return answers[-1]
 
 
 async def start(harness: BotHarness, user_id: int = 555) -> None:
