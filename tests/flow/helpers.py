@@ -1,0 +1,63 @@
+"""Helpers shared by the flow tests: binding a line, reading rows back, and looking at what
+the bot sent (inline keyboards, the last edit, the last callback answer)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from storage.lines import LineRecord, LinesRepository
+from storage.users import UserRecord, UsersRepository
+from tests.flow.conftest import BotHarness
+from tests.flow.recording import contact_update, text_update
+
+
+async def bind(harness: BotHarness, phone: str, user_id: int = 555) -> int:
+    """Binds ``phone`` to ``user_id`` by sharing their own contact (no SMS); the line id."""
+    await harness.send(text_update("/start", user_id=user_id))
+    await harness.send(text_update("/bind", user_id=user_id))
+    await harness.send(contact_update(phone, user_id=user_id, contact_user_id=user_id))
+    lines = await harness.components.lines.for_user(user_id)
+    assert lines and lines[-1].number.e164 == phone
+    return lines[-1].id
+
+
+async def user_row(harness: BotHarness, user_id: int = 555) -> UserRecord:
+    """The stored user ``user_id``; it must exist."""
+    async with harness.components.db.read() as conn:
+        user = await UsersRepository(conn).get(user_id)
+    assert user is not None
+    return user
+
+
+async def line_row(harness: BotHarness, line_id: int) -> LineRecord:
+    """The stored line ``line_id``; it must exist."""
+    async with harness.components.db.read() as conn:
+        line = await LinesRepository(conn, harness.components.cipher).get(line_id)
+    assert line is not None
+    return line
+
+
+def keyboard(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """(text, callback_data) of every inline button of a sent or edited message."""
+    markup = params.get("reply_markup")
+    if isinstance(markup, str):
+        markup = json.loads(markup)
+    if not markup:
+        return []
+    return [(str(button["text"]), str(button.get("callback_data", "")))
+            for row in markup.get("inline_keyboard", []) for button in row]
+
+
+def last_edit(harness: BotHarness) -> dict[str, Any]:
+    """The params of the last editMessageText; there must be one."""
+    edits = harness.api.sent("editMessageText")
+    assert edits, "nothing was edited"
+    return edits[-1]
+
+
+def last_answer(harness: BotHarness) -> dict[str, Any]:
+    """The params of the last answerCallbackQuery; there must be one."""
+    answers = harness.api.sent("answerCallbackQuery")
+    assert answers, "the button press was not answered"
+    return answers[-1]
