@@ -65,6 +65,16 @@ class LinesFlow(Flow):
         data = cb.decode(query.data)
         line_id = data.int_arg("line") if data else None
         action = data.arg("action") if data else ""
+        if action not in ("ren", "unb", "unbok"):  # show the card: one read checks and fetches
+            found = await self._lines.with_plan(user.id, line_id) if line_id else None
+            if found is None:
+                await query.answer(_("That line is not yours or no longer bound."),
+                                   show_alert=True)
+                return END
+            await query.answer()
+            await self._edit(query, await self._card(ui, user.id, found),
+                             self._card_buttons(ui, found.line.id, found.plan))
+            return END
         line = await self._lines.own(user.id, line_id) if line_id is not None else None
         if line is None:
             await query.answer(_("That line is not yours or no longer bound."), show_alert=True)
@@ -88,19 +98,11 @@ class LinesFlow(Flow):
                                       "no longer watch its balance.").format(line=line.label),
                              keyboard)
             return END
-        if action == "unbok":
-            unbound = await self._lines.unbind(user.id, line.id)
-            await query.answer()
-            await self._edit(query, _("{line} is unbound. Its auto-recharge is off.").format(
-                line=(unbound or line).label), None)
-            return END
+        # "unbok": the unbinding confirmed
+        unbound = await self._lines.unbind(user.id, line.id)
         await query.answer()
-        found = await self._lines.with_plan(user.id, line.id)
-        if found is None:
-            await self._edit(query, _("That line is not yours or no longer bound."), None)
-            return END
-        await self._edit(query, await self._card(ui, user.id, found),
-                         self._card_buttons(ui, line.id, found.plan))
+        await self._edit(query, _("{line} is unbound. Its auto-recharge is off.").format(
+            line=(unbound or line).label), None)
         return END
 
     async def _card(self, ui: Ui, user_id: int, found: LineWithPlan) -> str:

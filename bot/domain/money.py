@@ -6,6 +6,7 @@ Floats never appear: amounts are parsed digit by digit into ``int`` minor units.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -120,6 +121,7 @@ class Money:
         return self.plain()
 
 
+@functools.lru_cache(maxsize=8192)  # pure, and Babel's formatting is slow: plan lists repeat
 def format_money(money: Money, locale: str = "en") -> str:
     """Money for people, in their locale's conventions (``$5.50``, ``20,000៛``)."""
     if money.currency == "XTR":
