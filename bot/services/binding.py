@@ -66,12 +66,15 @@ class BindingService:
                 existing = None  # unbound: free for anyone who proves it
             if existing is not None and existing.owner_id == user_id:
                 return AlreadyYours(existing)
-            if len(await lines.for_owner(user_id)) >= MAX_LINES_PER_USER:
+            owned = len(await lines.for_owner(user_id))
+            if owned >= MAX_LINES_PER_USER:
                 return TooManyLines(MAX_LINES_PER_USER)
             # Telegram vouches for a contact the user shared of themself; a line that is
             # someone else's still moves only after the code sent to it.
             if own_contact and existing is None:
-                return await self._bind(conn, user_id, number, proof="contact")
+                # Checked above in this same write transaction: nothing can have changed.
+                return await self._bind(conn, user_id, number, proof="contact",
+                                        checked=(None, owned))
         return await self._otp.send(user_id=user_id, number=number,
                                     purpose=OtpPurpose.BIND_LINE, sms_text=sms_text)
 
@@ -92,14 +95,19 @@ class BindingService:
         return BindConfirm(outcome, bound)
 
     async def _bind(self, conn: AsyncConnection, user_id: int, number: MobileNumber, *,
-                    proof: str) -> Bound | TooManyLines:
+                    proof: str, checked: tuple[LineRecord | None, int] | None = None,
+                    ) -> Bound | TooManyLines:
+        """``checked``: the line with that number and how many lines the user has, when the
+        caller read them in this transaction already."""
         now = self._clock.now()
         lines = LinesRepository(conn, self._cipher)
-        existing = await lines.by_number(number.e164, lock=True)
+        existing = (checked[0] if checked is not None
+                    else await lines.by_number(number.e164, lock=True))
         already_mine = existing is not None and existing.owner_id == user_id and existing.is_bound
         # Checked again here, in the binding transaction: codes started below the limit
         # must not carry a user past it when they are all confirmed.
-        if not already_mine and len(await lines.for_owner(user_id)) >= MAX_LINES_PER_USER:
+        owned = checked[1] if checked is not None else len(await lines.for_owner(user_id))
+        if not already_mine and owned >= MAX_LINES_PER_USER:
             return TooManyLines(MAX_LINES_PER_USER)
         previous: int | None = None
         if existing is None:
