@@ -61,9 +61,9 @@ class BindingService:
             await UsersRepository(conn).ensure(user_id, language=language,
                                                now=self._clock.now())
             lines = LinesRepository(conn, self._cipher)
-            existing = await lines.by_number(number.e164)
-            if existing is not None and not existing.is_bound:
-                existing = None  # unbound: free for anyone who proves it
+            found = await lines.by_number(number.e164)
+            # Unbound: free for anyone who proves it (binding it again moves the row).
+            existing = found if found is not None and found.is_bound else None
             if existing is not None and existing.owner_id == user_id:
                 return AlreadyYours(existing)
             owned = len(await lines.for_owner(user_id))
@@ -74,7 +74,7 @@ class BindingService:
             if own_contact and existing is None:
                 # Checked above in this same write transaction: nothing can have changed.
                 return await self._bind(conn, user_id, number, proof="contact",
-                                        checked=(None, owned))
+                                        checked=(found, owned))
         return await self._otp.send(user_id=user_id, number=number,
                                     purpose=OtpPurpose.BIND_LINE, sms_text=sms_text)
 

@@ -340,3 +340,21 @@ async def test_a_line_that_moves_takes_none_of_the_old_owners_rules_along(
     assert after is not None
     assert after.status is RuleStatus.DISABLED
     assert after.next_run_at is None
+
+
+@pytest.mark.parametrize("second_user", [USER_A, USER_B])
+async def test_an_unbound_number_is_bound_again_by_own_contact(
+        db: Database, cipher: FieldCipher, binding: BindingService, clock: ManualClock,
+        second_user: int) -> None:
+    first = await start(binding, USER_A, SMART, own_contact=True)
+    assert isinstance(first, Bound)
+    async with db.write() as conn:
+        await LinesRepository(conn, cipher).unbind(first.line.id, now=clock.now())
+
+    again = await start(binding, second_user, SMART, own_contact=True)
+
+    assert isinstance(again, Bound)
+    assert again.line.id == first.line.id  # the same row, history kept
+    assert again.line.owner_id == second_user and again.line.is_bound
+    assert again.previous_owner_id is None  # nobody had it bound
+    assert await owned(db, cipher, second_user) == [again.line]
