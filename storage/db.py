@@ -85,6 +85,12 @@ class Database:
         try:
             yield conn
         finally:
+            # The pool does not roll back on check-in (every block ends its transaction),
+            # except that a failed COMMIT leaves SQLite's open: end it here.
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            if isinstance(driver, sqlite_inline.InlineConnection):
+                driver.end_open_transaction()
             await conn.close()
 
     @asynccontextmanager

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 BUSY_WAIT_SECONDS = 30.0  # as long as the busy timeout the aiosqlite threads used
+CONNECT_WAIT_SECONDS = 2.0  # rare (a new pooled connection) and only at set-up
 _FIRST_POLL, _LONGEST_POLL = 0.001, 0.05
 
 
@@ -107,15 +108,23 @@ class InlineConnection:
     def stop(self) -> None:
         self._conn.close()
 
+    def end_open_transaction(self) -> None:
+        """Rolls back a transaction SQLAlchemy no longer tracks (a COMMIT that failed leaves
+        SQLite's open), so the connection goes back to the pool clean."""
+        if self._conn.in_transaction:
+            self._conn.rollback()
+
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         self._conn.create_function(*args, **kwargs)
 
 
 def connector(path: str) -> Callable[[], Any]:
-    """The ``async_creator`` for a database file (busy timeout 0: see ``begin_immediate``)."""
+    """The ``async_creator`` for a database file. Its set-up statements (WAL mode) may wait a
+    moment for another process; then the busy timeout is 0 (see ``begin_immediate``)."""
 
     async def connect() -> InlineConnection:
-        return InlineConnection(sqlite3.connect(path, timeout=0, isolation_level=None,
+        return InlineConnection(sqlite3.connect(path, timeout=CONNECT_WAIT_SECONDS,
+                                                isolation_level=None,
                                                 check_same_thread=False))
 
     return connect
