@@ -95,9 +95,7 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
     async def _write(self, operation: Operation) -> None:
         """Runs ``operation`` in a write transaction shared with every other write handed over
         in the same turn of the event loop: PTB hands over a whole interval's changes at once
-        (asyncio.gather), and one transaction for all of them costs far less than one each.
-        A failure fails every write of that transaction; PTB reports them and hands the
-        changed data over again later."""
+        (asyncio.gather), and one transaction for all of them costs far less than one each."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._batch.append((operation, done))
@@ -124,14 +122,31 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
             async with self._db.write() as conn:
                 for operation, _done in batch:
                     await operation(conn)
-        except Exception as exc:
+        except Exception:
+            # One bad write must not sink the others (PTB hands data over once, not again):
+            # each goes alone, and only the one that fails reports it.
+            for operation, done in batch:
+                await self._run_alone(operation, done)
+            return
+        except BaseException as stop:  # cancelled: nobody may wait for ever
             for _operation, done in batch:
                 if not done.done():
-                    done.set_exception(exc)
-            return
+                    done.set_exception(stop)
+            raise
         for _operation, done in batch:
             if not done.done():
                 done.set_result(None)
+
+    async def _run_alone(self, operation: Operation, done: asyncio.Future[None]) -> None:
+        try:
+            async with self._db.write() as conn:
+                await operation(conn)
+        except Exception as exc:
+            if not done.done():
+                done.set_exception(exc)
+            return
+        if not done.done():
+            done.set_result(None)
 
     async def update_conversation(self, name: str, key: ConversationKey,
                                   new_state: object | None) -> None:
