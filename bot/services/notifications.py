@@ -12,7 +12,8 @@ Messages are written to the outbox in the same transaction as the change they re
   dropped, so nobody is retried forever (/start makes them reachable again).
 
 A crash between sending and recording leaves the lease to run out and the message is sent
-again: the only duplicate allowed, and it carries the same dedupe key. Telegram's overall
+again, with the same dedupe key; so does a send that timed out although Telegram delivered
+it (the Bot API cannot be asked whether it did). Those are the only duplicates. Telegram's overall
 rate (about 30 messages/s) is kept by the bot's rate limiter; the 1 message/s per chat
 is kept here, by waiting ``per_chat_interval`` between two messages to one chat.
 """
@@ -172,12 +173,24 @@ class NotificationDispatcher:
                 try:
                     await self._one(note, now, report, unreachable, replaced)
                 except Exception as exc:
-                    # The lease runs out and the message is tried again.
+                    # A fault of ours (a renderer, the database): counted like a transient
+                    # one, so a message that always fails ends as failed instead of holding
+                    # back its chat's later messages for ever.
                     log.exception("Notification %s could not be dispatched", note.id)
                     report.problems.append(f"{note.id}: {exc!r}")
+                    await self._record_fault(note, exc, report)
 
         await asyncio.gather(*(one(note) for note in claimed))
         return report
+
+    async def _record_fault(self, note: NotificationRecord, error: Exception,
+                            report: DispatchReport) -> None:
+        try:
+            async with self._db.write() as conn:
+                await self._record(NotificationsRepository(conn), conn, note,
+                                   Transient(f"error: {error!r}"), self._clock.now(), report)
+        except Exception:  # the lease runs out and the message is tried again
+            log.exception("Notification %s: the fault could not be recorded", note.id)
 
     async def _one(self, note: NotificationRecord, now: datetime, report: DispatchReport,
                    unreachable: set[int], replaced: dict[str, int]) -> None:

@@ -31,8 +31,8 @@ from storage.users import UsersRepository
 USER, OTHER, ADMIN = 11, 22, 9001
 
 
-class Crash(Exception):
-    """The process dies while sending."""
+class Crash(BaseException):
+    """The process dies while sending: nothing after it runs, nothing is recorded."""
 
 
 @dataclass
@@ -266,8 +266,9 @@ async def test_a_crash_while_sending_resends_after_the_lease_with_the_same_key(
     telegram = FakeTelegram(script={"receipt:9": [Crash]})
     service = dispatcher(db, clock, telegram, lease=timedelta(minutes=2))
 
-    report = await service.dispatch_round()
-    assert report.problems and (await statuses(db)) == {"receipt:9": "pending"}
+    with pytest.raises(Crash):
+        await service.dispatch_round()
+    assert (await statuses(db)) == {"receipt:9": "pending"}
     clock.advance(timedelta(minutes=1))
     await service.dispatch_round()
     assert telegram.calls == ["receipt:9"]  # leased: nobody sends it meanwhile
@@ -291,7 +292,8 @@ async def test_a_message_sent_but_not_recorded_is_sent_again_once(
         raise Crash("killed before the write")
 
     monkeypatch.setattr(NotificationsRepository, "mark_sent", die)
-    await service.dispatch_round()
+    with pytest.raises(Crash):
+        await service.dispatch_round()
     monkeypatch.setattr(NotificationsRepository, "mark_sent", original)
     clock.advance(timedelta(minutes=3))
     restarted = dispatcher(db, clock, telegram)
@@ -348,3 +350,21 @@ async def test_run_drains_within_its_budget_and_a_second_run_returns_at_once(
     assert (await service.run()).handled == 0
     service._running = False
     assert NotificationStatus.PENDING.value in (await statuses(db)).values()
+
+
+async def test_an_error_of_ours_is_retried_then_fails_and_the_chat_goes_on(
+        db: Database, clock: ManualClock) -> None:
+    await add_users(db, clock, USER)
+    await enqueue(db, clock, "broken")
+    await enqueue(db, clock, "after")
+    telegram = FakeTelegram(script={"broken": [RuntimeError] * 10})
+    service = dispatcher(db, clock, telegram, max_attempts=3,
+                         first_delay=timedelta(seconds=5))
+
+    await drain(service, clock, step=timedelta(seconds=5), rounds=20)
+
+    assert telegram.calls.count("broken") == 3
+    assert (await statuses(db)) == {"broken": "failed", "after": "sent"}
+    async with db.read() as conn:
+        broken = await NotificationsRepository(conn).by_key("broken")
+    assert broken is not None and "RuntimeError" in str(broken.last_error)
