@@ -25,18 +25,19 @@ class UsersService:
         # process's change could go unseen.
         self._cache_for = cache_for
         self._preferences: dict[int, tuple[str | None, str | None, datetime]] = {}
+        self._changes = 0  # counts changes begun, so a read that overlapped one is not kept
 
     async def greet(self, user_id: int, telegram_language: str | None) -> UserRecord:
         """The user's record, created on first contact in their Telegram language."""
         now = self.clock.now()
-        self._preferences.pop(user_id, None)
+        self._forget(user_id)
         async with self._db.write() as conn:
             users = UsersRepository(conn)
             user = await users.ensure(user_id, language=negotiate(telegram_language), now=now)
             if not user.reachable:  # they blocked the bot, then came back with /start
                 await users.update(user_id, now=now, reachable=True)
                 user = replace(user, reachable=True)
-        self._preferences.pop(user_id, None)  # again: a read meanwhile saw the old row
+        self._forget(user_id)  # again: a read meanwhile saw the old row
         return user
 
     async def language_of(self, user_id: int, telegram_language: str | None) -> str:
@@ -53,14 +54,17 @@ class UsersService:
         now = self.clock.now()
         cached = self._preferences.get(user_id)
         if cached is None or cached[2] <= now:
+            changes = self._changes
             async with self._db.read() as conn:
                 user = await UsersRepository(conn).get(user_id)
             if user is None:
                 return negotiate(telegram_language), self.default_zone  # not cached: /start
-            if len(self._preferences) > 100_000:
-                self._preferences.clear()
-            cached = self._preferences[user_id] = (user.language, user.timezone,
-                                                   now + self._cache_for)
+            fresh = (user.language, user.timezone, now + self._cache_for)
+            if changes == self._changes:  # no change began meanwhile: the read is current
+                if len(self._preferences) > 100_000:
+                    self._preferences.clear()
+                self._preferences[user_id] = fresh
+            cached = fresh
         language, zone_name, _expiry = cached
         return (language if language in SUPPORTED_LANGUAGES else negotiate(telegram_language),
                 ZoneInfo(zone_name) if zone_name else self.default_zone)
@@ -94,13 +98,17 @@ class UsersService:
                            quiet_start_minute=quiet.start_minute if quiet else None,
                            quiet_end_minute=quiet.end_minute if quiet else None)
 
+    def _forget(self, user_id: int) -> None:
+        self._changes += 1
+        self._preferences.pop(user_id, None)
+
     async def _update(self, user_id: int, action: str, **changes: object) -> None:
         now = self.clock.now()
-        self._preferences.pop(user_id, None)
+        self._forget(user_id)
         async with self._db.write() as conn:
             users = UsersRepository(conn)
             await users.ensure(user_id, language=None, now=now)
             await users.update(user_id, now=now, **changes)
             await AuditRepository(conn).record(at=now, actor=f"user:{user_id}", action=action,
                                                details={k: v for k, v in changes.items()})
-        self._preferences.pop(user_id, None)  # again: a read meanwhile saw the old row
+        self._forget(user_id)  # again: a read meanwhile saw the old row
