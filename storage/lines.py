@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -71,10 +71,11 @@ class LinesRepository:
             "created_at": now, "updated_at": now,
         }
         result = await self._conn.execute(insert(lines).values(**values).returning(lines.c.id))
-        line_id = result.scalar_one()
-        record = await self.get(line_id)
-        assert record is not None
-        return record
+        # What was written, as it would read back (no second query, no decryption).
+        return LineRecord(id=result.scalar_one(), owner_id=owner_id, number=number,
+                          iccid=iccid, nickname=nickname, verified_at=verified_at,
+                          next_check_at=now, created_at=now, plan_product_id=None,
+                          warn_balance_minor=None, warn_data_mb=None, unbound_at=None)
 
     async def get(self, line_id: int, *, lock: bool = False) -> LineRecord | None:
         query = select(lines).where(lines.c.id == line_id)
@@ -89,6 +90,12 @@ class LinesRepository:
             query = query.with_for_update()
         row = (await self._conn.execute(query)).mappings().first()
         return self._record(row) if row else None
+
+    async def count_for_owner(self, owner_id: int) -> int:
+        """How many lines are bound to ``owner_id`` (the limit check needs no line data)."""
+        return int((await self._conn.execute(
+            select(func.count()).select_from(lines)
+            .where(lines.c.owner_id == owner_id, lines.c.unbound_at.is_(None)))).scalar_one())
 
     async def for_owner(self, owner_id: int) -> list[LineRecord]:
         query = (select(lines).where(lines.c.owner_id == owner_id, lines.c.unbound_at.is_(None))

@@ -42,6 +42,9 @@ class UsersRepository:
 
     async def ensure(self, user_id: int, *, language: str | None, now: datetime) -> UserRecord:
         """The user's row, created on first contact (safe when two updates race)."""
+        existing = await self.get(user_id)  # the usual case: one read, no write
+        if existing is not None:
+            return existing
         await insert_ignoring_conflict(self._conn, users, {
             "id": user_id, "language": language, "reachable": True,
             "created_at": now, "updated_at": now,

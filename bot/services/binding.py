@@ -66,7 +66,7 @@ class BindingService:
             existing = found if found is not None and found.is_bound else None
             if existing is not None and existing.owner_id == user_id:
                 return AlreadyYours(existing)
-            owned = len(await lines.for_owner(user_id))
+            owned = await lines.count_for_owner(user_id)
             if owned >= MAX_LINES_PER_USER:
                 return TooManyLines(MAX_LINES_PER_USER)
             # Telegram vouches for a contact the user shared of themself; a line that is
@@ -106,7 +106,7 @@ class BindingService:
         already_mine = existing is not None and existing.owner_id == user_id and existing.is_bound
         # Checked again here, in the binding transaction: codes started below the limit
         # must not carry a user past it when they are all confirmed.
-        owned = checked[1] if checked is not None else len(await lines.for_owner(user_id))
+        owned = checked[1] if checked is not None else await lines.count_for_owner(user_id)
         if not already_mine and owned >= MAX_LINES_PER_USER:
             return TooManyLines(MAX_LINES_PER_USER)
         previous: int | None = None
