@@ -24,7 +24,7 @@ from storage.tables import ptb_bot_data, ptb_chat_data, ptb_conversations, ptb_u
 
 Data = dict[Any, Any]
 Operation = Callable[[AsyncConnection], Awaitable[None]]
-WRITES_PER_TRANSACTION = 32
+WRITES_PER_TRANSACTION = 8
 
 
 async def _upsert(conn: AsyncConnection, table: Table, key: str, values: dict[str, Any]) -> None:
