@@ -84,13 +84,14 @@ class Database:
         conn = await self.engine.connect()
         try:
             yield conn
-        finally:
+        except BaseException:
             # The pool does not roll back on check-in (every block ends its transaction),
-            # except that a failed COMMIT leaves SQLite's open: end it here.
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
+            # but a COMMIT that failed leaves SQLite's open: end it before the pool has it.
+            driver = (await conn.get_raw_connection()).driver_connection
             if isinstance(driver, sqlite_inline.InlineConnection):
                 driver.end_open_transaction()
+            raise
+        finally:
             await conn.close()
 
     @asynccontextmanager

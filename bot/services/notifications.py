@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from bot.clock import Clock
 from storage.db import Database
 from storage.notifications import NotificationRecord, NotificationsRepository
@@ -216,8 +218,9 @@ class NotificationDispatcher:
         async with self._db.write() as conn:
             await self._record(NotificationsRepository(conn), conn, note, outcome, done, report)
 
-    async def _record(self, repo: NotificationsRepository, conn: Any, note: NotificationRecord,
-                      outcome: Delivery, now: datetime, report: DispatchReport) -> None:
+    async def _record(self, repo: NotificationsRepository, conn: AsyncConnection,
+                      note: NotificationRecord, outcome: Delivery, now: datetime,
+                      report: DispatchReport) -> None:
         match outcome:
             case Delivered(message_id=message_id):
                 self._last_sent[note.chat_id] = now

@@ -25,19 +25,18 @@ class UsersService:
         # process's change could go unseen.
         self._cache_for = cache_for
         self._preferences: dict[int, tuple[str | None, str | None, datetime]] = {}
-        self._changes = 0  # counts changes begun, so a read that overlapped one is not kept
+        self._changes = 0  # counts changes made, so a read that overlapped one is not kept
 
     async def greet(self, user_id: int, telegram_language: str | None) -> UserRecord:
         """The user's record, created on first contact in their Telegram language."""
         now = self.clock.now()
-        self._forget(user_id)
         async with self._db.write() as conn:
             users = UsersRepository(conn)
             user = await users.ensure(user_id, language=negotiate(telegram_language), now=now)
             if not user.reachable:  # they blocked the bot, then came back with /start
                 await users.update(user_id, now=now, reachable=True)
                 user = replace(user, reachable=True)
-        self._forget(user_id)  # again: a read meanwhile saw the old row
+        self._forget(user_id)  # after the commit: no read can fetch the old row again
         return user
 
     async def language_of(self, user_id: int, telegram_language: str | None) -> str:
@@ -60,7 +59,7 @@ class UsersService:
             if user is None:
                 return negotiate(telegram_language), self.default_zone  # not cached: /start
             fresh = (user.language, user.timezone, now + self._cache_for)
-            if changes == self._changes:  # no change began meanwhile: the read is current
+            if changes == self._changes:  # no change meanwhile: the read is current
                 if len(self._preferences) > 100_000:
                     self._preferences.clear()
                 self._preferences[user_id] = fresh
@@ -104,11 +103,10 @@ class UsersService:
 
     async def _update(self, user_id: int, action: str, **changes: object) -> None:
         now = self.clock.now()
-        self._forget(user_id)
         async with self._db.write() as conn:
             users = UsersRepository(conn)
             await users.ensure(user_id, language=None, now=now)
             await users.update(user_id, now=now, **changes)
             await AuditRepository(conn).record(at=now, actor=f"user:{user_id}", action=action,
                                                details={k: v for k, v in changes.items()})
-        self._forget(user_id)  # again: a read meanwhile saw the old row
+        self._forget(user_id)  # after the commit: no read can fetch the old row again
