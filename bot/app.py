@@ -89,7 +89,7 @@ def build_application(components: Components,
                      group=PAYMENT_GROUP)
     app.add_handlers(wallet.handlers())
     app.add_handlers(BindingFlow(users, i18n, components.binding).handlers())
-    app.add_handlers(LinesFlow(users, i18n, components.lines, components.readings).handlers())
+    app.add_handlers(LinesFlow(users, i18n, components.lines).handlers())
     app.add_handlers(BalanceFlow(users, i18n, components.lines, components.readings).handlers())
     app.add_handlers(SettingsFlow(users, i18n, components.lines,
                                   components.readings).handlers())

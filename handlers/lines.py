@@ -18,8 +18,7 @@ from telegram.ext import (
 
 from bot.gateways.topup import Product
 from bot.i18n import Translations
-from bot.services.lines import MAX_NICKNAME_CHARS, LinesService, LineWithPlan
-from bot.services.readings import ReadingsService
+from bot.services.lines import MAX_NICKNAME_CHARS, LineCard, LinesService
 from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.approvals import top_up_now_buttons
@@ -36,11 +35,9 @@ PLANS_PER_PAGE = 5
 
 
 class LinesFlow(Flow):
-    def __init__(self, users: UsersService, i18n: Translations, lines: LinesService,
-                 readings: ReadingsService) -> None:
+    def __init__(self, users: UsersService, i18n: Translations, lines: LinesService) -> None:
         super().__init__(users, i18n)
         self._lines = lines
-        self._readings = readings
 
     async def show_lines(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         user = update.effective_user
@@ -66,13 +63,13 @@ class LinesFlow(Flow):
         line_id = data.int_arg("line") if data else None
         action = data.arg("action") if data else ""
         if action not in ("ren", "unb", "unbok"):  # show the card: one read checks and fetches
-            found = await self._lines.with_plan(user.id, line_id) if line_id else None
+            found = await self._lines.card(user.id, line_id) if line_id else None
             if found is None:
                 await query.answer(_("That line is not yours or no longer bound."),
                                    show_alert=True)
                 return END
             await query.answer()
-            await self._edit(query, await self._card(ui, user.id, found),
+            await self._edit(query, self._card(ui, found),
                              self._card_buttons(ui, found.line.id, found.plan))
             return END
         line = await self._lines.own(user.id, line_id) if line_id is not None else None
@@ -105,10 +102,9 @@ class LinesFlow(Flow):
             line=(unbound or line).label), None)
         return END
 
-    async def _card(self, ui: Ui, user_id: int, found: LineWithPlan) -> str:
+    def _card(self, ui: Ui, found: LineCard) -> str:
         _ = ui._
-        line, plan = found.line, found.plan
-        latest = (await self._readings.latest_for_user(user_id)).get(line.id)
+        line, plan, latest = found.line, found.plan, found.reading
         age = ui.age(latest.read_at) if latest is not None else ""
         lines = [f"{line.label} · {line.number.national} · {line.number.operator.display_name}",
                  _("Plan: {plan}").format(plan=plan_label(ui, plan) if plan else _("none chosen")),

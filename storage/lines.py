@@ -115,9 +115,15 @@ class LinesRepository:
         await self._conn.execute(update(lines).where(lines.c.id == line_id).values(
             next_check_at=at, updated_at=now))
 
-    async def set_plan(self, line_id: int, product_id: str | None, *, now: datetime) -> None:
-        await self._conn.execute(update(lines).where(lines.c.id == line_id).values(
-            plan_product_id=product_id, updated_at=now))
+    async def set_plan(self, line_id: int, product_id: str | None, *, owner_id: int,
+                       now: datetime) -> bool:
+        """Sets the plan of a line still bound to ``owner_id``; False when it is not."""
+        result = await self._conn.execute(
+            update(lines)
+            .where(lines.c.id == line_id, lines.c.owner_id == owner_id,
+                   lines.c.unbound_at.is_(None))
+            .values(plan_product_id=product_id, updated_at=now))
+        return bool(result.rowcount)
 
     async def unbind(self, line_id: int, *, now: datetime) -> None:
         await self._conn.execute(update(lines).where(lines.c.id == line_id).values(

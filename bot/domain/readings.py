@@ -25,6 +25,18 @@ class LineReading:
     validity_end: datetime | None = None
 
 
+def shown_to_owner(reading: LineReading | None,
+                   verified_at: datetime | None) -> LineReading | None:
+    """The reading if the line's current owner may see it.
+
+    A reading taken before the owner proved the line (a previous owner's, or from before
+    the number was recycled) is not theirs to see.
+    """
+    if reading is None or (verified_at is not None and reading.read_at < verified_at):
+        return None
+    return reading
+
+
 def estimate_from_last_topup(operator: Operator, topped_up_at: datetime,
                              usd_cents: int) -> LineReading:
     """Validity estimated from the last airtime top-up (no API reads a prepaid line)."""

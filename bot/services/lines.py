@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from bot.clock import Clock
+from bot.domain.readings import LineReading, shown_to_owner
 from bot.gateways.topup import Product, TopUpProvider
 from storage.audit import AuditRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
 from storage.lines import LineRecord, LinesRepository
+from storage.readings import ReadingsRepository
 from storage.rules import RulesRepository
 
 MAX_NICKNAME_CHARS = 32
@@ -19,6 +22,15 @@ MAX_NICKNAME_CHARS = 32
 class LineWithPlan:
     line: LineRecord
     plan: Product | None
+
+
+@dataclass(frozen=True)
+class LineCard(LineWithPlan):
+    reading: LineReading | None  # the newest one its owner may see
+
+
+def _owned(line: LineRecord | None, user_id: int) -> bool:
+    return line is not None and line.owner_id == user_id and line.is_bound
 
 
 class LinesService:
@@ -37,7 +49,18 @@ class LinesService:
         """The line if it is bound to ``user_id``; None for anyone else's or unknown ids."""
         async with self._db.read() as conn:
             line = await LinesRepository(conn, self._cipher).get(line_id)
-        return line if line is not None and line.owner_id == user_id and line.is_bound else None
+        return line if _owned(line, user_id) else None
+
+    async def card(self, user_id: int, line_id: int) -> LineCard | None:
+        """The line, its plan and its newest reading, in one read; None if not the user's."""
+        async with self._db.read() as conn:
+            line = await LinesRepository(conn, self._cipher).get(line_id)
+            if line is None or not _owned(line, user_id):
+                return None
+            reading = await ReadingsRepository(conn).latest(line_id)
+        products = await self._provider.catalog(line.number.operator)
+        return LineCard(line, next((p for p in products if p.id == line.plan_product_id), None),
+                        shown_to_owner(reading, line.verified_at))
 
     async def rename(self, user_id: int, line_id: int, nickname: str) -> LineRecord | None:
         clean = " ".join(nickname.split())[:MAX_NICKNAME_CHARS] or None
@@ -79,19 +102,20 @@ class LinesService:
         found = await self.catalog(user_id, line_id)
         if found is None:
             return None
-        _line, products = found
+        line, products = found
         plan = next((p for p in products if p.id == product_id), None)
         if plan is None:
             return None
+        now = self._clock.now()
         async with self._db.write() as conn:
-            repo = LinesRepository(conn, self._cipher)
-            await repo.set_plan(line_id, plan.id, now=self._clock.now())
+            # Guarded, so a line unbound or moved since the read above is left alone.
+            if not await LinesRepository(conn, self._cipher).set_plan(
+                    line_id, plan.id, owner_id=user_id, now=now):
+                return None
             await AuditRepository(conn).record(
-                at=self._clock.now(), actor=f"user:{user_id}", action="line.plan_chosen",
+                at=now, actor=f"user:{user_id}", action="line.plan_chosen",
                 subject=str(line_id), details={"plan": plan.id})
-            updated = await repo.get(line_id)
-        assert updated is not None
-        return LineWithPlan(updated, plan)
+        return LineWithPlan(dataclasses.replace(line, plan_product_id=plan.id), plan)
 
     async def with_plan(self, user_id: int, line_id: int) -> LineWithPlan | None:
         found = await self.catalog(user_id, line_id)

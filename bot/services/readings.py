@@ -86,23 +86,6 @@ class ReadingsService:
                                      if reading.validity_end else None)})
         return ReportResult(ReportStatus.STORED, reading)
 
-    async def latest_for_user(self, user_id: int) -> dict[int, LineReading]:
-        """The newest reading of each of the user's bound lines (line id -> reading).
-
-        Readings taken before the user bound the line (a previous owner's, or from before
-        the number was recycled) are not shown to them.
-        """
-        async with self._db.read() as conn:
-            lines = await LinesRepository(conn, self._cipher).for_owner(user_id)
-            latest = await ReadingsRepository(conn).latest_for_lines([ln.id for ln in lines])
-        shown: dict[int, LineReading] = {}
-        for line in lines:
-            reading = latest.get(line.id)
-            if reading is not None and (line.verified_at is None
-                                        or reading.read_at >= line.verified_at):
-                shown[line.id] = reading
-        return shown
-
     async def set_warning_thresholds(self, user_id: int, line_id: int, balance: Money | None,
                                      data_mb: int | None) -> bool:
         """Warn below ``balance`` / ``data_mb`` (None: no such warning).

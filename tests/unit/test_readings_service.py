@@ -1,5 +1,5 @@
 """ReadingsService on every backend: what a user reports is stored for their own lines only,
-with an audit row; the /lines screen gets each line's newest reading; warning thresholds."""
+with an audit row; warning thresholds."""
 
 from __future__ import annotations
 
@@ -181,48 +181,6 @@ async def test_reports_for_an_unbound_line_store_nothing(
 
     assert result.status is ReportStatus.NOT_YOUR_LINE
     assert await stored_count(db) == 0
-
-
-# --- the /lines screen ------------------------------------------------------------------
-
-
-async def test_latest_for_user_gives_each_own_lines_newest_reading(
-        db: Database, cipher: FieldCipher, clock: ManualClock,
-        service: ReadingsService) -> None:
-    cellcard = await add_line(db, cipher, clock, ALICE, CELLCARD)
-    smart = await add_line(db, cipher, clock, ALICE, SMART)
-    await add_line(db, cipher, clock, ALICE, METFONE)  # never read: absent
-    bobs = await add_line(db, cipher, clock, BOB, parse_cambodian_mobile("012345600"))
-    await service.report_typed(ALICE, cellcard, "3")
-    clock.advance(timedelta(hours=1))
-    newest = await service.report_typed(ALICE, cellcard, "2.50")
-    sms = await service.report_sms(ALICE, smart, KHMER_SMS)
-    bobs_reading = await service.report_typed(BOB, bobs, "9")
-
-    latest = await service.latest_for_user(ALICE)
-
-    assert latest == {cellcard: newest.reading, smart: sms.reading}
-    assert await service.latest_for_user(BOB) == {bobs: bobs_reading.reading}
-    assert await service.latest_for_user(999) == {}
-
-
-async def test_latest_for_user_hides_readings_from_before_the_line_was_theirs(
-        db: Database, cipher: FieldCipher, clock: ManualClock,
-        service: ReadingsService) -> None:
-    line_id = await add_line(db, cipher, clock, BOB)
-    await service.report_typed(BOB, line_id, "7.77")
-    clock.advance(timedelta(days=1))
-    async with db.write() as conn:
-        await UsersRepository(conn).ensure(ALICE, language="en", now=clock.now())
-        await LinesRepository(conn, cipher).transfer(line_id, new_owner_id=ALICE,
-                                                     now=clock.now())
-
-    assert await service.latest_for_user(ALICE) == {}
-    assert await service.latest_for_user(BOB) == {}
-
-    clock.advance(timedelta(minutes=1))
-    mine = await service.report_typed(ALICE, line_id, "1")
-    assert await service.latest_for_user(ALICE) == {line_id: mine.reading}
 
 
 # --- warning thresholds -----------------------------------------------------------------
