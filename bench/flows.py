@@ -6,7 +6,7 @@ Each scenario runs in its own child process (a fresh SQLite database in a temp D
 its own peak RSS) on the real Application: ``bot.app.build_application`` with the real
 components, handlers, persistence, job queue and PerChatUpdateProcessor, and a recording
 Bot API layer that answers instantly (tests/flow/recording.py). Updates are put on
-``app.update_queue`` after ``initialize()``/``start()``, as the Updater does in production.
+``app.update_queue`` after ``initialize()``, ``post_init`` and ``start()``, as in production.
 
 Per chat, in order: /start, /bind, own contact (binds at once), /lines, the line's button,
 "Choose plan", a plan, /balance, "1.25", /settings, /help. The steps after /lines use the
@@ -314,6 +314,8 @@ async def _run(spec: Spec) -> dict[str, Any]:
     app = _build_application(spec, components, _make_request(tracker),
                              _make_processor(spec, tracker))
     await app.initialize()
+    if app.post_init is not None:  # as run_polling/run_webhook do: set-up, then start()
+        await app.post_init(app)
     await app.start()  # consumes app.update_queue through the update processor
     echo = spec.app == "echo"
 

@@ -21,14 +21,17 @@ class AuditEntry:
     details: dict[str, Any]
 
 
+_APPEND = insert(audit_log)  # built once: appended to by most writes
+
+
 class AuditRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
     async def record(self, *, at: datetime, actor: str, action: str,
                      subject: str | None = None, details: dict[str, Any] | None = None) -> None:
-        await self._conn.execute(insert(audit_log).values(
-            at=at, actor=actor, action=action, subject=subject, details=details or {}))
+        await self._conn.execute(_APPEND, {"at": at, "actor": actor, "action": action,
+                                           "subject": subject, "details": details or {}})
 
     async def latest(self, limit: int = 50, *, action: str | None = None) -> list[AuditEntry]:
         query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)

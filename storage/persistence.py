@@ -1,7 +1,8 @@
 """python-telegram-bot persistence in our database: conversations survive restarts.
 
-Conversation states and user/chat/bot data are stored as JSON (never pickles), so only
-plain values may go into ``user_data``: flows keep drafts there, never money state.
+Conversation states and ``user_data`` are stored as JSON (never pickles), so only plain
+values may go into ``user_data``: flows keep drafts there, never money state. Chat and bot
+data are not stored (no flow uses them); turn them on in ``store_data`` before using them.
 PTB writes changes every ``update_interval`` seconds and on shutdown.
 """
 
@@ -10,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from itertools import groupby
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Executable, Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from telegram.ext import BasePersistence, PersistenceInput
@@ -23,36 +25,61 @@ from storage.db import Database
 from storage.tables import ptb_bot_data, ptb_chat_data, ptb_conversations, ptb_user_data
 
 Data = dict[Any, Any]
-Operation = Callable[[AsyncConnection], Awaitable[None]]
-WRITES_PER_TRANSACTION = 8
+# Rows per write transaction: one statement per kind of write, so a slice holds the event
+# loop (SQLite runs on its thread) about a millisecond.
+WRITES_PER_TRANSACTION = 32
 
 
-async def _upsert(conn: AsyncConnection, table: Table, key: str, values: dict[str, Any]) -> None:
-    module = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = module.insert(table).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=[key],
-        set_={name: value for name, value in values.items() if name != key})
-    await conn.execute(statement)
+@dataclass(frozen=True)
+class _Write:
+    """One row to store (``delete`` False) or to delete, identified by its primary key."""
+    table: Table
+    row: dict[str, Any]  # the primary key's columns, and the others when storing
+    delete: bool = False
+    remembered_as: tuple[str, int] | None = None  # user/chat/bot data: skipped if unchanged
+
+
+def _upsert_statement(dialect: str, table: Table) -> Executable:
+    """INSERT ... ON CONFLICT (primary key) DO UPDATE, for many rows at once."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(table)
+    keys = [column.name for column in table.primary_key.columns]
+    upsert: Executable = statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={column.name: statement.excluded[column.name]
+              for column in table.columns if column.name not in keys})
+    return upsert
+
+
+def _delete_statement(table: Table) -> Executable:
+    """DELETE by primary key, for many rows at once (parameters named ``pk_<column>``)."""
+    return delete(table).where(*(column == bindparam(f"pk_{column.name}")
+                                 for column in table.primary_key.columns))
 
 
 class DatabasePersistence(BasePersistence[Data, Data, Data]):
     def __init__(self, db: Database, update_interval: float = 1.0) -> None:
-        super().__init__(store_data=PersistenceInput(callback_data=False),
+        # Only user_data and conversations: no flow keeps chat or bot data, and PTB would
+        # deep-copy and hand over the chat data of every chat that had an update, each second.
+        super().__init__(store_data=PersistenceInput(chat_data=False, bot_data=False,
+                                                     callback_data=False),
                          update_interval=update_interval)
         self._db = db
         # What the database holds, as JSON, per (table, key): PTB hands over the data of every
         # chat and user that had an update, changed or not, each interval; an unchanged one is
         # not written again. An absent row reads as {} (get_* return defaultdicts).
         self._stored: dict[tuple[str, int], str] = {}
-        self._batch: list[tuple[Operation, asyncio.Future[None]]] = []
+        self._batch: list[tuple[_Write, asyncio.Future[None]]] = []
+        self._statements: dict[tuple[str, str], Executable] = {}
         self._batches: set[asyncio.Future[None]] = set()  # running: kept from the collector
 
-    def _unchanged(self, table: str, key: int, data: Data) -> str | None:
-        """None when ``data`` is what the database holds; else its JSON, to remember once
-        written (not before: a failed write is tried again at the next interval)."""
-        encoded = json.dumps(data, sort_keys=True, default=str)
-        return None if self._stored.get((table, key), "{}") == encoded else encoded
+    def _encoding_if_changed(self, write: _Write) -> str | None:
+        """The JSON of the data ``write`` stores when the database does not hold it yet;
+        None when it does (or for writes that are not remembered)."""
+        if write.remembered_as is None or write.delete:
+            return None
+        encoded = json.dumps(write.row["data"], sort_keys=True, default=str)
+        return None if self._stored.get(write.remembered_as, "{}") == encoded else encoded
 
     def _forget(self, table: str, key: int) -> None:
         self._stored.pop((table, key), None)
@@ -78,6 +105,8 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
     async def get_bot_data(self) -> Data:
         async with self._db.read() as conn:
             row = (await conn.execute(select(ptb_bot_data.c.data))).first()
+        if row is not None:
+            self._stored[("bot", 1)] = json.dumps(row.data, sort_keys=True, default=str)
         return dict(row.data) if row else {}
 
     async def get_callback_data(self) -> CDCData | None:
@@ -92,13 +121,13 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
 
     # -- writing -------------------------------------------------------------------------
 
-    async def _write(self, operation: Operation) -> None:
-        """Runs ``operation`` in a write transaction shared with every other write handed over
+    async def _write(self, write: _Write) -> None:
+        """Stores ``write`` in a write transaction shared with every other write handed over
         in the same turn of the event loop: PTB hands over a whole interval's changes at once
         (asyncio.gather), and one transaction for all of them costs far less than one each."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        self._batch.append((operation, done))
+        self._batch.append((write, done))
         if len(self._batch) == 1:
             loop.call_soon(self._start_batch)  # after the other writes of this turn queued
         await done
@@ -109,7 +138,7 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
 
-    async def _run_batches(self, batch: list[tuple[Operation, asyncio.Future[None]]]) -> None:
+    async def _run_batches(self, batch: list[tuple[_Write, asyncio.Future[None]]]) -> None:
         # SQLite runs on the loop's thread: a few hundred writes in one go would stall every
         # chat for tens of milliseconds, so they go in slices with the loop served between.
         for start in range(0, len(batch), WRITES_PER_TRANSACTION):
@@ -117,91 +146,105 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
                 await asyncio.sleep(0)
             await self._run_batch(batch[start:start + WRITES_PER_TRANSACTION])
 
-    async def _run_batch(self, batch: list[tuple[Operation, asyncio.Future[None]]]) -> None:
+    async def _apply(self, conn: AsyncConnection, writes: list[_Write]) -> None:
+        # Consecutive writes of one kind go as one statement (executemany for rows to
+        # store); the order of the hand-over is kept between kinds.
+        for (table, is_delete), run in groupby(writes, key=lambda w: (w.table, w.delete)):
+            if is_delete:
+                await conn.execute(self._statement("delete", table),
+                                   [{f"pk_{name}": value for name, value in write.row.items()}
+                                    for write in run])
+            else:
+                await conn.execute(self._statement(conn.dialect.name, table),
+                                   [write.row for write in run])
+
+    def _statement(self, kind: str, table: Table) -> Executable:
+        """The delete (``kind`` "delete") or the dialect's upsert for ``table``, built once."""
+        statement = self._statements.get((kind, table.name))
+        if statement is None:
+            statement = (_delete_statement(table) if kind == "delete"
+                         else _upsert_statement(kind, table))
+            self._statements[(kind, table.name)] = statement
+        return statement
+
+    async def _run_batch(self, handed_over: list[tuple[_Write, asyncio.Future[None]]]) -> None:
+        # Data is compared here, a slice at a time, not when PTB hands it over: PTB hands over
+        # every user that had an update, all in one turn of the loop.
+        batch: list[tuple[_Write, asyncio.Future[None]]] = []
+        remember: list[tuple[tuple[str, int], str]] = []
+        for write, done in handed_over:
+            encoded = self._encoding_if_changed(write)
+            if write.remembered_as is not None and not write.delete and encoded is None:
+                done.set_result(None)  # the database holds it already
+                continue
+            batch.append((write, done))
+            if write.remembered_as is not None and encoded is not None:
+                remember.append((write.remembered_as, encoded))
+        if not batch:
+            return
         try:
             async with self._db.write() as conn:
-                for operation, _done in batch:
-                    await operation(conn)
+                await self._apply(conn, [write for write, _done in batch])
         except Exception:
             # One bad write must not sink the others (PTB hands data over once, not again):
             # each goes alone, and only the one that fails reports it.
-            for operation, done in batch:
-                await self._run_alone(operation, done)
+            for write, done in batch:
+                await self._run_alone(write, done)
             return
         except BaseException as stop:  # cancelled: nobody may wait for ever
-            for _operation, done in batch:
+            for _write, done in batch:
                 if not done.done():
                     done.set_exception(stop)
             raise
-        for _operation, done in batch:
+        self._stored.update(remember)  # written: a failed one is tried again next interval
+        for _write, done in batch:
             if not done.done():
                 done.set_result(None)
 
-    async def _run_alone(self, operation: Operation, done: asyncio.Future[None]) -> None:
+    async def _run_alone(self, write: _Write, done: asyncio.Future[None]) -> None:
+        encoded = self._encoding_if_changed(write)
         try:
             async with self._db.write() as conn:
-                await operation(conn)
+                await self._apply(conn, [write])
         except Exception as exc:
             if not done.done():
                 done.set_exception(exc)
             return
+        if write.remembered_as is not None and encoded is not None:
+            self._stored[write.remembered_as] = encoded
         if not done.done():
             done.set_result(None)
 
     async def update_conversation(self, name: str, key: ConversationKey,
                                   new_state: object | None) -> None:
-        encoded_key = json.dumps(list(key))
-
-        async def write(conn: AsyncConnection) -> None:
-            if new_state is None:
-                await conn.execute(delete(ptb_conversations).where(
-                    ptb_conversations.c.name == name, ptb_conversations.c.key == encoded_key))
-                return
-            module = postgresql if conn.dialect.name == "postgresql" else sqlite
-            statement = module.insert(ptb_conversations).values(
-                name=name, key=encoded_key, state=json.dumps(new_state))
-            await conn.execute(statement.on_conflict_do_update(
-                index_elements=["name", "key"], set_={"state": json.dumps(new_state)}))
-
-        await self._write(write)
+        row = {"name": name, "key": json.dumps(list(key))}
+        if new_state is None:
+            await self._write(_Write(ptb_conversations, row, delete=True))
+        else:
+            await self._write(_Write(ptb_conversations, {**row, "state": json.dumps(new_state)}))
 
     async def update_user_data(self, user_id: int, data: Data) -> None:
-        encoded = self._unchanged("user", user_id, data)
-        if encoded is None:
-            return
-        await self._write(lambda conn: _upsert(conn, ptb_user_data, "user_id",
-                                               {"user_id": user_id, "data": data}))
-        self._stored[("user", user_id)] = encoded
+        await self._write(_Write(ptb_user_data, {"user_id": user_id, "data": data},
+                                 remembered_as=("user", user_id)))
 
     async def update_chat_data(self, chat_id: int, data: Data) -> None:
-        encoded = self._unchanged("chat", chat_id, data)
-        if encoded is None:
-            return
-        await self._write(lambda conn: _upsert(conn, ptb_chat_data, "chat_id",
-                                               {"chat_id": chat_id, "data": data}))
-        self._stored[("chat", chat_id)] = encoded
+        await self._write(_Write(ptb_chat_data, {"chat_id": chat_id, "data": data},
+                                 remembered_as=("chat", chat_id)))
 
     async def update_bot_data(self, data: Data) -> None:
-        await self._write(lambda conn: _upsert(conn, ptb_bot_data, "id", {"id": 1, "data": data}))
+        await self._write(_Write(ptb_bot_data, {"id": 1, "data": data},
+                                 remembered_as=("bot", 1)))
 
     async def update_callback_data(self, data: CDCData) -> None:
         return None
 
     async def drop_chat_data(self, chat_id: int) -> None:
         self._forget("chat", chat_id)
-
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(delete(ptb_chat_data).where(ptb_chat_data.c.chat_id == chat_id))
-
-        await self._write(write)
+        await self._write(_Write(ptb_chat_data, {"chat_id": chat_id}, delete=True))
 
     async def drop_user_data(self, user_id: int) -> None:
         self._forget("user", user_id)
-
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(delete(ptb_user_data).where(ptb_user_data.c.user_id == user_id))
-
-        await self._write(write)
+        await self._write(_Write(ptb_user_data, {"user_id": user_id}, delete=True))
 
     async def refresh_user_data(self, user_id: int, user_data: Data) -> None:
         return None  # this process is the only writer of its users' data

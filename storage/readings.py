@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,23 +24,27 @@ def _reading(row: RowMapping) -> LineReading:
                        validity_end=row["validity_end"])
 
 
+# Built once (reused statement objects skip SQLAlchemy's construction and cache-key work).
+_ADD = insert(line_readings)
+_LATEST = (select(line_readings).where(line_readings.c.line_id == bindparam("line_id"))
+           .order_by(line_readings.c.read_at.desc(), line_readings.c.id.desc()).limit(1))
+
+
 class ReadingsRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
     async def add(self, line_id: int, reading: LineReading, *, recorded_at: datetime) -> None:
-        await self._conn.execute(insert(line_readings).values(
-            line_id=line_id, source=reading.source.value, read_at=reading.read_at,
-            balance_minor=reading.balance.minor if reading.balance is not None else None,
-            currency=reading.balance.currency if reading.balance is not None else None,
-            data_mb=reading.data_mb, validity_end=reading.validity_end,
-            recorded_at=recorded_at))
+        await self._conn.execute(_ADD, {
+            "line_id": line_id, "source": reading.source.value, "read_at": reading.read_at,
+            "balance_minor": reading.balance.minor if reading.balance is not None else None,
+            "currency": reading.balance.currency if reading.balance is not None else None,
+            "data_mb": reading.data_mb, "validity_end": reading.validity_end,
+            "recorded_at": recorded_at})
 
     async def latest(self, line_id: int) -> LineReading | None:
         """The newest reading (by ``read_at``; the later recorded wins a tie)."""
-        query = (select(line_readings).where(line_readings.c.line_id == line_id)
-                 .order_by(line_readings.c.read_at.desc(), line_readings.c.id.desc()).limit(1))
-        row = (await self._conn.execute(query)).mappings().first()
+        row = (await self._conn.execute(_LATEST, {"line_id": line_id})).mappings().first()
         return _reading(row) if row else None
 
     async def latest_for_lines(self, line_ids: list[int]) -> dict[int, LineReading]:

@@ -129,12 +129,12 @@ async def test_bot_data_round_trips(db: Database) -> None:
     assert await persistence.get_bot_data() == {"version": 2}
 
 
-async def test_callback_data_is_not_stored(db: Database) -> None:
+async def test_only_user_data_and_conversations_are_stored(db: Database) -> None:
     persistence = DatabasePersistence(db)
     assert persistence.store_data.callback_data is False
     assert persistence.store_data.user_data is True
-    assert persistence.store_data.chat_data is True
-    assert persistence.store_data.bot_data is True
+    assert persistence.store_data.chat_data is False  # no flow keeps chat or bot data
+    assert persistence.store_data.bot_data is False
     assert await persistence.get_callback_data() is None
 
 
@@ -257,3 +257,38 @@ async def test_one_bad_write_fails_alone_and_the_others_are_stored(db: Database)
     fresh = DatabasePersistence(db)
     assert dict(await fresh.get_user_data()) == {9: {"draft": 1}}
     assert await fresh.get_conversations("binding") == {(9, 9): "bind:code"}
+
+
+async def test_a_hand_over_of_many_kinds_keeps_its_order_in_one_transaction(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    persistence = DatabasePersistence(db)
+    await persistence.update_conversation("binding", (1, 1), "bind:code")
+    await persistence.update_conversation("binding", (2, 2), "bind:code")
+    await persistence.update_user_data(3, {"gone": True})
+    transactions = CountedTransactions(db, monkeypatch)
+    await asyncio.gather(
+        persistence.update_conversation("binding", (1, 1), None),  # ended ...
+        persistence.update_conversation("binding", (2, 2), None),
+        persistence.update_conversation("binding", (1, 1), "bind:number"),  # ... and restarted
+        persistence.update_user_data(4, {"draft": 4}),
+        persistence.drop_user_data(3),
+        persistence.update_user_data(3, {"back": True}))
+    assert transactions.count == 1
+    transactions.stop()
+    fresh = DatabasePersistence(db)
+    assert await fresh.get_conversations("binding") == {(1, 1): "bind:number"}
+    assert dict(await fresh.get_user_data()) == {3: {"back": True}, 4: {"draft": 4}}
+
+
+async def test_unchanged_bot_data_is_not_written_every_interval(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    await DatabasePersistence(db).update_bot_data({"started": "2026-11-30"})
+    persistence = DatabasePersistence(db)
+    assert await persistence.get_bot_data() == {"started": "2026-11-30"}
+    writes = CountedTransactions(db, monkeypatch)
+    await persistence.update_bot_data({"started": "2026-11-30"})
+    assert writes.count == 0
+    await persistence.update_bot_data({"started": "2026-12-01"})
+    assert writes.count == 1
+    writes.stop()
+    assert await DatabasePersistence(db).get_bot_data() == {"started": "2026-12-01"}
