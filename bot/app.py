@@ -103,7 +103,7 @@ def build_application(components: Components,
     if app.job_queue is not None:
         dispatcher = NotificationDispatcher(components.db, components.clock,
                                             TelegramDeliverer(app.bot, users, i18n))
-        schedule_pollers(app.job_queue, components.charging, dispatcher,
+        schedule_pollers(app.job_queue, components.charging, dispatcher, components.scheduler,
                          sweep_seconds=settings.scheduler.sweep_interval_seconds)
     return app
 

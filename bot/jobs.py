@@ -14,6 +14,7 @@ from telegram.ext import ContextTypes, JobQueue
 
 from bot.services.charging import ChargingService
 from bot.services.notifications import NotificationDispatcher
+from bot.services.scheduler import SchedulerService
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ _POLLER: dict[str, Any] = {"misfire_grace_time": None, "coalesce": True, "max_in
 
 
 def schedule_pollers(job_queue: JobQueue[Any], charging: ChargingService,
-                     dispatcher: NotificationDispatcher, *, sweep_seconds: float) -> None:
+                     dispatcher: NotificationDispatcher, scheduler: SchedulerService, *,
+                     sweep_seconds: float) -> None:
     async def dispatch(_context: ContextTypes.DEFAULT_TYPE) -> None:
         report = await dispatcher.run()
         if report.handled:
@@ -37,6 +39,24 @@ def schedule_pollers(job_queue: JobQueue[Any], charging: ChargingService,
             log.info("Charges: %d approval requests expired, %d charges moved on",
                      expired, worked)
 
+    async def sweep_lines(_context: ContextTypes.DEFAULT_TYPE) -> None:
+        report = await scheduler.check_lines()
+        if report.processed:
+            log.info("Line checks: %d lines, %d warnings, %d charges, failures %s",
+                     report.processed, report.warnings, report.charges,
+                     dict(report.failures) or "none")
+
+    async def sweep_rules(_context: ContextTypes.DEFAULT_TYPE) -> None:
+        runs = await scheduler.run_calendar()
+        reminders = await scheduler.send_reminders()
+        if runs.processed or reminders.processed:
+            log.info("Calendar rules: %d runs (%d charges), %d reminders", runs.processed,
+                     runs.charges, reminders.processed)
+
+    job_queue.run_repeating(sweep_lines, interval=sweep_seconds, first=0, name="line_checks",
+                            job_kwargs=_POLLER)
+    job_queue.run_repeating(sweep_rules, interval=sweep_seconds, first=0,
+                            name="calendar_rules", job_kwargs=_POLLER)
     job_queue.run_repeating(dispatch, interval=DISPATCH_INTERVAL_SECONDS, first=0,
                             name="notifications", job_kwargs=_POLLER)
     job_queue.run_repeating(sweep_charges, interval=sweep_seconds, first=0,

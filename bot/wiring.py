@@ -20,6 +20,7 @@ from bot.services.lines import LinesService
 from bot.services.otp import OtpService
 from bot.services.readings import ReadingsService
 from bot.services.rules import RulesService
+from bot.services.scheduler import SchedulerService, SweepSettings
 from bot.services.users import UsersService
 from bot.services.wallet import WalletService
 from bot.settings import Settings
@@ -45,6 +46,8 @@ class Components:
     rules: RulesService = field(init=False)
     wallet: WalletService = field(init=False)
     charging: ChargingService = field(init=False)
+    scheduler: SchedulerService = field(init=False)
+    worker: str = "bot"  # names this process's sweeps in `topup-bot status`
 
     def __post_init__(self) -> None:
         self.users = UsersService(self.db, self.clock, self.settings.locale.zone)
@@ -62,6 +65,14 @@ class Components:
             self.db, self.cipher, self.carrier, self.clock,
             approval_timeout=timedelta(minutes=payments.approval_timeout_minutes),
             admin_chat_ids=self.settings.telegram.admin_chat_ids, zone_for=self.users.zone_of)
+        scheduler = self.settings.scheduler
+        self.scheduler = SchedulerService(
+            self.db, self.cipher, self.carrier, self.charging, self.clock,
+            default_zone=self.settings.locale.zone,
+            settings=SweepSettings(
+                batch=scheduler.sweep_batch, concurrency=scheduler.sweep_concurrency,
+                read_timeout=timedelta(seconds=scheduler.read_timeout_seconds),
+                worker=self.worker))
 
 
 def load_key_material(settings: Settings) -> KeyMaterial:

@@ -197,6 +197,26 @@ class ChargesRepository:
                 charges.c.created_at >= start, charges.c.created_at < end))).scalar_one()
         return int(total)
 
+    async def last_success_for_lines(self, line_ids: list[int]
+                                     ) -> dict[int, tuple[datetime, int]]:
+        """When each line was last topped up through us, and for how much (minor units)."""
+        if not line_ids:
+            return {}
+        rows = await self._conn.execute(
+            select(charges.c.line_id, charges.c.updated_at, charges.c.amount_minor)
+            .where(charges.c.line_id.in_(sorted(set(line_ids))),
+                   charges.c.state == ChargeState.SUCCEEDED.value)
+            .order_by(charges.c.updated_at))
+        return {line_id: (at, amount) for line_id, at, amount in rows.all()}
+
+    async def failures_since(self, since: datetime) -> dict[str, int]:
+        """Charges failed since ``since``, by reason."""
+        rows = await self._conn.execute(
+            select(charges.c.failure_reason, func.count())
+            .where(charges.c.state == ChargeState.FAILED.value, charges.c.updated_at >= since)
+            .group_by(charges.c.failure_reason))
+        return {reason or "unknown": int(count) for reason, count in rows.all()}
+
     async def due_retries(self, now: datetime, limit: int = 100) -> list[ChargeRecord]:
         """Approved or submitted charges whose next submit, look-up or retry is due."""
         query = (select(charges)

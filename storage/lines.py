@@ -5,15 +5,16 @@ Numbers are stored encrypted; the UNIQUE blind index finds a number without decr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.operators import Operator
 from bot.domain.phone import MobileNumber
+from bot.domain.watch import EpisodeState
 from storage.crypto import FieldCipher
 from storage.tables import lines
 
@@ -32,6 +33,9 @@ class LineRecord:
     warn_balance_minor: int | None = None
     warn_data_mb: int | None = None
     unbound_at: datetime | None = None
+    check_failures: int = 0  # failed reads in a row
+    check_failure_told: bool = False  # the user was told the line cannot be read
+    episodes: EpisodeState = field(default_factory=EpisodeState)
 
     @property
     def is_bound(self) -> bool:
@@ -52,6 +56,28 @@ _BOUND_TO = (lines.c.owner_id == bindparam("owner_id")) & lines.c.unbound_at.is_
 _COUNT_FOR_OWNER = select(func.count()).select_from(lines).where(_BOUND_TO)
 _FOR_OWNER = select(lines).where(_BOUND_TO).order_by(lines.c.id)
 _ADD = insert(lines).returning(lines.c.id)
+_RECORD_CHECK = (
+    update(lines)
+    .where(lines.c.id == bindparam("b_id"), lines.c.owner_id == bindparam("b_owner"),
+           lines.c.unbound_at.is_(None))
+    .values(next_check_at=bindparam("next_check_at"), check_claimed_until=None,
+            check_failures=bindparam("check_failures"), check_error=bindparam("check_error"),
+            check_failure_told=bindparam("check_failure_told"),
+            balance_low=bindparam("balance_low"), balance_episode=bindparam("balance_episode"),
+            data_low=bindparam("data_low"), data_episode=bindparam("data_episode")))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What one balance check of a line leaves behind (see ``record_checks``)."""
+
+    line_id: int
+    owner_id: int  # the owner it was checked for: a line that changed hands is left alone
+    next_check_at: datetime
+    failures: int
+    error: str | None
+    failure_told: bool
+    episodes: EpisodeState
 
 
 class LinesRepository:
@@ -68,7 +94,13 @@ class LinesRepository:
                           next_check_at=row["next_check_at"], created_at=row["created_at"],
                           plan_product_id=row["plan_product_id"],
                           warn_balance_minor=row["warn_balance_minor"],
-                          warn_data_mb=row["warn_data_mb"], unbound_at=row["unbound_at"])
+                          warn_data_mb=row["warn_data_mb"], unbound_at=row["unbound_at"],
+                          check_failures=row["check_failures"],
+                          check_failure_told=row["check_failure_told"],
+                          episodes=EpisodeState(
+                              balance_low=row["balance_low"],
+                              balance_episode=row["balance_episode"],
+                              data_low=row["data_low"], data_episode=row["data_episode"]))
 
     async def add(self, *, owner_id: int, number: MobileNumber, now: datetime,
                   nickname: str | None = None, iccid: str | None = None,
@@ -112,7 +144,10 @@ class LinesRepository:
     async def transfer(self, line_id: int, *, new_owner_id: int, now: datetime) -> None:
         await self._conn.execute(update(lines).where(lines.c.id == line_id).values(
             owner_id=new_owner_id, nickname=None, verified_at=now, updated_at=now,
-            unbound_at=None, plan_product_id=None, warn_balance_minor=None, warn_data_mb=None))
+            unbound_at=None, plan_product_id=None, warn_balance_minor=None, warn_data_mb=None,
+            # Watched afresh for the new owner; episode numbers go on (warnings' keys).
+            next_check_at=now, check_failures=0, check_error=None, check_failure_told=False,
+            balance_low=False, data_low=False))
 
     async def rename(self, line_id: int, nickname: str | None, *, now: datetime) -> None:
         await self._conn.execute(update(lines).where(lines.c.id == line_id).values(
@@ -139,8 +174,50 @@ class LinesRepository:
     async def remove(self, line_id: int) -> None:
         await self._conn.execute(delete(lines).where(lines.c.id == line_id))
 
+    async def claim_due_checks(self, now: datetime, until: datetime,
+                               limit: int) -> list[LineRecord]:
+        """Leases up to ``limit`` bound lines whose check is due, the most overdue first.
+
+        Another sweeper skips leased lines (PostgreSQL: rows locked by a concurrent claim are
+        skipped too); one that dies lets its lease run out and the line is checked again.
+        """
+        free = or_(lines.c.check_claimed_until.is_(None), lines.c.check_claimed_until <= now)
+        due = (select(lines.c.id)
+               .where(lines.c.next_check_at <= now, lines.c.unbound_at.is_(None), free)
+               .order_by(lines.c.next_check_at).limit(limit))
+        if self._conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list((await self._conn.execute(due)).scalars())
+        if not ids:
+            return []
+        claimed = await self._conn.execute(
+            update(lines).where(lines.c.id.in_(ids), free)
+            .values(check_claimed_until=until).returning(*lines.c))
+        return sorted((self._record(row) for row in claimed.mappings()),
+                      key=lambda line: (line.next_check_at or until, line.id))
+
+    async def record_checks(self, results: list[CheckResult]) -> None:
+        """Stores many checks' outcomes in one statement, releasing their leases."""
+        if results:
+            await self._conn.execute(_RECORD_CHECK, [{
+                "b_id": r.line_id, "b_owner": r.owner_id, "next_check_at": r.next_check_at,
+                "check_failures": r.failures, "check_error": r.error,
+                "check_failure_told": r.failure_told,
+                "balance_low": r.episodes.balance_low,
+                "balance_episode": r.episodes.balance_episode,
+                "data_low": r.episodes.data_low, "data_episode": r.episodes.data_episode,
+            } for r in results])
+
+    async def due_checks(self, now: datetime) -> tuple[int, datetime | None]:
+        """How many bound lines are due a check, and the oldest due time."""
+        row = (await self._conn.execute(
+            select(func.count(), func.min(lines.c.next_check_at))
+            .where(lines.c.next_check_at <= now, lines.c.unbound_at.is_(None)))).one()
+        return int(row[0]), row[1]
+
     async def set_warnings(self, line_id: int, *, balance_minor: int | None,
                            data_mb: int | None, now: datetime) -> None:
         """Low-balance (line currency, minor units) and low-data thresholds; None: no warning."""
         await self._conn.execute(update(lines).where(lines.c.id == line_id).values(
-            warn_balance_minor=balance_minor, warn_data_mb=data_mb, updated_at=now))
+            warn_balance_minor=balance_minor, warn_data_mb=data_mb, updated_at=now,
+            next_check_at=now))  # looked at again with the new thresholds

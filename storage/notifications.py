@@ -65,16 +65,17 @@ class NotificationsRepository:
         self._conn = conn
 
     async def enqueue(self, *, user_id: int, chat_id: int, dedupe_key: str, kind: str,
-                      params: dict[str, Any], now: datetime) -> bool:
+                      params: dict[str, Any], now: datetime,
+                      send_at: datetime | None = None) -> bool:
         """Queues one message; False when ``dedupe_key`` was queued before (nothing added).
 
         Call it inside the transaction of the state change the message reports, so the
-        two are written together or not at all.
+        two are written together or not at all. ``send_at``: not before then (quiet hours).
         """
         return await insert_ignoring_conflict(self._conn, notifications, {
             "user_id": user_id, "chat_id": chat_id, "dedupe_key": dedupe_key, "kind": kind,
             "params": params, "status": NotificationStatus.PENDING.value, "attempts": 0,
-            "next_attempt_at": now, "created_at": now,
+            "next_attempt_at": max(send_at or now, now), "created_at": now,
         })
 
     async def claim_due(self, now: datetime, until: datetime,

@@ -30,17 +30,28 @@ _LATEST = (select(line_readings).where(line_readings.c.line_id == bindparam("lin
            .order_by(line_readings.c.read_at.desc(), line_readings.c.id.desc()).limit(1))
 
 
+def _row(line_id: int, reading: LineReading, recorded_at: datetime) -> dict[str, object]:
+    return {
+        "line_id": line_id, "source": reading.source.value, "read_at": reading.read_at,
+        "balance_minor": reading.balance.minor if reading.balance is not None else None,
+        "currency": reading.balance.currency if reading.balance is not None else None,
+        "data_mb": reading.data_mb, "validity_end": reading.validity_end,
+        "recorded_at": recorded_at}
+
+
 class ReadingsRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
     async def add(self, line_id: int, reading: LineReading, *, recorded_at: datetime) -> None:
-        await self._conn.execute(_ADD, {
-            "line_id": line_id, "source": reading.source.value, "read_at": reading.read_at,
-            "balance_minor": reading.balance.minor if reading.balance is not None else None,
-            "currency": reading.balance.currency if reading.balance is not None else None,
-            "data_mb": reading.data_mb, "validity_end": reading.validity_end,
-            "recorded_at": recorded_at})
+        await self._conn.execute(_ADD, _row(line_id, reading, recorded_at))
+
+    async def add_many(self, readings: list[tuple[int, LineReading]], *,
+                       recorded_at: datetime) -> None:
+        """Stores many (line id, reading) pairs in one statement."""
+        if readings:
+            await self._conn.execute(_ADD, [_row(line_id, reading, recorded_at)
+                                            for line_id, reading in readings])
 
     async def latest(self, line_id: int) -> LineReading | None:
         """The newest reading (by ``read_at``; the later recorded wins a tie)."""

@@ -6,11 +6,12 @@ active calendar rules; the other triggers are found by the sweeps that read the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -49,6 +50,10 @@ class RuleRecord:
     next_run_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    episode: int = 0  # threshold crossings so far (a charge's key names one)
+    in_episode: bool = False  # below the threshold now: no new charge until it recovers
+    reminded_for: datetime | None = None  # the run whose 24-hour reminder went out
+    skip_run_at: datetime | None = None  # the run the user chose to skip
 
     @property
     def spec(self) -> RuleSpec:
@@ -99,7 +104,9 @@ def _record(row: RowMapping) -> RuleRecord:
         approval=Approval(row["approval"]), status=RuleStatus(row["status"]),
         confirmed_amount_minor=row["confirmed_amount_minor"],
         confirmed_cap_minor=row["confirmed_cap_minor"], next_run_at=row["next_run_at"],
-        created_at=row["created_at"], updated_at=row["updated_at"])
+        created_at=row["created_at"], updated_at=row["updated_at"], episode=row["episode"],
+        in_episode=row["in_episode"], reminded_for=row["reminded_for"],
+        skip_run_at=row["skip_run_at"])
 
 
 class RulesRepository:
@@ -164,3 +171,105 @@ class RulesRepository:
                    recharge_rules.c.status != RuleStatus.DISABLED.value)
             .values(status=RuleStatus.DISABLED.value, next_run_at=None, updated_at=now))
         return int(result.rowcount)
+
+    # --- the scheduler ---------------------------------------------------------------------
+
+    async def watching_lines(self, line_ids: Sequence[int]) -> list[RuleRecord]:
+        """The active rules of these lines that a reading can fire (balance, data, validity)."""
+        if not line_ids:
+            return []
+        query = (select(recharge_rules)
+                 .where(recharge_rules.c.line_id.in_(sorted(set(line_ids))),
+                        recharge_rules.c.status == RuleStatus.ACTIVE.value,
+                        recharge_rules.c.trigger_kind != Trigger.CALENDAR.value)
+                 .order_by(recharge_rules.c.id))
+        return [_record(r) for r in (await self._conn.execute(query)).mappings()]
+
+    async def set_episode(self, rule_id: int, *, episode: int, in_episode: bool,
+                          now: datetime) -> None:
+        await self._conn.execute(update(recharge_rules).where(recharge_rules.c.id == rule_id)
+                                 .values(episode=episode, in_episode=in_episode,
+                                         updated_at=now))
+
+    def _calendar_due(self, now: datetime) -> Any:
+        return ((recharge_rules.c.status == RuleStatus.ACTIVE.value)
+                & (recharge_rules.c.trigger_kind == Trigger.CALENDAR.value)
+                & (recharge_rules.c.next_run_at <= now))
+
+    async def claim_due_runs(self, now: datetime, until: datetime,
+                             limit: int) -> list[RuleRecord]:
+        """Leases active calendar rules whose run is due, the most overdue first (another
+        sweeper skips them; a lease that runs out lets the run be tried again)."""
+        free = or_(recharge_rules.c.claimed_until.is_(None),
+                   recharge_rules.c.claimed_until <= now)
+        due = (select(recharge_rules.c.id).where(self._calendar_due(now), free)
+               .order_by(recharge_rules.c.next_run_at).limit(limit))
+        if self._conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list((await self._conn.execute(due)).scalars())
+        if not ids:
+            return []
+        claimed = await self._conn.execute(
+            update(recharge_rules).where(recharge_rules.c.id.in_(ids), free)
+            .values(claimed_until=until).returning(*recharge_rules.c))
+        return sorted((_record(row) for row in claimed.mappings()),
+                      key=lambda rule: (rule.next_run_at or until, rule.id))
+
+    async def finish_run(self, rule_id: int, *, due_at: datetime, next_run_at: datetime,
+                         now: datetime) -> bool:
+        """Moves a claimed rule on to its next run; False when the rule changed meanwhile
+        (paused, edited or deleted: its run is no longer ``due_at``)."""
+        result = await self._conn.execute(
+            update(recharge_rules)
+            .where(recharge_rules.c.id == rule_id,
+                   recharge_rules.c.status == RuleStatus.ACTIVE.value,
+                   recharge_rules.c.next_run_at == due_at)
+            .values(next_run_at=next_run_at, claimed_until=None, skip_run_at=None,
+                    updated_at=now))
+        return bool(result.rowcount)
+
+    async def release_run(self, rule_id: int) -> None:
+        await self._conn.execute(update(recharge_rules).where(recharge_rules.c.id == rule_id)
+                                 .values(claimed_until=None))
+
+    async def due_reminders(self, now: datetime, horizon: datetime,
+                            limit: int) -> list[RuleRecord]:
+        """Active calendar rules whose next run is ahead but before ``horizon`` and whose
+        reminder for that run has not gone out."""
+        query = (select(recharge_rules)
+                 .where(recharge_rules.c.status == RuleStatus.ACTIVE.value,
+                        recharge_rules.c.trigger_kind == Trigger.CALENDAR.value,
+                        recharge_rules.c.next_run_at > now,
+                        recharge_rules.c.next_run_at <= horizon,
+                        or_(recharge_rules.c.reminded_for.is_(None),
+                            recharge_rules.c.reminded_for != recharge_rules.c.next_run_at))
+                 .order_by(recharge_rules.c.next_run_at).limit(limit))
+        return [_record(r) for r in (await self._conn.execute(query)).mappings()]
+
+    async def mark_reminded(self, rule_id: int, run_at: datetime) -> bool:
+        """Records the reminder for ``run_at``; False when another sweeper did (or the run
+        moved), so the reminder is queued once."""
+        result = await self._conn.execute(
+            update(recharge_rules)
+            .where(recharge_rules.c.id == rule_id, recharge_rules.c.next_run_at == run_at,
+                   or_(recharge_rules.c.reminded_for.is_(None),
+                       recharge_rules.c.reminded_for != run_at))
+            .values(reminded_for=run_at))
+        return bool(result.rowcount)
+
+    async def skip_run(self, rule_id: int, run_at: datetime, now: datetime) -> bool:
+        """Marks the run at ``run_at`` to be skipped; False unless it is the rule's next run."""
+        result = await self._conn.execute(
+            update(recharge_rules)
+            .where(recharge_rules.c.id == rule_id,
+                   recharge_rules.c.status == RuleStatus.ACTIVE.value,
+                   recharge_rules.c.next_run_at == run_at)
+            .values(skip_run_at=run_at, updated_at=now))
+        return bool(result.rowcount)
+
+    async def due_runs(self, now: datetime) -> tuple[int, datetime | None]:
+        """How many calendar runs are due, and the oldest."""
+        row = (await self._conn.execute(
+            select(func.count(), func.min(recharge_rules.c.next_run_at))
+            .where(self._calendar_due(now)))).one()
+        return int(row[0]), row[1]

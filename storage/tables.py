@@ -65,6 +65,16 @@ lines = Table(
     Column("warn_data_mb", Integer),  # low-data warning threshold
     # Unbound lines keep their row (history, charges) but belong to nobody in practice.
     Column("unbound_at", UtcDateTime),
+    # --- the balance sweep (issue 6) ---
+    Column("check_claimed_until", UtcDateTime),  # a sweeper's lease
+    Column("check_failures", SmallInteger, nullable=False, server_default="0"),  # in a row
+    Column("check_error", String(32)),  # the kind of the last failed read
+    Column("check_failure_told", Boolean, nullable=False, server_default=false()),
+    # Low-balance / low-data warning episodes: one warning each, until it recovers.
+    Column("balance_low", Boolean, nullable=False, server_default=false()),
+    Column("balance_episode", Integer, nullable=False, server_default="0"),
+    Column("data_low", Boolean, nullable=False, server_default=false()),
+    Column("data_episode", Integer, nullable=False, server_default="0"),
 )
 
 otp_challenges = Table(
@@ -137,6 +147,12 @@ recharge_rules = Table(
     Column("next_run_at", UtcDateTime, index=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # --- the scheduler (issue 6) ---
+    Column("claimed_until", UtcDateTime),  # a sweeper's lease on a due calendar run
+    Column("episode", Integer, nullable=False, server_default="0"),  # threshold crossings
+    Column("in_episode", Boolean, nullable=False, server_default=false()),
+    Column("reminded_for", UtcDateTime),  # the run the 24-hour reminder went out for
+    Column("skip_run_at", UtcDateTime),  # the run the user chose to skip
     CheckConstraint("monthly_cap_minor > 0", name="cap_positive"),
 )
 
@@ -261,6 +277,17 @@ notifications = Table(
     Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
     # A chat's messages go out in order: the dispatcher looks for an earlier pending one.
     Index("ix_notifications_chat_id_status_id", "chat_id", "status", "id"),
+)
+
+# What each sweeper did last: `topup-bot status` shows it. One row per job and worker.
+scheduler_runs = Table(
+    "scheduler_runs", metadata,
+    Column("job", String(32), primary_key=True),
+    Column("worker", String(64), primary_key=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("processed", Integer, nullable=False),
+    Column("failures", JSON, nullable=False),  # kind -> count, in that run
 )
 
 # The simulated carrier's own world: it stands in for the carriers and the aggregator,

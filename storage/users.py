@@ -45,6 +45,12 @@ class UsersRepository:
         first = row.first()
         return _record(first) if first else None
 
+    async def get_many(self, user_ids: list[int]) -> dict[int, UserRecord]:
+        if not user_ids:
+            return {}
+        rows = await self._conn.execute(select(users).where(users.c.id.in_(sorted(set(user_ids)))))
+        return {row["id"]: _record(row) for row in rows.mappings()}
+
     async def ensure(self, user_id: int, *, language: str | None, now: datetime) -> UserRecord:
         """The user's row, created on first contact (safe when two updates race)."""
         existing = await self.get(user_id)  # the usual case: one read, no write

@@ -213,6 +213,19 @@ LOOKUP_FAILED = _LookupFailed()
 Lookup = TopUpResult | None | _LookupFailed
 
 
+def rule_charge_key(rule_id: int, *, period_key: str | None = None,
+                    episode: int | str | None = None) -> str:
+    """The idempotency key of one run of a rule: rule + calendar period, or rule + episode
+    (a threshold crossing, or the validity end a keep-alive rule tops up before)."""
+    if (period_key is None) == (episode is None):
+        raise ValueError("give a period_key or an episode")
+    key = (f"rule:{rule_id}:{period_key}" if period_key is not None
+           else f"rule:{rule_id}:episode:{episode}")
+    if len(key) > 128:
+        raise ValueError("period key too long")
+    return key
+
+
 def _cause_of(trigger: Trigger) -> str:
     return {Trigger.CALENDAR: "scheduled", Trigger.BALANCE_BELOW: "low_balance",
             Trigger.DATA_BELOW: "low_balance", Trigger.KEEP_ALIVE: "keep_alive"}[trigger]
@@ -403,69 +416,81 @@ class ChargingService:
         waits for the user's approval (the request says why); otherwise the funds are held
         and the charge is submitted at once.
         """
-        if (period_key is None) == (episode is None):
-            raise ValueError("give a period_key or an episode")
         rule_id = rule if isinstance(rule, int) else rule.id
-        key = (f"rule:{rule_id}:{period_key}" if period_key is not None
-               else f"rule:{rule_id}:episode:{episode}")
-        if len(key) > 128:
-            raise ValueError("period key too long")
+        key = rule_charge_key(rule_id, period_key=period_key, episode=episode)
         now = now or self._clock.now()
         async with self._db.write() as conn:
-            current = await RulesRepository(conn).get(rule_id, lock=True)
-            if current is None or current.status is not RuleStatus.ACTIVE:
-                return RuleSkipped(SkipReason.RULE_INACTIVE)
-            repo = self._repo(conn)
-            existing = await repo.by_key(key)
-            if existing is not None:
-                return RuleCharge(existing, created=False, approval=None)
-            line = await self._line(conn, current.line_id)
-            if line is None or not self._owned(line, current.owner_id):
-                return RuleSkipped(SkipReason.LINE_UNAVAILABLE)
-            product = self._product(current.product_id)
-            plan_price = (product.price if product is not None
-                          and product.operator is line.number.operator else None)
-            try:
-                amount = charge_amount(current.spec, plan_price, operator=line.number.operator)
-                start, end = await self._month(current.owner_id, now)
-                spent = Money(await repo.spent_in_period(rule_id, start, end), amount.currency)
-                over_cap = spent + amount > current.monthly_cap
-            except (RuleError, MoneyError):
-                return RuleSkipped(SkipReason.INVALID)
-            reason: ApprovalReason | None = None
-            if current.approval is Approval.ASK:
-                reason = ApprovalReason.OVER_CAP if over_cap else ApprovalReason.ASK
-            elif over_cap:
-                reason = ApprovalReason.OVER_CAP
-            else:
-                await lock_wallet_of(conn, current.owner_id)
-                available = await WalletRepository(conn).available(current.owner_id,
-                                                                   amount.currency)
-                if available < amount:
-                    reason = ApprovalReason.INSUFFICIENT_FUNDS
-            charge, created = await repo.create(
-                idempotency_key=key, user_id=current.owner_id, line_id=line.id, amount=amount,
-                cause=_cause_of(current.trigger), now=now, rule_id=rule_id,
-                product_id=current.product_id if plan_price is not None else None,
-                state=(ChargeState.AWAITING_APPROVAL if reason is not None
-                       else ChargeState.APPROVED),
-                expires_at=now + self._approval_timeout if reason is not None else None,
-                next_attempt_at=now + self.retry.lease if reason is None else None)
-            assert created  # the rule row lock serializes creations of one rule
-            if reason is not None:
-                await self._ask(conn, charge, reason, now, cap=current.monthly_cap, spent=spent)
-                await self._audit(conn, now, "system", "charge.requested", charge,
-                                  rule=rule_id, reason=reason.value)
-            else:
-                held = await WalletRepository(conn).hold(
-                    charge_id=charge.id, user_id=charge.user_id, amount=amount, now=now)
-                assert held
-                await self._audit(conn, now, "system", "charge.approved", charge,
-                                  rule=rule_id, automatic=True)
-        if reason is None:
-            await self._point("approved", charge.id)
-            if submit:
-                charge = await self.submit(charge.id) or charge
+            outcome = await self.create_for_rule_in(conn, rule_id, key, now)
+        if submit:
+            outcome = await self.after_rule_charge(outcome)
+        return outcome
+
+    async def after_rule_charge(self, outcome: RuleCharge | RuleSkipped,
+                                ) -> RuleCharge | RuleSkipped:
+        """Submits a rule charge that went ahead automatically, once its transaction (the
+        caller's, for ``create_for_rule_in``) has committed. A crash before this leaves an
+        approved charge that ``process_due`` submits when its lease runs out."""
+        if not isinstance(outcome, RuleCharge) or not outcome.created or outcome.approval:
+            return outcome
+        await self._point("approved", outcome.charge.id)
+        submitted = await self.submit(outcome.charge.id)
+        return RuleCharge(submitted or outcome.charge, created=True, approval=None)
+
+    async def create_for_rule_in(self, conn: AsyncConnection, rule_id: int, key: str,
+                                 now: datetime) -> RuleCharge | RuleSkipped:
+        """``create_for_rule`` inside the caller's write transaction, so a sweep writes the
+        charge together with the state that caused it (a rule's episode or next run);
+        ``key`` comes from ``rule_charge_key``. Call ``after_rule_charge`` after commit."""
+        current = await RulesRepository(conn).get(rule_id, lock=True)
+        if current is None or current.status is not RuleStatus.ACTIVE:
+            return RuleSkipped(SkipReason.RULE_INACTIVE)
+        repo = self._repo(conn)
+        existing = await repo.by_key(key)
+        if existing is not None:
+            return RuleCharge(existing, created=False, approval=None)
+        line = await self._line(conn, current.line_id)
+        if line is None or not self._owned(line, current.owner_id):
+            return RuleSkipped(SkipReason.LINE_UNAVAILABLE)
+        product = self._product(current.product_id)
+        plan_price = (product.price if product is not None
+                      and product.operator is line.number.operator else None)
+        try:
+            amount = charge_amount(current.spec, plan_price, operator=line.number.operator)
+            start, end = await self._month(current.owner_id, now)
+            spent = Money(await repo.spent_in_period(rule_id, start, end), amount.currency)
+            over_cap = spent + amount > current.monthly_cap
+        except (RuleError, MoneyError):
+            return RuleSkipped(SkipReason.INVALID)
+        reason: ApprovalReason | None = None
+        if current.approval is Approval.ASK:
+            reason = ApprovalReason.OVER_CAP if over_cap else ApprovalReason.ASK
+        elif over_cap:
+            reason = ApprovalReason.OVER_CAP
+        else:
+            await lock_wallet_of(conn, current.owner_id)
+            available = await WalletRepository(conn).available(current.owner_id,
+                                                               amount.currency)
+            if available < amount:
+                reason = ApprovalReason.INSUFFICIENT_FUNDS
+        charge, created = await repo.create(
+            idempotency_key=key, user_id=current.owner_id, line_id=line.id, amount=amount,
+            cause=_cause_of(current.trigger), now=now, rule_id=rule_id,
+            product_id=current.product_id if plan_price is not None else None,
+            state=(ChargeState.AWAITING_APPROVAL if reason is not None
+                   else ChargeState.APPROVED),
+            expires_at=now + self._approval_timeout if reason is not None else None,
+            next_attempt_at=now + self.retry.lease if reason is None else None)
+        assert created  # the rule row lock serializes creations of one rule
+        if reason is not None:
+            await self._ask(conn, charge, reason, now, cap=current.monthly_cap, spent=spent)
+            await self._audit(conn, now, "system", "charge.requested", charge,
+                              rule=rule_id, reason=reason.value)
+        else:
+            held = await WalletRepository(conn).hold(
+                charge_id=charge.id, user_id=charge.user_id, amount=amount, now=now)
+            assert held
+            await self._audit(conn, now, "system", "charge.approved", charge,
+                              rule=rule_id, automatic=True)
         return RuleCharge(charge, created=True, approval=reason)
 
     async def _month(self, user_id: int, now: datetime) -> tuple[datetime, datetime]:

@@ -1,0 +1,417 @@
+"""The scheduler's work: balance sweeps, warnings, rule runs and reminders.
+
+JobQueue jobs only poll (bot.jobs); what is due lives in the database. Every tick claims
+a batch of due rows under a lease (PostgreSQL: FOR UPDATE SKIP LOCKED), so several workers
+on one database never do the same row twice, and a worker that dies lets its lease run out.
+
+* ``check_lines``: reads each due line from the backend that can read it (bounded
+  concurrency, a timeout), or takes its latest stored reading (user reports, estimates);
+  stores the reading, sends the warnings it calls for (once per episode, after quiet
+  hours unless urgent), fires threshold and keep-alive rules, and sets the next check.
+  A batch's results, warnings and rule charges are one transaction.
+* ``run_calendar``: runs each calendar rule whose run is due: the latest due run is charged
+  once (key = rule + period); runs missed while nobody ran are reported, not charged.
+* ``send_reminders``: 24 hours before a calendar run, a reminder with a "skip" button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.clock import Clock
+from bot.domain.operators import RECYCLE_AFTER
+from bot.domain.quiet_hours import QuietHours
+from bot.domain.readings import LineReading, estimate_from_last_topup, shown_to_owner
+from bot.domain.rules import Trigger, schedule_of
+from bot.domain.schedule import period_key
+from bot.domain.watch import (
+    TELL_FAILURES_AFTER,
+    CalendarDue,
+    Thresholds,
+    Warning,
+    calendar_due,
+    keep_alive_due,
+    keep_alive_wake,
+    next_check_at,
+    send_at,
+    threshold_rule,
+    warnings_for,
+)
+from bot.gateways.readings import LineNotReadable, LineReadings
+from bot.gateways.topup import GatewayError
+from bot.services.charging import ChargingService, RuleCharge, RuleSkipped, rule_charge_key
+from storage.charges import ChargesRepository
+from storage.crypto import FieldCipher
+from storage.db import Database
+from storage.lines import CheckResult, LineRecord, LinesRepository
+from storage.notifications import NotificationsRepository
+from storage.readings import ReadingsRepository
+from storage.rules import RuleRecord, RulesRepository
+from storage.scheduler_runs import SchedulerRun, SchedulerRunsRepository
+from storage.users import UserRecord, UsersRepository
+
+log = logging.getLogger(__name__)
+
+WARNING = "line_warning"  # notification kinds (rendered in handlers/warnings.py)
+LINE_UNREADABLE = "line_unreadable"
+RUNS_MISSED = "runs_missed"
+RUN_SKIPPED = "run_skipped"
+RUN_REMINDER = "run_reminder"
+
+CHECK_LINES, RUN_CALENDAR, SEND_REMINDERS = "line_checks", "calendar_runs", "reminders"
+REMIND_AHEAD = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    batch: int = 500  # rows claimed per transaction
+    lease: timedelta = timedelta(minutes=2)  # a claim left by a dead worker runs out then
+    concurrency: int = 64  # backend reads in flight at once
+    read_timeout: timedelta = timedelta(seconds=10)
+    budget: timedelta = timedelta(seconds=20)  # a tick stops claiming after this long
+    worker: str = "bot"  # names this process in `topup-bot status`
+
+
+@dataclass
+class SweepReport:
+    processed: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    charges: int = 0  # rule charges created
+    warnings: int = 0  # warnings queued
+
+
+class _RuleChanged(Exception):
+    """A claimed rule was paused, edited or deleted before its run was written."""
+
+
+@dataclass(frozen=True)
+class _Checked:
+    line: LineRecord
+    fresh: LineReading | None  # read from the backend now
+    error: str | None  # why the read failed
+
+
+class SchedulerService:
+    def __init__(self, db: Database, cipher: FieldCipher, readings: LineReadings,
+                 charging: ChargingService, clock: Clock, *, default_zone: ZoneInfo,
+                 settings: SweepSettings | None = None, rng: random.Random | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._db = db
+        self._cipher = cipher
+        self._readings = readings
+        self._charging = charging
+        self._clock = clock
+        self._zone = default_zone
+        self.settings = settings or SweepSettings()
+        self._rng = rng or random.Random()  # jitter only, not security
+        self._monotonic = monotonic
+
+    # --- the balance sweep -------------------------------------------------------------------
+
+    async def check_lines(self, now: datetime | None = None) -> SweepReport:
+        """Checks due lines, a batch at a time, until none is due or the budget is spent."""
+        started, began = self._clock.now(), self._monotonic()
+        report = SweepReport()
+        while self._monotonic() - began < self.settings.budget.total_seconds():
+            at = now or self._clock.now()
+            async with self._db.write() as conn:
+                batch = await LinesRepository(conn, self._cipher).claim_due_checks(
+                    at, at + self.settings.lease, self.settings.batch)
+            if not batch:
+                break
+            await self._check_batch(batch, at, report)
+            if len(batch) < self.settings.batch:
+                break
+        await self._record(CHECK_LINES, started, began, report)
+        return report
+
+    async def _check_batch(self, batch: list[LineRecord], now: datetime,
+                           report: SweepReport) -> None:
+        ids = [line.id for line in batch]
+        async with self._db.read() as conn:
+            stored = await ReadingsRepository(conn).latest_for_lines(ids)
+            rules = await RulesRepository(conn).watching_lines(ids)
+            owners = await UsersRepository(conn).get_many([line.owner_id for line in batch])
+            topped_up = await ChargesRepository(conn, self._cipher).last_success_for_lines(ids)
+        checked = await self._read_all(batch)
+        rules_of: dict[int, list[RuleRecord]] = {}
+        for rule in rules:
+            rules_of.setdefault(rule.line_id, []).append(rule)
+        outcomes: list[RuleCharge | RuleSkipped] = []
+        async with self._db.write() as conn:
+            fresh: list[tuple[int, LineReading]] = []
+            results: list[CheckResult] = []
+            for item in checked:
+                line = item.line
+                previous = shown_to_owner(stored.get(line.id), line.verified_at)
+                current = item.fresh or previous
+                last_topup = topped_up.get(line.id)
+                if current is None and last_topup is not None:
+                    # Nothing read or reported: the validity the last top-up bought.
+                    current = estimate_from_last_topup(line.number.operator, *last_topup)
+                if item.fresh is not None:
+                    fresh.append((line.id, item.fresh))
+                if item.error is not None:
+                    report.failures[item.error] += 1
+                owner = owners.get(line.owner_id)
+                result = await self._evaluate(conn, line, owner, current,
+                                              previous if item.fresh else None, item.error,
+                                              rules_of.get(line.id, []),
+                                              last_topup[0] if last_topup else None, now,
+                                              report, outcomes)
+                results.append(result)
+            await ReadingsRepository(conn).add_many(fresh, recorded_at=now)
+            await LinesRepository(conn, self._cipher).record_checks(results)
+        report.processed += len(batch)
+        for outcome in outcomes:
+            await self._charging.after_rule_charge(outcome)
+
+    async def _read_all(self, batch: list[LineRecord]) -> list[_Checked]:
+        gate = asyncio.Semaphore(self.settings.concurrency)
+        timeout = self.settings.read_timeout.total_seconds()
+
+        async def read(line: LineRecord) -> _Checked:
+            operator = line.number.operator
+            if not self._readings.can_read(operator):
+                return _Checked(line, None, None)  # tracked from reports and estimates
+            async with gate:
+                try:
+                    reading = await asyncio.wait_for(
+                        self._readings.read(line.number.e164, operator), timeout)
+                except TimeoutError:
+                    return _Checked(line, None, "timeout")
+                except LineNotReadable:
+                    return _Checked(line, None, None)
+                except GatewayError as error:
+                    return _Checked(line, None, type(error).__name__)
+                except Exception:  # one broken read must not sink the batch
+                    log.exception("Reading line %s failed", line.id)
+                    return _Checked(line, None, "error")
+            return _Checked(line, reading, None)
+
+        return list(await asyncio.gather(*(read(line) for line in batch)))
+
+    async def _evaluate(self, conn: AsyncConnection, line: LineRecord,
+                        owner: UserRecord | None, current: LineReading | None,
+                        previous: LineReading | None, error: str | None,
+                        rules: list[RuleRecord], last_topup: datetime | None, now: datetime,
+                        report: SweepReport,
+                        outcomes: list[RuleCharge | RuleSkipped]) -> CheckResult:
+        thresholds = Thresholds(line.warn_balance_minor, line.warn_data_mb)
+        recycle_at = (last_topup + RECYCLE_AFTER[line.number.operator]
+                      if last_topup is not None else None)
+        warnings, episodes = warnings_for(current, thresholds, line.episodes, now,
+                                          recycle_at=recycle_at)
+        zone, quiet = self._preferences(owner)
+        base = self._line_params(line, current)
+        for warning in warnings:
+            report.warnings += await self._notify(
+                conn, line.owner_id, warning.dedupe_key(line.id), WARNING,
+                {**base, **self._warning_params(warning, line, recycle_at)}, now,
+                send_at(warning, now, quiet, zone))
+        failures = line.check_failures + 1 if error is not None else 0
+        told = line.check_failure_told and failures > 0
+        if failures >= TELL_FAILURES_AFTER and not told:
+            told = True
+            await self._notify(conn, line.owner_id, f"unreadable:{line.id}:{now.isoformat()}",
+                               LINE_UNREADABLE, {**base, "error": error}, now, now)
+        wake: list[datetime | None] = []
+        for rule in rules:
+            outcome = await self._fire_rule(conn, rule, current, now)
+            if outcome is not None:
+                outcomes.append(outcome)
+                report.charges += isinstance(outcome, RuleCharge) and outcome.created
+            if rule.trigger is Trigger.KEEP_ALIVE and current is not None:
+                wake.append(keep_alive_wake(current.validity_end, rule.days_before))
+        return CheckResult(
+            line_id=line.id, owner_id=line.owner_id,
+            next_check_at=next_check_at(now, current, previous, thresholds, failures=failures,
+                                        jitter=self._rng.random(), wake_at=tuple(wake)),
+            failures=failures, error=error, failure_told=told, episodes=episodes)
+
+    async def _fire_rule(self, conn: AsyncConnection, rule: RuleRecord,
+                         reading: LineReading | None,
+                         now: datetime) -> RuleCharge | RuleSkipped | None:
+        """A threshold or keep-alive rule on the line's current reading; the charge goes in
+        this transaction, its key naming the episode (or the validity end kept alive)."""
+        if reading is None:
+            return None
+        if rule.trigger is Trigger.KEEP_ALIVE:
+            if (rule.days_before is None or reading.validity_end is None
+                    or not keep_alive_due(reading.validity_end, rule.days_before, now)):
+                return None
+            key = rule_charge_key(rule.id, episode=f"validity:{reading.validity_end.date()}")
+            return await self._charging.create_for_rule_in(conn, rule.id, key, now)
+        if rule.trigger is Trigger.BALANCE_BELOW:
+            value = reading.balance.minor if reading.balance is not None else None
+            threshold = rule.threshold.minor if rule.threshold is not None else None
+        else:
+            value, threshold = reading.data_mb, rule.threshold_mb
+        decision = threshold_rule(value, threshold, in_episode=rule.in_episode,
+                                  episode=rule.episode)
+        if (decision.in_episode, decision.episode) != (rule.in_episode, rule.episode):
+            await RulesRepository(conn).set_episode(rule.id, episode=decision.episode,
+                                                    in_episode=decision.in_episode, now=now)
+        if not decision.fire:
+            return None
+        key = rule_charge_key(rule.id, episode=decision.episode)
+        return await self._charging.create_for_rule_in(conn, rule.id, key, now)
+
+    # --- calendar rules -----------------------------------------------------------------
+
+    async def run_calendar(self, now: datetime | None = None) -> SweepReport:
+        """Runs the calendar rules whose run is due (each in its own transaction)."""
+        started, began = self._clock.now(), self._monotonic()
+        report = SweepReport()
+        while self._monotonic() - began < self.settings.budget.total_seconds():
+            at = now or self._clock.now()
+            async with self._db.write() as conn:
+                batch = await RulesRepository(conn).claim_due_runs(
+                    at, at + self.settings.lease, self.settings.batch)
+            if not batch:
+                break
+            for rule in batch:
+                try:
+                    await self._run_rule(rule, at, report)
+                except Exception:
+                    log.exception("Calendar rule %s failed; its lease lets it be retried",
+                                  rule.id)
+                    report.failures["error"] += 1
+            if len(batch) < self.settings.batch:
+                break
+        await self._record(RUN_CALENDAR, started, began, report)
+        return report
+
+    async def _run_rule(self, rule: RuleRecord, now: datetime, report: SweepReport) -> None:
+        schedule = schedule_of(rule.spec)
+        assert schedule is not None and rule.next_run_at is not None  # claimed as due
+        async with self._db.read() as conn:
+            owner = await UsersRepository(conn).get(rule.owner_id)
+        zone, _quiet = self._preferences(owner)
+        due = calendar_due(schedule, rule.next_run_at, now, zone)
+        period = period_key(schedule, due.run_at, zone)
+        outcome: RuleCharge | RuleSkipped | None = None
+        try:
+            outcome = await self._run_due(rule, due, period, now)
+        except _RuleChanged:  # paused, edited or deleted while claimed: nothing happened
+            return
+        report.processed += 1
+        if outcome is not None:
+            report.charges += isinstance(outcome, RuleCharge) and outcome.created
+            await self._charging.after_rule_charge(outcome)
+
+    async def _run_due(self, rule: RuleRecord, due: CalendarDue, period: str,
+                       now: datetime) -> RuleCharge | RuleSkipped | None:
+        assert rule.next_run_at is not None
+        outcome: RuleCharge | RuleSkipped | None = None
+        async with self._db.write() as conn:
+            params = {"rule_id": rule.id, "line": await self._label(conn, rule.line_id),
+                      "run_at": due.run_at.isoformat()}
+            if due.missed:
+                await self._notify(conn, rule.owner_id, f"missed:{rule.id}:{period}",
+                                   RUNS_MISSED, {**params, "missed": due.missed,
+                                                 "first_missed": due.first_missed.isoformat()
+                                                 if due.first_missed else None}, now, now)
+            if rule.skip_run_at is not None and rule.skip_run_at == due.run_at:
+                await self._notify(conn, rule.owner_id, f"skipped:{rule.id}:{period}",
+                                   RUN_SKIPPED, params, now, now)
+            else:
+                outcome = await self._charging.create_for_rule_in(
+                    conn, rule.id, rule_charge_key(rule.id, period_key=period), now)
+            if not await RulesRepository(conn).finish_run(
+                    rule.id, due_at=rule.next_run_at, next_run_at=due.next_run_at, now=now):
+                raise _RuleChanged  # rolls the charge and the messages back
+        return outcome
+
+    async def send_reminders(self, now: datetime | None = None) -> SweepReport:
+        """Queues a reminder with a "skip this time" button a day before each calendar run."""
+        started, began = self._clock.now(), self._monotonic()
+        now = now or self._clock.now()
+        report = SweepReport()
+        async with self._db.read() as conn:
+            due = await RulesRepository(conn).due_reminders(now, now + REMIND_AHEAD,
+                                                            self.settings.batch)
+        for rule in due:
+            assert rule.next_run_at is not None
+            async with self._db.write() as conn:
+                if not await RulesRepository(conn).mark_reminded(rule.id, rule.next_run_at):
+                    continue  # another sweeper reminded, or the run moved
+                line = await LinesRepository(conn, self._cipher).get(rule.line_id)
+                await self._notify(conn, rule.owner_id,
+                                   f"reminder:{rule.id}:{rule.next_run_at.isoformat()}",
+                                   RUN_REMINDER, {
+                                       "rule_id": rule.id, "line": line.label if line else "?",
+                                       "run_at": rule.next_run_at.isoformat(),
+                                       "amount_minor": rule.amount.minor if rule.amount else None,
+                                       "currency": rule.currency,
+                                       "product_id": rule.product_id,
+                                       "approval": rule.approval.value}, now, now)
+            report.processed += 1
+        await self._record(SEND_REMINDERS, started, began, report)
+        return report
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _preferences(self, owner: UserRecord | None) -> tuple[ZoneInfo, QuietHours | None]:
+        zone = self._zone
+        if owner is not None and owner.timezone:
+            try:
+                zone = ZoneInfo(owner.timezone)
+            except (KeyError, ValueError):  # a zone this system no longer knows
+                zone = self._zone
+        quiet = (QuietHours(owner.quiet_start_minute, owner.quiet_end_minute)
+                 if owner is not None and owner.quiet_start_minute is not None
+                 and owner.quiet_end_minute is not None else None)
+        return zone, quiet
+
+    async def _label(self, conn: AsyncConnection, line_id: int) -> str:
+        line = await LinesRepository(conn, self._cipher).get(line_id)
+        return line.label if line is not None else "?"
+
+    @staticmethod
+    def _line_params(line: LineRecord, reading: LineReading | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"line_id": line.id, "line": line.label,
+                                  "plan_id": line.plan_product_id}
+        if reading is not None:
+            params.update({
+                "source": reading.source.value, "read_at": reading.read_at.isoformat(),
+                "balance_minor": reading.balance.minor if reading.balance else None,
+                "balance_currency": reading.balance.currency if reading.balance else None,
+                "data_mb": reading.data_mb,
+                "validity_end": (reading.validity_end.isoformat()
+                                 if reading.validity_end else None)})
+        return params
+
+    @staticmethod
+    def _warning_params(warning: Warning, line: LineRecord,
+                        recycle_at: datetime | None) -> dict[str, Any]:
+        return {"warning": warning.kind.value, "threshold_minor": line.warn_balance_minor,
+                "threshold_mb": line.warn_data_mb,
+                "recycle_at": recycle_at.isoformat() if recycle_at else None}
+
+    @staticmethod
+    async def _notify(conn: AsyncConnection, user_id: int, key: str, kind: str,
+                      params: dict[str, Any], now: datetime, at: datetime) -> bool:
+        return await NotificationsRepository(conn).enqueue(
+            user_id=user_id, chat_id=user_id, dedupe_key=key, kind=kind, params=params,
+            now=now, send_at=at)
+
+    async def _record(self, job: str, started: datetime, began: float,
+                      report: SweepReport) -> None:
+        run = SchedulerRun(job=job, worker=self.settings.worker, started_at=started,
+                           duration_ms=round((self._monotonic() - began) * 1000),
+                           processed=report.processed, failures=dict(report.failures))
+        async with self._db.write() as conn:
+            await SchedulerRunsRepository(conn).record(run)
+
