@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from bot.cli_charges import STATES, list_charges
+from bot.cli_status import scheduler_status
 from bot.cli_wallet import WalletCliError, wallet_credit
 from bot.domain.money import Money, MoneyError, parse_money
 from bot.domain.phone import MobileNumber, PhoneError, describe_phone_error, parse_cambodian_mobile
@@ -36,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser("run", help="migrate the database and run the bot (polling, or "
                                     "webhook when WEBHOOK_URL is set)")
+    worker = commands.add_parser(
+        "worker", help="run the sweeps and the notifications dispatcher without the Telegram "
+                       "front (several may share one PostgreSQL database)")
+    worker.add_argument("--name", default=None,
+                        help="this worker's name in `topup-bot status` (default: host-pid)")
+    commands.add_parser("status", help="the scheduler: what is due, the lag, the last sweeps "
+                                       "and failures by kind")
     commands.add_parser("migrate", help="upgrade the database schema to this version")
     commands.add_parser("check-config", help="validate settings and print them, secrets masked")
     commands.add_parser("rotate-keys", help="re-encrypt stored secrets with the first key in "
@@ -103,6 +112,17 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         run(build_components(settings))
         return EXIT_OK
+    if args.command == "worker":
+        settings.telegram.require_token()  # it sends the notifications
+        from bot.app import run_worker
+
+        name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+        if not 1 <= len(name) <= 64:
+            raise CliError("--name must be 1 to 64 characters")
+        run_worker(build_components(settings, worker=name))
+        return EXIT_OK
+    if args.command == "status":
+        return _with_components(settings, _status)
     if args.command == "migrate":
         return _with_components(settings, _migrate)
     if args.command == "rotate-keys":
@@ -167,6 +187,12 @@ async def _charges(components: Components, args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 10_000:
         raise CliError("--limit must be from 1 to 10000")
     print(await list_charges(components, args.state, args.limit))
+    return EXIT_OK
+
+
+async def _status(components: Components) -> int:
+    await _require_schema(components)
+    print(await scheduler_status(components))
     return EXIT_OK
 
 

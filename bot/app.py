@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import secrets
+import signal
 import warnings
 
 from telegram import Update
@@ -23,6 +24,7 @@ from bot.jobs import schedule_pollers
 from bot.services.notifications import NotificationDispatcher
 from bot.update_processor import PerChatUpdateProcessor
 from bot.wiring import Components
+from handlers.alerts import AlertsFlow
 from handlers.approvals import ApprovalsFlow
 from handlers.autorecharge import AutoRechargeFlow
 from handlers.balance import BalanceFlow
@@ -61,17 +63,8 @@ def build_application(components: Components,
     async def post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
         await components.db.dispose()
 
-    builder = ApplicationBuilder()
-    if request is not None:
-        builder = builder.request(request).get_updates_request(request)
     app = (
-        builder
-        .token(settings.telegram.require_token())
-        .base_url(f"{root}/bot")
-        .base_file_url(f"{root}/file/bot")
-        .defaults(Defaults(tzinfo=settings.locale.zone))
-        .rate_limiter(AIORateLimiter(overall_max_rate=OVERALL_MESSAGES_PER_SECOND,
-                                     max_retries=3))
+        _builder(components, request)
         .concurrent_updates(PerChatUpdateProcessor())
         .persistence(DatabasePersistence(components.db))
         .post_init(post_init)
@@ -97,15 +90,79 @@ def build_application(components: Components,
                                   components.readings).handlers())
     app.add_handlers(AutoRechargeFlow(users, i18n, components.lines,
                                       components.rules).handlers())
+    app.add_handlers(AlertsFlow(users, i18n, components.lines, components.rules).handlers())
     # Last in group 0: only what no handler above claimed reaches these.
     app.add_handlers(start.last_resort())
     app.add_error_handler(ErrorHandler(users, i18n).on_error)
-    if app.job_queue is not None:
-        dispatcher = NotificationDispatcher(components.db, components.clock,
-                                            TelegramDeliverer(app.bot, users, i18n))
-        schedule_pollers(app.job_queue, components.charging, dispatcher, components.scheduler,
-                         sweep_seconds=settings.scheduler.sweep_interval_seconds)
+    _schedule_work(app, components)
     return app
+
+
+def _builder(components: Components, request: BaseRequest | None = None,
+             ) -> ApplicationBuilder:  # type: ignore[type-arg]
+    """What the bot and a worker share: the Bot API, defaults and the rate limiter."""
+    settings = components.settings
+    root = settings.telegram.api_root
+    builder = ApplicationBuilder()
+    if request is not None:
+        builder = builder.request(request).get_updates_request(request)
+    return (
+        builder
+        .token(settings.telegram.require_token())
+        .base_url(f"{root}/bot")
+        .base_file_url(f"{root}/file/bot")
+        .defaults(Defaults(tzinfo=settings.locale.zone))
+        .rate_limiter(AIORateLimiter(overall_max_rate=OVERALL_MESSAGES_PER_SECOND,
+                                     max_retries=3))
+    )
+
+
+def _schedule_work(app: Application, components: Components) -> None:  # type: ignore[type-arg]
+    """The pollers: charges, balance sweeps, calendar rules, the notifications dispatcher."""
+    if app.job_queue is None:
+        return
+    dispatcher = NotificationDispatcher(
+        components.db, components.clock,
+        TelegramDeliverer(app.bot, components.users, components.i18n))
+    schedule_pollers(app.job_queue, components.charging, dispatcher, components.scheduler,
+                     sweep_seconds=components.settings.scheduler.sweep_interval_seconds)
+
+
+def build_worker(components: Components,
+                 request: BaseRequest | None = None) -> Application:  # type: ignore[type-arg]
+    """An Application without the Telegram front: no updates, no handlers, only the
+    pollers; it sends what the outbox holds through the same rate limiter."""
+    async def post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
+        await components.db.dispose()
+
+    app = _builder(components, request).updater(None).post_shutdown(post_shutdown).build()
+    _schedule_work(app, components)
+    return app
+
+
+def run_worker(components: Components) -> None:
+    """`topup-bot worker`: sweeps and sends until SIGTERM or SIGINT (several may run
+    against one PostgreSQL database; leases keep them from doing anything twice)."""
+    asyncio.run(prepare_database(components))
+    app = build_worker(components)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await app.initialize()
+        await components.charging.reconcile_on_start()
+        freeze_start_up_objects()
+        await app.start()
+        log.info("Worker %s running: sweeps and notifications, no Telegram front",
+                 components.worker)
+        await stop.wait()
+        log.info("Worker %s stopping", components.worker)
+        await app.stop()
+        await app.shutdown()
+
+    asyncio.run(serve())
 
 
 def freeze_start_up_objects() -> None:

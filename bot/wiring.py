@@ -85,7 +85,7 @@ def load_key_material(settings: Settings) -> KeyMaterial:
 
 def build_components(settings: Settings, *, clock: Clock | None = None,
                      rng: random.Random | None = None,
-                     sms: SmsSender | None = None) -> Components:
+                     sms: SmsSender | None = None, worker: str = "bot") -> Components:
     settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
     clock = clock or SystemClock()
     cipher = FieldCipher(load_key_material(settings))
@@ -97,4 +97,4 @@ def build_components(settings: Settings, *, clock: Clock | None = None,
         settle_seconds=gateways.sim_settle_seconds)
     carrier = SimulatedCarrier(db, cipher, clock, knobs, rng)
     return Components(settings=settings, clock=clock, db=db, cipher=cipher, carrier=carrier,
-                      sms=sms or ConsoleSms(), i18n=Translations())
+                      sms=sms or ConsoleSms(), i18n=Translations(), worker=worker)

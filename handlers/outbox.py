@@ -22,7 +22,7 @@ from bot.services.notifications import (
     Unreachable,
 )
 from bot.services.users import UsersService
-from handlers import approvals, wallet  # noqa: F401  (their renderers register on import)
+from handlers import alerts, approvals, wallet  # noqa: F401  (renderers register on import)
 from handlers.common import user_ui
 from handlers.notification_views import RENDERERS, render
 

@@ -209,6 +209,15 @@ class ChargesRepository:
             .order_by(charges.c.updated_at))
         return {line_id: (at, amount) for line_id, at, amount in rows.all()}
 
+    async def due_summary(self, now: datetime) -> tuple[int, datetime | None]:
+        """Approved or submitted charges whose submit, retry or look-up is due."""
+        row = (await self._conn.execute(
+            select(func.count(), func.min(charges.c.next_attempt_at))
+            .where(charges.c.state.in_([ChargeState.APPROVED.value,
+                                        ChargeState.SUBMITTED.value]),
+                   charges.c.next_attempt_at <= now))).one()
+        return int(row[0]), row[1]
+
     async def failures_since(self, since: datetime) -> dict[str, int]:
         """Charges failed since ``since``, by reason."""
         rows = await self._conn.execute(

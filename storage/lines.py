@@ -215,6 +215,25 @@ class LinesRepository:
             .where(lines.c.next_check_at <= now, lines.c.unbound_at.is_(None)))).one()
         return int(row[0]), row[1]
 
+    async def snooze_warnings(self, line_id: int, *, owner_id: int, until: datetime,
+                              now: datetime) -> bool:
+        """Closes the line's low episodes and checks it again at ``until``: still low then,
+        it warns again. False when the line is not ``owner_id``'s."""
+        result = await self._conn.execute(
+            update(lines)
+            .where(lines.c.id == line_id, lines.c.owner_id == owner_id,
+                   lines.c.unbound_at.is_(None))
+            .values(balance_low=False, data_low=False, next_check_at=until, updated_at=now))
+        return bool(result.rowcount)
+
+    async def failing_checks(self) -> dict[str, int]:
+        """Bound lines whose last read failed, by the kind of failure."""
+        rows = await self._conn.execute(
+            select(lines.c.check_error, func.count())
+            .where(lines.c.check_failures > 0, lines.c.unbound_at.is_(None))
+            .group_by(lines.c.check_error))
+        return {kind or "unknown": int(count) for kind, count in rows.all()}
+
     async def set_warnings(self, line_id: int, *, balance_minor: int | None,
                            data_mb: int | None, now: datetime) -> None:
         """Low-balance (line currency, minor units) and low-data thresholds; None: no warning."""

@@ -168,6 +168,19 @@ class NotificationsRepository:
                     last_error=reason[:MAX_ERROR_CHARS]))
         return int(result.rowcount or 0)
 
+    async def due_summary(self, now: datetime) -> tuple[int, datetime | None]:
+        """How many pending messages are due now, and the oldest due time."""
+        row = (await self._conn.execute(
+            select(func.count(), func.min(notifications.c.next_attempt_at))
+            .where(_pending(), notifications.c.next_attempt_at <= now))).one()
+        return int(row[0]), row[1]
+
+    async def failed_since(self, since: datetime) -> int:
+        return int((await self._conn.execute(
+            select(func.count()).select_from(notifications)
+            .where(notifications.c.status == NotificationStatus.FAILED.value,
+                   notifications.c.created_at >= since))).scalar_one())
+
     async def counts(self) -> dict[str, int]:
         """How many messages are in each status (for operators)."""
         rows = await self._conn.execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from bot.clock import Clock
 from bot.domain.readings import LineReading, shown_to_owner
@@ -16,6 +17,7 @@ from storage.readings import ReadingsRepository
 from storage.rules import RulesRepository
 
 MAX_NICKNAME_CHARS = 32
+SNOOZE_FOR = timedelta(hours=6)  # "remind me later" on a low-balance warning
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,20 @@ class LinesService:
         products = await self._provider.catalog(line.number.operator)
         return LineCard(line, next((p for p in products if p.id == line.plan_product_id), None),
                         shown_to_owner(reading, line.verified_at))
+
+    async def snooze_warnings(self, user_id: int, line_id: int) -> datetime | None:
+        """"Remind me later" on a low-balance warning: when the line is looked at again
+        (None when it is not the user's line)."""
+        now = self._clock.now()
+        until = now + SNOOZE_FOR
+        async with self._db.write() as conn:
+            if not await LinesRepository(conn, self._cipher).snooze_warnings(
+                    line_id, owner_id=user_id, until=until, now=now):
+                return None
+            await AuditRepository(conn).record(at=now, actor=f"user:{user_id}",
+                                               action="line.warnings_snoozed",
+                                               subject=str(line_id))
+        return until
 
     async def rename(self, user_id: int, line_id: int, nickname: str) -> LineRecord | None:
         clean = " ".join(nickname.split())[:MAX_NICKNAME_CHARS] or None

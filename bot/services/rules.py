@@ -280,6 +280,20 @@ class RulesService:
             owned = await self._owned_rule(conn, user_id, rule_id, lock=False)
         return owned[0] if owned is not None else None
 
+    async def skip_run(self, user_id: int, rule_id: int, run_at: datetime) -> bool:
+        """Skips the rule's run at ``run_at`` (the reminder's button); False when the rule is
+        not the user's, or that run is no longer the next one (it ran, or the rule changed)."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            owned = await self._owned_rule(conn, user_id, rule_id, lock=True)
+            if owned is None or owned[1] is None or run_at <= now:
+                return False
+            if not await RulesRepository(conn).skip_run(rule_id, run_at, now):
+                return False
+            await self._audit(conn, user_id, "rule.run_skipped", rule_id,
+                              {"run_at": run_at.isoformat()})
+        return True
+
     async def pause(self, user_id: int, rule_id: int
                     ) -> RuleRecord | NotYourRule | WrongState:
         """Stops an active rule from running; pausing a paused rule changes nothing."""

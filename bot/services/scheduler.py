@@ -91,6 +91,16 @@ class SweepReport:
     warnings: int = 0  # warnings queued
 
 
+@dataclass(frozen=True)
+class SchedulerStatus:
+    now: datetime
+    due: dict[str, tuple[int, datetime | None]]  # what -> (how many due, the oldest due)
+    runs: list[SchedulerRun]
+    failing_lines: dict[str, int]  # lines whose last read failed, by kind
+    failed_charges: dict[str, int]  # in the last 24 hours, by reason
+    failed_notifications: int  # in the last 24 hours
+
+
 class _RuleChanged(Exception):
     """A claimed rule was paused, edited or deleted before its run was written."""
 
@@ -360,6 +370,27 @@ class SchedulerService:
             report.processed += 1
         await self._record(SEND_REMINDERS, started, began, report)
         return report
+
+    # --- for operators -------------------------------------------------------------------
+
+    async def status(self, now: datetime | None = None) -> SchedulerStatus:
+        """What is due and how late, what each sweeper did last, and what is failing."""
+        now = now or self._clock.now()
+        day_ago = now - timedelta(days=1)
+        async with self._db.read() as conn:
+            charges = ChargesRepository(conn, self._cipher)
+            notifications = NotificationsRepository(conn)
+            lines = LinesRepository(conn, self._cipher)
+            return SchedulerStatus(
+                now=now,
+                due={"line checks": await lines.due_checks(now),
+                     "calendar runs": await RulesRepository(conn).due_runs(now),
+                     "charges": await charges.due_summary(now),
+                     "notifications": await notifications.due_summary(now)},
+                runs=await SchedulerRunsRepository(conn).all(),
+                failing_lines=await lines.failing_checks(),
+                failed_charges=await charges.failures_since(day_ago),
+                failed_notifications=await notifications.failed_since(day_ago))
 
     # --- helpers -----------------------------------------------------------------------
 
