@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.env_file)
         logging.basicConfig(level=settings.logging.level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        for chatty in ("httpx", "alembic"):
+        for chatty in ("httpx", "alembic", "apscheduler"):
             logging.getLogger(chatty).setLevel(max(settings.logging.level, logging.WARNING))
         return _dispatch(args, settings)
     except (SettingsError, CliError, KeyConfigError, migrate.SchemaError) as exc:
@@ -208,6 +208,9 @@ def _sim(args: argparse.Namespace, settings: Settings) -> int:
     async def go(components: Components) -> int:
         await _require_schema(components)
         print(_describe(await change(components), number, settings))
+        if args.sim_command != "show":
+            # As a provider's usage webhook would: the bot looks at the line at its next sweep.
+            await components.scheduler.check_soon(number.e164)
         return EXIT_OK
 
     return _with_components(settings, go)

@@ -226,6 +226,14 @@ class LinesRepository:
             .values(balance_low=False, data_low=False, next_check_at=until, updated_at=now))
         return bool(result.rowcount)
 
+    async def check_soon(self, e164: str, now: datetime) -> bool:
+        """Makes the bound line with this number due for a check now; False if none."""
+        result = await self._conn.execute(
+            update(lines).where(lines.c.phone_index == self._cipher.blind_index(e164),
+                                lines.c.unbound_at.is_(None))
+            .values(next_check_at=now))
+        return bool(result.rowcount)
+
     async def failing_checks(self) -> dict[str, int]:
         """Bound lines whose last read failed, by the kind of failure."""
         rows = await self._conn.execute(

@@ -371,6 +371,12 @@ class SchedulerService:
         await self._record(SEND_REMINDERS, started, began, report)
         return report
 
+    async def check_soon(self, e164: str) -> bool:
+        """The line with this number is checked at the next sweep (a provider said its
+        usage changed); False when no bound line has it."""
+        async with self._db.write() as conn:
+            return await LinesRepository(conn, self._cipher).check_soon(e164, self._clock.now())
+
     # --- for operators -------------------------------------------------------------------
 
     async def status(self, now: datetime | None = None) -> SchedulerStatus:

@@ -58,10 +58,10 @@ class Deployment:
     def db(self) -> Path:
         return self.data_dir / "topup.db"
 
-    def start(self) -> BotProcess:
+    def start(self, env: dict[str, str] | None = None) -> BotProcess:
         """A new process, once it polls for updates (the previous one must have ended)."""
         assert not self.processes or not self.bot.running, "stop or kill the running bot first"
-        process = BotProcess(self.server, self.data_dir)
+        process = BotProcess(self.server, self.data_dir, env=env)
         self.processes.append(process)
         process.start()
         process.wait_until_polling()

@@ -1,0 +1,76 @@
+"""The scheduler end to end: the real `topup-bot run` process sweeping every second, an
+operator's `topup-bot sim set-balance` dropping the line under its thresholds, and the user
+on our Bot API test server receiving the warning, the approval request and the receipt."""
+
+from __future__ import annotations
+
+from tests.e2e.deployment import CELLCARD, MASKED, UNTHROTTLED, Chat, Deployment, bind_cellcard
+
+USER_ID = 3001
+EVERY_SECOND = {"SWEEP_INTERVAL_SECONDS": "1"}
+
+
+def set_up_watch(chat: Chat) -> None:
+    """A $1.00 low-balance warning, and a rule: below $1.00, buy $5.00, ask me first."""
+    bot = chat.deployment.bot
+    settings = chat.say("/settings", "Your settings:")
+    which = chat.tap(settings, "⚠️ Low-balance warning", "Which line?")
+    chat.tap(which, MASKED, f"Warn me when {MASKED} falls below which balance?")
+    chat.say("1", "I will warn you when the balance falls below $1.00.")
+
+    rules = chat.say("/autorecharge", "No auto-recharge rules yet.")
+    buy = chat.tap(rules, "➕ New rule", "What should I buy each time?")
+    chat.tap(buy, "A fixed amount of airtime", "How much each time?")
+    when = chat.say("5", "When?")
+    chat.tap(when, "When the balance is low", "Top up when the balance falls below how much?")
+    chat.say("1", "At most how much in one month? (like 20)")
+    approval = chat.say("20", "Should I ask before each charge?")
+    summary = chat.tap(approval, "Ask me every time", "when the balance falls below $1.00")
+    mark = bot.mark()
+    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.")
+    chat.say(bot.sms_code(CELLCARD, after=mark), "Auto-recharge is on.")
+
+
+@UNTHROTTLED
+def test_a_balance_dropped_by_the_operator_warns_asks_and_tops_up(
+        deployment: Deployment) -> None:
+    for command in (("migrate",), ("sim", "set-balance", "012345678", "5"),
+                    ("sim", "set-validity", "012345678", "30")):
+        assert deployment.cli(*command).returncode == 0
+    deployment.start(env=EVERY_SECOND)
+    chat = Chat(deployment, deployment.server.user(USER_ID, "Bopha"))
+    bind_cellcard(chat)
+    set_up_watch(chat)
+    credit = deployment.cli("wallet", "credit", str(USER_ID), "10", "--reference", "cash 1")
+    assert credit.returncode == 0, credit.stderr
+    chat.next("Receipt: $10.00 added to your wallet")
+    # The sweep has read the healthy line by now: no warning, no charge.
+    deployment.server.wait_until(lambda: deployment.query(
+        "SELECT COUNT(*) FROM line_readings WHERE source = 'provider'")[0][0] >= 1)
+    assert deployment.query("SELECT COUNT(*) FROM charges") == [(0,)]
+
+    dropped = deployment.cli("sim", "set-balance", "012345678", "0.50")
+    assert dropped.returncode == 0, dropped.stderr
+
+    warning = chat.next(f"⚠️ {MASKED}: the balance is below $1.00.", timeout=15)
+    assert "Balance: $0.50" in warning.content and "read from the carrier" in warning.content
+    assert "💤 Remind me later" in warning.button_texts
+    request = chat.next("Your auto-recharge wants to top up", timeout=15)
+    assert "Amount: $5.00" in request.content
+    assert request.button_texts == ["✅ Approve", "✖️ Decline"]
+
+    chat.user.wait_for_answer(chat.user.press(request, button_text="✅ Approve"))
+    receipt = chat.next("✅ Topped up", timeout=15)
+    assert "$5.00" in receipt.content and "Wallet: $5.00" in receipt.content
+
+    # Later sweeps find the line topped up: no second warning, no second charge.
+    deployment.server.wait_until(lambda: deployment.query(
+        "SELECT COUNT(*) FROM line_readings WHERE balance_minor >= 550")[0][0] >= 1)
+    assert deployment.query("SELECT state, idempotency_key FROM charges") == [
+        ("succeeded", "rule:1:episode:1")]
+    assert deployment.query(
+        "SELECT COUNT(*) FROM notifications WHERE kind = 'line_warning'") == [(1,)]
+    status = deployment.cli("status")
+    assert status.returncode == 0, status.stderr
+    assert "line_checks" in status.stdout and "calendar_runs" in status.stdout
+    deployment.assert_healthy()
