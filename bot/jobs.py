@@ -53,11 +53,20 @@ def schedule_pollers(job_queue: JobQueue[Any], charging: ChargingService,
             log.info("Calendar rules: %d runs (%d charges), %d reminders", runs.processed,
                      runs.charges, reminders.processed)
 
-    job_queue.run_repeating(sweep_lines, interval=sweep_seconds, first=0, name="line_checks",
+    _every(job_queue, sweep_lines, sweep_seconds, "line_checks")
+    _every(job_queue, sweep_rules, sweep_seconds, "calendar_rules")
+    _every(job_queue, dispatch, DISPATCH_INTERVAL_SECONDS, "notifications")
+    _every(job_queue, sweep_charges, sweep_seconds, "charges")
+
+
+def _every(job_queue: JobQueue[Any], callback: Any, seconds: float, name: str) -> None:
+    """Runs ``callback`` once as soon as the job queue starts, then every ``seconds``.
+
+    Not ``run_repeating(first=0)``: APScheduler counts an interval from when the job was
+    added, so when the queue starts later (after start-up) the first run due "now" is
+    pushed a whole interval ahead (an hour, with an hourly sweep). A one-off run keeps its
+    date however late the queue starts.
+    """
+    job_queue.run_once(callback, when=0, name=f"{name} (at start)", job_kwargs=_POLLER)
+    job_queue.run_repeating(callback, interval=seconds, first=seconds, name=name,
                             job_kwargs=_POLLER)
-    job_queue.run_repeating(sweep_rules, interval=sweep_seconds, first=0,
-                            name="calendar_rules", job_kwargs=_POLLER)
-    job_queue.run_repeating(dispatch, interval=DISPATCH_INTERVAL_SECONDS, first=0,
-                            name="notifications", job_kwargs=_POLLER)
-    job_queue.run_repeating(sweep_charges, interval=sweep_seconds, first=0,
-                            name="charges", job_kwargs=_POLLER)

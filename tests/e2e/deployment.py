@@ -51,8 +51,8 @@ class Deployment:
 
     @property
     def bot(self) -> BotProcess:
-        """The process started last."""
-        return self.processes[-1]
+        """The `topup-bot run` process started last."""
+        return [process for process in self.processes if process.command == "run"][-1]
 
     @property
     def db(self) -> Path:
@@ -60,11 +60,20 @@ class Deployment:
 
     def start(self, env: dict[str, str] | None = None) -> BotProcess:
         """A new process, once it polls for updates (the previous one must have ended)."""
-        assert not self.processes or not self.bot.running, "stop or kill the running bot first"
+        running = [p for p in self.processes if p.command == "run" and p.running]
+        assert not running, "stop or kill the running bot first"
         process = BotProcess(self.server, self.data_dir, env=env)
         self.processes.append(process)
         process.start()
         process.wait_until_polling()
+        return process
+
+    def start_worker(self, name: str, env: dict[str, str] | None = None) -> BotProcess:
+        """A `topup-bot worker` beside the bot, once it logs that it runs."""
+        process = BotProcess(self.server, self.data_dir, env=env, command=f"worker --name {name}")
+        self.processes.append(process)
+        process.start()
+        process.wait_for_stderr(rf"Worker {name} running", timeout=30)
         return process
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:

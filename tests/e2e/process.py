@@ -86,11 +86,13 @@ class BotProcess:
     """One `topup-bot run` process; stop() or kill() it, or leave that to ``with``."""
 
     def __init__(self, server: BotApiServer, data_dir: Path, *,
-                 env: dict[str, str] | None = None, log_level: str = "INFO") -> None:
+                 env: dict[str, str] | None = None, log_level: str = "INFO",
+                 command: str = "run") -> None:
         self.server = server
         self.data_dir = Path(data_dir)
         self.extra_env = dict(env or {})
         self.log_level = log_level
+        self.command = command  # "run", or "worker" (no Telegram front: it never polls)
         self.process: subprocess.Popen[str] | None = None
         self._changed = threading.Condition()
         self._stderr = _Lines(self._changed)
@@ -112,7 +114,8 @@ class BotProcess:
             raise RuntimeError(f"{self} was already started; make a new BotProcess")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # cwd is the data dir and --env-file names a file that is not there: no .env is read.
-        command = [bot_executable(), "--env-file", str(self.data_dir / "no-such.env"), "run"]
+        command = [bot_executable(), "--env-file", str(self.data_dir / "no-such.env"),
+                   *self.command.split()]
         self.process = subprocess.Popen(
             command, cwd=self.data_dir, env=self.environment(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",

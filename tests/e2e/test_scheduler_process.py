@@ -74,3 +74,36 @@ def test_a_balance_dropped_by_the_operator_warns_asks_and_tops_up(
     assert status.returncode == 0, status.stderr
     assert "line_checks" in status.stdout and "calendar_runs" in status.stdout
     deployment.assert_healthy()
+
+
+@UNTHROTTLED
+def test_a_worker_beside_the_bot_sweeps_and_sends(deployment: Deployment) -> None:
+    """The bot sweeps only at start-up (hourly after); `topup-bot worker` sweeps every
+    second and sends through the outbox too: each message still arrives once."""
+    for command in (("migrate",), ("sim", "set-balance", "012345678", "5"),
+                    ("sim", "set-validity", "012345678", "30")):
+        assert deployment.cli(*command).returncode == 0
+    deployment.start(env={"SWEEP_INTERVAL_SECONDS": "3600"})
+    chat = Chat(deployment, deployment.server.user(USER_ID, "Bopha"))
+    bind_cellcard(chat)
+    set_up_watch(chat)
+    credit = deployment.cli("wallet", "credit", str(USER_ID), "10", "--reference", "c")
+    assert credit.returncode == 0, credit.stderr
+    chat.next("Receipt: $10.00 added to your wallet")
+    worker = deployment.start_worker("w1", env=EVERY_SECOND)
+
+    assert deployment.cli("sim", "set-balance", "012345678", "0.50").returncode == 0
+    chat.next(f"⚠️ {MASKED}: the balance is below $1.00.", timeout=15)
+    request = chat.next("Your auto-recharge wants to top up", timeout=15)
+    chat.user.wait_for_answer(chat.user.press(request, button_text="✅ Approve"))
+    chat.next("✅ Topped up", timeout=15)
+
+    runs = deployment.query("SELECT job, worker FROM scheduler_runs ORDER BY job, worker")
+    assert ("line_checks", "bot") in runs and ("line_checks", "w1") in runs, (
+        runs, deployment.bot.output_tail())
+    assert deployment.query("SELECT COUNT(*) FROM charges") == [(1,)]
+    queued = dict(deployment.query("SELECT kind, COUNT(*) FROM notifications GROUP BY kind"))
+    assert (queued["line_warning"], queued["approval_request"], queued["receipt"]) == (1, 1, 1)
+    assert deployment.query("SELECT COUNT(*) FROM notifications WHERE status != 'sent'") == [(0,)]
+    assert worker.stop() == 0
+    deployment.assert_healthy()
