@@ -76,6 +76,8 @@ class ReadingsService:
             if not _owned(line, user_id):
                 return ReportResult(ReportStatus.NOT_YOUR_LINE)
             await ReadingsRepository(conn).add(line_id, reading, recorded_at=now)
+            # The next sweep weighs it: warnings and threshold rules on what the user said.
+            await LinesRepository(conn, self._cipher).set_next_check(line_id, now, now=now)
             await AuditRepository(conn).record(
                 at=now, actor=f"user:{user_id}", action="line.reading_reported",
                 subject=str(line_id), details={

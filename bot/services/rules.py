@@ -119,6 +119,14 @@ def _summary(spec: RuleSpec, amount: Money) -> dict[str, Any]:
             "calendar_value": spec.calendar_value}
 
 
+async def _watch_now(conn: AsyncConnection, cipher: FieldCipher, rule: RuleRecord,
+                     now: datetime) -> None:
+    """A balance, data or keep-alive rule turned on is weighed at the next sweep, not at the
+    line's next routine check hours later."""
+    if rule.trigger is not Trigger.CALENDAR:
+        await LinesRepository(conn, cipher).set_next_check(rule.line_id, now, now=now)
+
+
 class RulesService:
     def __init__(self, db: Database, cipher: FieldCipher, otp: OtpService, clock: Clock,
                  zone_for: Callable[[int], Awaitable[ZoneInfo]] | None = None, *,
@@ -270,6 +278,7 @@ class RulesService:
                               next_run_at=first_run_at(rule.spec, now, zone))
             await self._audit(conn, user_id, "rule.enabled", rule.id,
                               {"line": rule.line_id, **_summary(rule.spec, amount)})
+            await _watch_now(conn, self._cipher, rule, now)
             enabled = await repo.get(rule.id)
         assert enabled is not None
         return ConfirmResult(ConfirmStatus.ENABLED, enabled, outcome)
@@ -331,6 +340,7 @@ class RulesService:
             await repo.update(rule.id, now=now, status=RuleStatus.ACTIVE,
                               next_run_at=first_run_at(rule.spec, now, zone))
             await self._audit(conn, user_id, "rule.resumed", rule.id, {"line": rule.line_id})
+            await _watch_now(conn, self._cipher, rule, now)
             resumed = await repo.get(rule.id)
         assert resumed is not None
         return resumed
