@@ -60,6 +60,8 @@ def test_defaults() -> None:
     assert settings.telegram.admin_chat_ids == []
     assert settings.security.encryption_keys == []
     assert settings.scheduler.sweep_interval_seconds == 60
+    assert (settings.scheduler.sweep_batch, settings.scheduler.sweep_concurrency,
+            settings.scheduler.read_timeout_seconds) == (500, 64, 10.0)
 
 
 def test_database_url_lives_in_data_dir(monkeypatch: pytest.MonkeyPatch,
@@ -122,6 +124,9 @@ def test_admin_chat_ids_must_be_numbers(monkeypatch: pytest.MonkeyPatch) -> None
     ("LOG_LEVEL", "loud"),
     ("SWEEP_INTERVAL_SECONDS", "abc"),
     ("SWEEP_INTERVAL_SECONDS", "0"),
+    ("SWEEP_BATCH", "0"),
+    ("SWEEP_CONCURRENCY", "lots"),
+    ("SWEEP_READ_TIMEOUT_SECONDS", "0"),
     ("DATABASE_URL", "mysql://x"),
     ("DATABASE_URL", "postgresql://u:p@h/db"),
     ("TELEGRAM_BOT_TOKEN", "not-a-token"),
