@@ -167,7 +167,7 @@ class PaymentsSettings(_Section):
 class SchedulerSettings(_Section):
     sweep_interval_seconds: int = Field(60, ge=1, le=86_400, alias="SWEEP_INTERVAL_SECONDS")
     sweep_batch: int = Field(500, ge=1, le=10_000, alias="SWEEP_BATCH")
-    sweep_concurrency: int = Field(64, ge=1, le=1_000, alias="SWEEP_CONCURRENCY")
+    sweep_concurrency: int = Field(128, ge=1, le=1_000, alias="SWEEP_CONCURRENCY")
     read_timeout_seconds: float = Field(10.0, gt=0, le=300, alias="SWEEP_READ_TIMEOUT_SECONDS")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -57,6 +57,15 @@ def _topup(row: RowMapping) -> SimTopupRow:
     return SimTopupRow(**{field: row[field] for field in SimTopupRow.__dataclass_fields__})
 
 
+# A balance read: the line, and whether a top-up of it waits to settle (built once).
+_TO_READ = select(
+    sim_lines,
+    exists().where(sim_topups.c.phone_index == sim_lines.c.phone_index,
+                   sim_topups.c.status == "pending",
+                   sim_topups.c.settle_at <= bindparam("now")).label("pending_due"),
+).where(sim_lines.c.phone_index == bindparam("phone_index"))
+
+
 class SimCarrierRepository:
     def __init__(self, conn: AsyncConnection, cipher: FieldCipher) -> None:
         self._conn = conn
@@ -76,6 +85,18 @@ class SimCarrierRepository:
             query = query.with_for_update()
         row = (await self._conn.execute(query)).mappings().first()
         return self._line(row) if row else None
+
+    async def line_to_read(self, phone_e164: str,
+                           now: datetime) -> tuple[SimLineRow | None, bool]:
+        """The line as stored (None if unknown) and whether a top-up of it is due to settle,
+        in one query and without decrypting (the caller knows the number)."""
+        row = (await self._conn.execute(_TO_READ, {"phone_index": self.index_of(phone_e164),
+                                                   "now": now})).mappings().first()
+        if row is None:
+            return None, False
+        values = {field: row[field] for field in SimLineRow.__dataclass_fields__
+                  if field != "phone_e164"}
+        return SimLineRow(phone_e164=phone_e164, **values), bool(row["pending_due"])
 
     async def line_by_index(self, phone_index: str, *, lock: bool = False) -> SimLineRow:
         query = select(sim_lines).where(sim_lines.c.phone_index == phone_index)

@@ -338,3 +338,5 @@ sim_topups = Table(
 # failure seen in the wild) is switched on; those rows are marked duplicate.
 Index("uq_sim_topups_reference_first", sim_topups.c.reference, unique=True,
       sqlite_where=text("NOT duplicate"), postgresql_where=text("NOT duplicate"))
+# A balance read asks whether a line has top-ups waiting to settle (issue 6).
+Index("ix_sim_topups_phone_index_status", sim_topups.c.phone_index, sim_topups.c.status)

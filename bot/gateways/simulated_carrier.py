@@ -140,10 +140,21 @@ class SimulatedCarrier:
             raise LineNotReadable(operator)
         if self._chance(self.knobs.read_timeout_rate):
             raise GatewayTimeout("simulated timeout reading the line")
-        state = await self.show(phone_e164, operator)
-        return LineReading(source=ReadingSource.PROVIDER, read_at=self._clock.now(),
-                           balance=state.balance, data_mb=state.data_mb,
-                           validity_end=state.validity_end)
+        now = self._clock.now()
+        async with self._db.read() as conn:
+            line, settling = await SimCarrierRepository(conn, self._cipher).line_to_read(
+                phone_e164, now)
+        if line is None or settling:  # first sight of the line, or a top-up to settle
+            state = await self.show(phone_e164, operator)
+            return LineReading(source=ReadingSource.PROVIDER, read_at=now,
+                               balance=state.balance, data_mb=state.data_mb,
+                               validity_end=state.validity_end)
+        # The usual case is read-only: the usage since the last change is worked out, as
+        # show() does, without writing it back.
+        current = _drained(line, now)
+        return LineReading(source=ReadingSource.PROVIDER, read_at=now,
+                           balance=Money(current.balance_minor, line.currency),
+                           data_mb=current.data_mb, validity_end=line.validity_end)
 
     # -- operator controls (`topup-bot sim ...`) ----------------------------------------
 

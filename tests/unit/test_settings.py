@@ -61,7 +61,7 @@ def test_defaults() -> None:
     assert settings.security.encryption_keys == []
     assert settings.scheduler.sweep_interval_seconds == 60
     assert (settings.scheduler.sweep_batch, settings.scheduler.sweep_concurrency,
-            settings.scheduler.read_timeout_seconds) == (500, 64, 10.0)
+            settings.scheduler.read_timeout_seconds) == (500, 128, 10.0)
 
 
 def test_database_url_lives_in_data_dir(monkeypatch: pytest.MonkeyPatch,

@@ -44,6 +44,8 @@ def upgrade() -> None:
                                       nullable=True))
         batch_op.add_column(sa.Column("skip_run_at", sa.DateTime(timezone=True),
                                       nullable=True))
+    op.create_index("ix_sim_topups_phone_index_status", "sim_topups",
+                    ["phone_index", "status"], unique=False)
     op.create_table(
         "scheduler_runs",
         sa.Column("job", sa.String(length=32), nullable=False),
@@ -58,6 +60,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("scheduler_runs")
+    op.drop_index("ix_sim_topups_phone_index_status", table_name="sim_topups")
     with op.batch_alter_table("recharge_rules", schema=None) as batch_op:
         for column in ("skip_run_at", "reminded_for", "in_episode", "episode",
                        "claimed_until"):
