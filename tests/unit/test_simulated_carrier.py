@@ -668,3 +668,34 @@ async def test_concurrent_same_reference_pays_once(carrier: SimulatedCarrier,
 async def test_concurrent_same_reference_on_a_new_line_pays_once(
         carrier: SimulatedCarrier) -> None:
     await _concurrent_same_reference(carrier, "ref-race-new")
+
+
+async def test_a_read_sees_what_show_sees_without_writing(
+        db: Database, cipher: FieldCipher, carrier: SimulatedCarrier,
+        clock: ManualClock) -> None:
+    await carrier.set_validity(CELLCARD, Operator.CELLCARD, clock.now() + 10 * DAY)
+    before = await line_row(db, cipher, CELLCARD)
+    clock.advance(timedelta(hours=30))
+
+    read = await carrier.read(CELLCARD, Operator.CELLCARD)
+
+    assert await line_row(db, cipher, CELLCARD) == before  # a read writes nothing back
+    shown = await carrier.show(CELLCARD, Operator.CELLCARD)
+    assert (read.balance, read.data_mb, read.validity_end) == (
+        shown.balance, shown.data_mb, shown.validity_end)
+    assert read.balance is not None and read.balance.minor < before.balance_minor
+
+
+async def test_a_read_settles_a_due_pending_top_up_first(make_carrier: CarrierFactory,
+                                                         clock: ManualClock) -> None:
+    carrier = make_carrier(SimulatorKnobs(pending_rate=1, settle_seconds=60))
+    await carrier.set_balance(SEATEL, Operator.SEATEL, usd(100))
+    await carrier.top_up(req("ref-read", SEATEL, Operator.SEATEL, amount=usd(200)))
+    assert (await carrier.read(SEATEL, Operator.SEATEL)).balance == usd(100)  # not yet due
+    clock.advance(timedelta(seconds=60))
+
+    reading = await carrier.read(SEATEL, Operator.SEATEL)
+
+    assert reading.balance is not None and reading.balance.minor >= 300 - 1
+    looked = await carrier.lookup("ref-read")
+    assert looked is not None and looked.status is TopUpStatus.SUCCEEDED
