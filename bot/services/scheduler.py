@@ -165,9 +165,11 @@ class SchedulerService:
             for item in checked:
                 line = item.line
                 previous = shown_to_owner(stored.get(line.id), line.verified_at)
-                current = item.fresh or previous
+                # A failed read decides nothing (no warning, no charge) on old figures: the
+                # line backs off and is read again.
+                current = item.fresh or (previous if item.error is None else None)
                 last_topup = topped_up.get(line.id)
-                if current is None and last_topup is not None:
+                if current is None and item.error is None and last_topup is not None:
                     # Nothing read or reported: the validity the last top-up bought.
                     current = estimate_from_last_topup(line.number.operator, *last_topup)
                 if item.fresh is not None:
