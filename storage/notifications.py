@@ -88,7 +88,11 @@ class NotificationsRepository:
         earlier_pending = exists().where(
             earlier.c.chat_id == notifications.c.chat_id,
             earlier.c.status == NotificationStatus.PENDING.value,
-            earlier.c.id < notifications.c.id)
+            earlier.c.id < notifications.c.id,
+            # A message held back on purpose (quiet hours: never tried, not yet due) does
+            # not hold back what comes after it; one waiting for a retry does.
+            or_(earlier.c.next_attempt_at <= now, earlier.c.last_error.is_not(None),
+                earlier.c.attempts > 0))
         candidates = (select(notifications.c.id, notifications.c.chat_id)
                       .where(_pending(), notifications.c.next_attempt_at <= now,
                              _lease_free(now), ~earlier_pending)

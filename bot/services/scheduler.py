@@ -187,7 +187,11 @@ class SchedulerService:
             await LinesRepository(conn, self._cipher).record_checks(results)
         report.processed += len(batch)
         for outcome in outcomes:
-            await self._charging.after_rule_charge(outcome)
+            try:
+                await self._charging.after_rule_charge(outcome)
+            except Exception:  # its lease runs out and the charges poller submits it
+                log.exception("Submitting a rule charge failed; it is retried later")
+                report.failures["submit"] += 1
 
     async def _read_all(self, batch: list[LineRecord]) -> list[_Checked]:
         gate = asyncio.Semaphore(self.settings.concurrency)
