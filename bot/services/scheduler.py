@@ -44,6 +44,7 @@ from bot.domain.watch import (
     keep_alive_due,
     keep_alive_wake,
     next_check_at,
+    quiet_hours_end,
     send_at,
     threshold_rule,
     warnings_for,
@@ -241,7 +242,8 @@ class SchedulerService:
         if failures >= TELL_FAILURES_AFTER and not told:
             told = True
             await self._notify(conn, line.owner_id, f"unreadable:{line.id}:{now.isoformat()}",
-                               LINE_UNREADABLE, {**base, "error": error}, now, now)
+                               LINE_UNREADABLE, {**base, "error": error}, now,
+                               quiet_hours_end(now, quiet, zone) if quiet else now)
         wake: list[datetime | None] = []
         for rule in rules:
             outcome = await self._fire_rule(conn, rule, current, now)
