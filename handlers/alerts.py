@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import BadRequest
 from telegram.ext import BaseHandler, CallbackQueryHandler, ContextTypes
 
 from bot.domain.money import Money
@@ -34,6 +35,7 @@ from handlers.render import data_text, reading_text
 SNOOZE_KIND, SKIP_KIND = "sz", "sk"
 SNOOZE = cb.register(SNOOZE_KIND, "line")
 SKIP = cb.register(SKIP_KIND, "rule", "run")  # run: the run's time, seconds since the epoch
+LATEST_RUN_SECONDS = 253_402_300_799  # 9999-12-31: a forged time past it cannot be a date
 
 
 def _moment(value: Any) -> datetime | None:
@@ -175,7 +177,8 @@ class AlertsFlow(Flow):
         data = cb.decode(query.data)
         rule_id = data.int_arg("rule") if data else None
         seconds = data.int_arg("run") if data else None
-        run_at = datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
+        run_at = (datetime.fromtimestamp(seconds, UTC)
+                  if seconds is not None and seconds <= LATEST_RUN_SECONDS else None)
         skipped = (await self._rules.skip_run(user.id, rule_id, run_at)
                    if rule_id is not None and run_at is not None else False)
         if not skipped:
@@ -185,8 +188,13 @@ class AlertsFlow(Flow):
         await query.answer(_("Skipped."))
         message = query.message
         text = getattr(message, "text", None)
-        if text:
-            await query.edit_message_text(f"{text}\n\n" + _("⏭ You skipped this one."))
+        done = _("⏭ You skipped this one.")
+        if text and done not in text:  # a second tap leaves the message as it is
+            try:
+                await query.edit_message_text(f"{text}\n\n{done}")
+            except BadRequest as error:
+                if "not modified" not in str(error).lower():
+                    raise
 
     def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
         return [CallbackQueryHandler(self.snooze, pattern=SNOOZE),

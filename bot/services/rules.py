@@ -297,6 +297,8 @@ class RulesService:
             owned = await self._owned_rule(conn, user_id, rule_id, lock=True)
             if owned is None or owned[1] is None or run_at <= now:
                 return False
+            if owned[0].skip_run_at == run_at:
+                return True  # skipped already (a second tap): nothing more to record
             if not await RulesRepository(conn).skip_run(rule_id, run_at, now):
                 return False
             await self._audit(conn, user_id, "rule.run_skipped", rule_id,
