@@ -106,6 +106,16 @@ class Deployment:
         finally:
             connection.close()
 
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+        """Polls the database through ``condition`` until it holds (the bot writes on its
+        own schedule, which no Bot API call announces)."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not within {timeout:g} s: {what}\n"
+                                     f"{self.bot.output_tail()}")
+            time.sleep(0.05)  # between two looks at the database, until the deadline
+
     def persisted(self, conversation: str, user_id: int) -> tuple[str | None, dict[str, Any]]:
         """The stored state of ``conversation`` for a private chat, and the user's user_data."""
         state = None

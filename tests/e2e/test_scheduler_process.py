@@ -45,8 +45,9 @@ def test_a_balance_dropped_by_the_operator_warns_asks_and_tops_up(
     assert credit.returncode == 0, credit.stderr
     chat.next("Receipt: $10.00 added to your wallet")
     # The sweep has read the healthy line by now: no warning, no charge.
-    deployment.server.wait_until(lambda: deployment.query(
-        "SELECT COUNT(*) FROM line_readings WHERE source = 'provider'")[0][0] >= 1)
+    deployment.wait_for(lambda: deployment.query(
+        "SELECT COUNT(*) FROM line_readings WHERE source = 'provider'")[0][0] >= 1,
+        "the healthy line was read")
     assert deployment.query("SELECT COUNT(*) FROM charges") == [(0,)]
 
     dropped = deployment.cli("sim", "set-balance", "012345678", "0.50")
@@ -64,8 +65,9 @@ def test_a_balance_dropped_by_the_operator_warns_asks_and_tops_up(
     assert "$5.00" in receipt.content and "Wallet: $5.00" in receipt.content
 
     # Later sweeps find the line topped up: no second warning, no second charge.
-    deployment.server.wait_until(lambda: deployment.query(
-        "SELECT COUNT(*) FROM line_readings WHERE balance_minor >= 550")[0][0] >= 1)
+    deployment.wait_for(lambda: deployment.query(
+        "SELECT COUNT(*) FROM line_readings WHERE balance_minor >= 550")[0][0] >= 1,
+        "the topped-up balance was read")
     assert deployment.query("SELECT state, idempotency_key FROM charges") == [
         ("succeeded", "rule:1:episode:1")]
     assert deployment.query(
@@ -104,6 +106,9 @@ def test_a_worker_beside_the_bot_sweeps_and_sends(deployment: Deployment) -> Non
     assert deployment.query("SELECT COUNT(*) FROM charges") == [(1,)]
     queued = dict(deployment.query("SELECT kind, COUNT(*) FROM notifications GROUP BY kind"))
     assert (queued["line_warning"], queued["approval_request"], queued["receipt"]) == (1, 1, 1)
-    assert deployment.query("SELECT COUNT(*) FROM notifications WHERE status != 'sent'") == [(0,)]
+    # The dispatcher records "sent" just after Telegram took the message: wait for that.
+    deployment.wait_for(lambda: deployment.query(
+        "SELECT COUNT(*) FROM notifications WHERE status != 'sent'") == [(0,)],
+        "every queued message recorded as sent")
     assert worker.stop() == 0
     deployment.assert_healthy()
