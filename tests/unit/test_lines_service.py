@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from bot.clock import ManualClock
-from bot.domain.phone import MobileNumber, parse_cambodian_mobile
+from bot.domain.phone import parse_cambodian_mobile
 from bot.gateways.simulated_carrier import SimulatedCarrier
 from bot.gateways.simulated_catalog import CATALOG
 from bot.services.lines import LinesService
@@ -18,6 +18,7 @@ from storage.crypto import FieldCipher
 from storage.db import Database
 from storage.lines import LinesRepository
 from storage.users import UsersRepository
+from tests.unit.line_helpers import add_line
 
 ALICE = 4101
 BOB = 4102
@@ -33,15 +34,6 @@ def lines(db: Database, cipher: FieldCipher, clock: ManualClock) -> LinesService
 @pytest.fixture
 def readings(db: Database, cipher: FieldCipher, clock: ManualClock) -> ReadingsService:
     return ReadingsService(db, cipher, clock)
-
-
-async def add_line(db: Database, cipher: FieldCipher, clock: ManualClock, owner_id: int,
-                   number: MobileNumber = CELLCARD) -> int:
-    async with db.write() as conn:
-        await UsersRepository(conn).ensure(owner_id, language="en", now=clock.now())
-        line = await LinesRepository(conn, cipher).add(owner_id=owner_id, number=number,
-                                                       now=clock.now())
-    return line.id
 
 
 async def test_card_shows_the_lines_newest_reading_and_its_plan(

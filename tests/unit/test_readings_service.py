@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from bot.clock import ManualClock
 from bot.domain.money import Money, MoneyError
-from bot.domain.phone import MobileNumber, parse_cambodian_mobile
+from bot.domain.phone import parse_cambodian_mobile
 from bot.domain.readings import LineReading, ReadingSource
 from bot.services.readings import ReadingsService, ReportResult, ReportStatus
 from storage.audit import AuditRepository
@@ -19,7 +19,7 @@ from storage.db import Database
 from storage.lines import LinesRepository
 from storage.readings import ReadingsRepository
 from storage.tables import line_readings
-from storage.users import UsersRepository
+from tests.unit.line_helpers import add_line
 
 ALICE = 4001
 BOB = 4002
@@ -34,15 +34,6 @@ KHMER_SMS = "សមតុល្យ​គណនី​មេ៖ $១.២៥ ផុ
 @pytest.fixture
 def service(db: Database, cipher: FieldCipher, clock: ManualClock) -> ReadingsService:
     return ReadingsService(db, cipher, clock)
-
-
-async def add_line(db: Database, cipher: FieldCipher, clock: ManualClock, owner_id: int,
-                   number: MobileNumber = CELLCARD) -> int:
-    async with db.write() as conn:
-        await UsersRepository(conn).ensure(owner_id, language="en", now=clock.now())
-        line = await LinesRepository(conn, cipher).add(owner_id=owner_id, number=number,
-                                                       now=clock.now())
-    return line.id
 
 
 async def stored_count(db: Database) -> int:
