@@ -57,13 +57,13 @@ def _topup(row: RowMapping) -> SimTopupRow:
     return SimTopupRow(**{field: row[field] for field in SimTopupRow.__dataclass_fields__})
 
 
-# A balance read: the line, and whether a top-up of it waits to settle (built once).
+# Balance reads: each line, and whether a top-up of it waits to settle (built once).
 _TO_READ = select(
     sim_lines,
     exists().where(sim_topups.c.phone_index == sim_lines.c.phone_index,
                    sim_topups.c.status == "pending",
                    sim_topups.c.settle_at <= bindparam("now")).label("pending_due"),
-).where(sim_lines.c.phone_index == bindparam("phone_index"))
+).where(sim_lines.c.phone_index.in_(bindparam("phone_indexes", expanding=True)))
 
 
 class SimCarrierRepository:
@@ -86,17 +86,21 @@ class SimCarrierRepository:
         row = (await self._conn.execute(query)).mappings().first()
         return self._line(row) if row else None
 
-    async def line_to_read(self, phone_e164: str,
-                           now: datetime) -> tuple[SimLineRow | None, bool]:
-        """The line as stored (None if unknown) and whether a top-up of it is due to settle,
-        in one query and without decrypting (the caller knows the number)."""
-        row = (await self._conn.execute(_TO_READ, {"phone_index": self.index_of(phone_e164),
-                                                   "now": now})).mappings().first()
-        if row is None:
-            return None, False
-        values = {field: row[field] for field in SimLineRow.__dataclass_fields__
-                  if field != "phone_e164"}
-        return SimLineRow(phone_e164=phone_e164, **values), bool(row["pending_due"])
+    async def lines_to_read(self, numbers: list[str],
+                            now: datetime) -> dict[str, tuple[SimLineRow, bool]]:
+        """Each known line as stored, and whether a top-up of it is due to settle, by
+        number: one query for them all, without decrypting (the caller knows the numbers).
+        Unknown numbers are left out."""
+        by_index = {self.index_of(number): number for number in numbers}
+        rows = (await self._conn.execute(_TO_READ, {"phone_indexes": list(by_index),
+                                                    "now": now})).mappings()
+        found: dict[str, tuple[SimLineRow, bool]] = {}
+        for row in rows:
+            number = by_index[row["phone_index"]]
+            values = {field: row[field] for field in SimLineRow.__dataclass_fields__
+                      if field != "phone_e164"}
+            found[number] = SimLineRow(phone_e164=number, **values), bool(row["pending_due"])
+        return found
 
     async def line_by_index(self, phone_index: str, *, lock: bool = False) -> SimLineRow:
         query = select(sim_lines).where(sim_lines.c.phone_index == phone_index)

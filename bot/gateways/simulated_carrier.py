@@ -17,6 +17,8 @@ import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from aiodataloader import DataLoader
+
 from bot.clock import Clock
 from bot.domain.money import Money
 from bot.domain.operators import (
@@ -41,6 +43,7 @@ from storage.db import Database
 from storage.sim_carrier import SimCarrierRepository, SimLineRow, SimTopupRow
 
 LINE_CURRENCY = "USD"  # Cambodian prepaid balances are kept in US dollars
+READ_BATCH = 500  # balance reads answered by one query, at most
 
 
 class ReplayBehaviour(enum.StrEnum):
@@ -82,6 +85,15 @@ class SimLineState:
     recent_topups: tuple[SimTopupRow, ...] = ()
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """A line as the simulator keeps it, for a balance read."""
+
+    line: SimLineRow | None  # None: never seen
+    settling: bool  # a top-up of it is due to settle
+    at: datetime  # when it was looked up
+
+
 class SimulatedCarrier:
     def __init__(self, db: Database, cipher: FieldCipher, clock: Clock,
                  knobs: SimulatorKnobs | None = None, rng: random.Random | None = None) -> None:
@@ -90,6 +102,7 @@ class SimulatedCarrier:
         self._clock = clock
         self.knobs = knobs or SimulatorKnobs()
         self._rng = rng or random.Random()  # fault injection, not security
+        self._lookups: DataLoader[str, _Stored] | None = None
 
     # -- TopUpProvider -------------------------------------------------------------------
 
@@ -140,11 +153,9 @@ class SimulatedCarrier:
             raise LineNotReadable(operator)
         if self._chance(self.knobs.read_timeout_rate):
             raise GatewayTimeout("simulated timeout reading the line")
-        now = self._clock.now()
-        async with self._db.read() as conn:
-            line, settling = await SimCarrierRepository(conn, self._cipher).line_to_read(
-                phone_e164, now)
-        if line is None or settling:  # first sight of the line, or a top-up to settle
+        stored = await self._lookup().load(phone_e164)
+        line, now = stored.line, stored.at
+        if line is None or stored.settling:  # first sight of the line, or a top-up to settle
             state = await self.show(phone_e164, operator)
             return LineReading(source=ReadingSource.PROVIDER, read_at=now,
                                balance=state.balance, data_mb=state.data_mb,
@@ -155,6 +166,27 @@ class SimulatedCarrier:
         return LineReading(source=ReadingSource.PROVIDER, read_at=now,
                            balance=Money(current.balance_minor, line.currency),
                            data_mb=current.data_mb, validity_end=line.validity_end)
+
+    def _lookup(self) -> DataLoader[str, _Stored]:
+        """Reads that arrive together share one query. The simulator stands in for a remote
+        carrier: a sweep's reads (up to 128 in flight, their latency ending at once) must
+        not each cost the bot's own database a round trip, or the stand-in, not the bot,
+        decides how a sweep scales."""
+        loop = asyncio.get_running_loop()
+        if self._lookups is None or self._lookups.loop is not loop:
+            self._lookups = DataLoader(self._look_up_many, cache=False,
+                                       max_batch_size=READ_BATCH, loop=loop)
+        return self._lookups
+
+    async def _look_up_many(self, numbers: list[str]) -> list[_Stored]:
+        now = self._clock.now()
+        async with self._db.read() as conn:
+            found = await SimCarrierRepository(conn, self._cipher).lines_to_read(numbers, now)
+        stored = []
+        for number in numbers:
+            line, settling = found.get(number, (None, False))
+            stored.append(_Stored(line, settling, now))
+        return stored
 
     # -- operator controls (`topup-bot sim ...`) ----------------------------------------
 

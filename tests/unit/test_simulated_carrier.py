@@ -11,13 +11,17 @@ import os
 import random
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from bot.clock import ManualClock
 from bot.domain.money import Money
 from bot.domain.operators import RECYCLE_AFTER, VALIDITY_TIERS, Operator
 from bot.domain.readings import LineReading, ReadingSource
+from bot.gateways import simulated_carrier
 from bot.gateways.simulated_carrier import (
     ReplayBehaviour,
     SimLineStatus,
@@ -32,6 +36,7 @@ from bot.gateways.topup import (
     TopUpRequest,
     TopUpStatus,
 )
+from storage import migrate
 from storage.crypto import FieldCipher, KeyMaterial, generate_fernet_key
 from storage.db import Database
 from storage.sim_carrier import SimCarrierRepository, SimLineRow
@@ -699,3 +704,120 @@ async def test_a_read_settles_a_due_pending_top_up_first(make_carrier: CarrierFa
     assert reading.balance is not None and reading.balance.minor >= 300 - 1
     looked = await carrier.lookup("ref-read")
     assert looked is not None and looked.status is TopUpStatus.SUCCEEDED
+
+
+# -- reads that arrive together -----------------------------------------------------------
+
+NUMBERS = [f"+8551234560{n}" for n in range(6)]
+
+
+def count_line_lookups(db: Database) -> list[str]:
+    """The SELECTs on sim_lines from now on (a read's lookup; show() locks and writes)."""
+    seen: list[str] = []
+
+    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM sim_lines" in statement:
+            seen.append(statement)
+
+    return seen
+
+
+async def test_reads_that_arrive_together_share_one_lookup_and_each_gets_its_line(
+        db: Database, carrier: SimulatedCarrier, clock: ManualClock) -> None:
+    for n, number in enumerate(NUMBERS):
+        await carrier.set_balance(number, Operator.CELLCARD, usd(100 * (n + 1)))
+    clock.advance(timedelta(hours=5))
+    lookups = count_line_lookups(db)
+
+    readings = await asyncio.gather(*(carrier.read(number, Operator.CELLCARD)
+                                      for number in [*NUMBERS, NUMBERS[2]]))
+
+    assert len(lookups) == 1
+    assert readings[-1] == readings[2]  # the same line asked twice in one batch
+    for number, reading in zip(NUMBERS, readings, strict=False):
+        shown = await carrier.show(number, Operator.CELLCARD)
+        assert reading.read_at == clock.now()
+        assert (reading.balance, reading.data_mb, reading.validity_end) == (
+            shown.balance, shown.data_mb, shown.validity_end)
+    assert len({r.balance for r in readings}) == len(NUMBERS)
+
+
+async def test_a_batch_with_a_new_line_and_a_settling_top_up_reads_each_right(
+        make_carrier: CarrierFactory, clock: ManualClock) -> None:
+    carrier = make_carrier(SimulatorKnobs(pending_rate=1, settle_seconds=60))
+    await carrier.set_balance(SEATEL, Operator.SEATEL, usd(100))
+    await carrier.set_balance(SMART, Operator.SMART, usd(700))
+    await carrier.top_up(req("ref-batch", SEATEL, Operator.SEATEL, amount=usd(200)))
+    clock.advance(timedelta(seconds=60))
+
+    settled, new, plain = await asyncio.gather(
+        carrier.read(SEATEL, Operator.SEATEL), carrier.read(METFONE, Operator.METFONE),
+        carrier.read(SMART, Operator.SMART))
+
+    assert settled.balance is not None and settled.balance.minor >= 300 - 1
+    looked = await carrier.lookup("ref-batch")
+    assert looked is not None and looked.status is TopUpStatus.SUCCEEDED
+    first_sight = await carrier.show(METFONE, Operator.METFONE)
+    assert (new.balance, new.validity_end) == (first_sight.balance, first_sight.validity_end)
+    assert plain.balance is not None and 0 < plain.balance.minor <= 700
+
+
+async def test_a_failed_lookup_fails_every_read_in_it_and_the_next_read_asks_again(
+        db: Database, carrier: SimulatedCarrier, monkeypatch: pytest.MonkeyPatch) -> None:
+    for number in NUMBERS[:3]:
+        await carrier.set_balance(number, Operator.CELLCARD, usd(500))
+    real = SimCarrierRepository.lines_to_read
+    calls = 0
+
+    async def fail_once(self: SimCarrierRepository, numbers: list[str],
+                        now: Any) -> dict[str, tuple[SimLineRow, bool]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("database went away")
+        return await real(self, numbers, now)
+
+    monkeypatch.setattr(SimCarrierRepository, "lines_to_read", fail_once)
+
+    outcomes = await asyncio.gather(*(carrier.read(number, Operator.CELLCARD)
+                                      for number in NUMBERS[:3]), return_exceptions=True)
+    assert all(isinstance(outcome, ConnectionError) for outcome in outcomes)
+
+    again = await carrier.read(NUMBERS[0], Operator.CELLCARD)
+    assert again.balance == usd(500)
+    assert calls == 2
+
+
+async def test_a_lookup_answers_at_most_read_batch_lines(
+        db: Database, carrier: SimulatedCarrier, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(simulated_carrier, "READ_BATCH", 2)
+    for number in NUMBERS[:5]:
+        await carrier.set_balance(number, Operator.CELLCARD, usd(500))
+    lookups = count_line_lookups(db)
+
+    readings = await asyncio.gather(*(carrier.read(number, Operator.CELLCARD)
+                                      for number in NUMBERS[:5]))
+
+    assert len(lookups) == 3
+    assert all(reading.balance == usd(500) for reading in readings)
+
+
+def test_one_carrier_reads_from_one_event_loop_after_another(
+        tmp_path: Path, cipher: FieldCipher, clock: ManualClock) -> None:
+    """The CLI and tests run several loops in one process: reads batch per running loop."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'loops.db'}"
+    db = Database(url)
+    carrier = SimulatedCarrier(db, cipher, clock)
+
+    async def read_then_close(first: bool) -> LineReading:
+        if first:
+            await migrate.upgrade(db)
+            await carrier.set_balance(SMART, Operator.SMART, usd(250))
+        try:
+            return await carrier.read(SMART, Operator.SMART)
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(read_then_close(True)).balance == usd(250)
+    assert asyncio.run(read_then_close(False)).balance == usd(250)
