@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.operators import Operator
 from bot.domain.phone import MobileNumber
 from bot.domain.watch import EpisodeState
+from storage.common import claim_due
 from storage.crypto import FieldCipher
 from storage.tables import lines
 
@@ -176,24 +177,13 @@ class LinesRepository:
 
     async def claim_due_checks(self, now: datetime, until: datetime,
                                limit: int) -> list[LineRecord]:
-        """Leases up to ``limit`` bound lines whose check is due, the most overdue first.
-
-        Another sweeper skips leased lines (PostgreSQL: rows locked by a concurrent claim are
-        skipped too); one that dies lets its lease run out and the line is checked again.
-        """
-        free = or_(lines.c.check_claimed_until.is_(None), lines.c.check_claimed_until <= now)
-        due = (select(lines.c.id)
-               .where(lines.c.next_check_at <= now, lines.c.unbound_at.is_(None), free)
-               .order_by(lines.c.next_check_at).limit(limit))
-        if self._conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        ids = list((await self._conn.execute(due)).scalars())
-        if not ids:
-            return []
-        claimed = await self._conn.execute(
-            update(lines).where(lines.c.id.in_(ids), free)
-            .values(check_claimed_until=until).returning(*lines.c))
-        return sorted((self._record(row) for row in claimed.mappings()),
+        """Leases up to ``limit`` bound lines whose check is due, the most overdue first
+        (see ``claim_due``)."""
+        claimed = await claim_due(
+            self._conn, lines, due=(lines.c.next_check_at <= now) & lines.c.unbound_at.is_(None),
+            lease=lines.c.check_claimed_until, oldest_first=lines.c.next_check_at, now=now,
+            until=until, limit=limit)
+        return sorted((self._record(row) for row in claimed),
                       key=lambda line: (line.next_check_at or until, line.id))
 
     async def record_checks(self, results: list[CheckResult]) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.money import Money
 from bot.domain.rules import Approval, CalendarKind, RuleSpec, RuleStatus, Trigger
+from storage.common import claim_due
 from storage.tables import recharge_rules
 
 _UPDATABLE = frozenset({
@@ -198,21 +199,13 @@ class RulesRepository:
 
     async def claim_due_runs(self, now: datetime, until: datetime,
                              limit: int) -> list[RuleRecord]:
-        """Leases active calendar rules whose run is due, the most overdue first (another
-        sweeper skips them; a lease that runs out lets the run be tried again)."""
-        free = or_(recharge_rules.c.claimed_until.is_(None),
-                   recharge_rules.c.claimed_until <= now)
-        due = (select(recharge_rules.c.id).where(self._calendar_due(now), free)
-               .order_by(recharge_rules.c.next_run_at).limit(limit))
-        if self._conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        ids = list((await self._conn.execute(due)).scalars())
-        if not ids:
-            return []
-        claimed = await self._conn.execute(
-            update(recharge_rules).where(recharge_rules.c.id.in_(ids), free)
-            .values(claimed_until=until).returning(*recharge_rules.c))
-        return sorted((_record(row) for row in claimed.mappings()),
+        """Leases active calendar rules whose run is due, the most overdue first (see
+        ``claim_due``)."""
+        claimed = await claim_due(
+            self._conn, recharge_rules, due=self._calendar_due(now),
+            lease=recharge_rules.c.claimed_until, oldest_first=recharge_rules.c.next_run_at,
+            now=now, until=until, limit=limit)
+        return sorted((_record(row) for row in claimed),
                       key=lambda rule: (rule.next_run_at or until, rule.id))
 
     async def finish_run(self, rule_id: int, *, due_at: datetime, next_run_at: datetime,
