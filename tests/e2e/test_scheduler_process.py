@@ -31,19 +31,26 @@ def set_up_watch(chat: Chat) -> None:
     chat.say(bot.sms_code(CELLCARD, after=mark), "Auto-recharge is on.")
 
 
-@UNTHROTTLED
-def test_a_balance_dropped_by_the_operator_warns_asks_and_tops_up(
-        deployment: Deployment) -> None:
+def start_with_a_watched_line(deployment: Deployment, env: dict[str, str]) -> Chat:
+    """The bot started with ``env``; a user with a healthy $5.00 Cellcard line (valid 30
+    days), its warning and rule set up, and $10.00 in the wallet."""
     for command in (("migrate",), ("sim", "set-balance", "012345678", "5"),
                     ("sim", "set-validity", "012345678", "30")):
         assert deployment.cli(*command).returncode == 0
-    deployment.start(env=EVERY_SECOND)
+    deployment.start(env=env)
     chat = Chat(deployment, deployment.server.user(USER_ID, "Bopha"))
     bind_cellcard(chat)
     set_up_watch(chat)
     credit = deployment.cli("wallet", "credit", str(USER_ID), "10", "--reference", "cash 1")
     assert credit.returncode == 0, credit.stderr
     chat.next("Receipt: $10.00 added to your wallet")
+    return chat
+
+
+@UNTHROTTLED
+def test_a_balance_dropped_by_the_operator_warns_asks_and_tops_up(
+        deployment: Deployment) -> None:
+    chat = start_with_a_watched_line(deployment, EVERY_SECOND)
     # The sweep has read the healthy line by now: no warning, no charge.
     deployment.wait_for(lambda: deployment.query(
         "SELECT COUNT(*) FROM line_readings WHERE source = 'provider'")[0][0] >= 1,
@@ -82,16 +89,7 @@ def test_a_balance_dropped_by_the_operator_warns_asks_and_tops_up(
 def test_a_worker_beside_the_bot_sweeps_and_sends(deployment: Deployment) -> None:
     """The bot sweeps only at start-up (hourly after); `topup-bot worker` sweeps every
     second and sends through the outbox too: each message still arrives once."""
-    for command in (("migrate",), ("sim", "set-balance", "012345678", "5"),
-                    ("sim", "set-validity", "012345678", "30")):
-        assert deployment.cli(*command).returncode == 0
-    deployment.start(env={"SWEEP_INTERVAL_SECONDS": "3600"})
-    chat = Chat(deployment, deployment.server.user(USER_ID, "Bopha"))
-    bind_cellcard(chat)
-    set_up_watch(chat)
-    credit = deployment.cli("wallet", "credit", str(USER_ID), "10", "--reference", "c")
-    assert credit.returncode == 0, credit.stderr
-    chat.next("Receipt: $10.00 added to your wallet")
+    chat = start_with_a_watched_line(deployment, {"SWEEP_INTERVAL_SECONDS": "3600"})
     worker = deployment.start_worker("w1", env=EVERY_SECOND)
 
     assert deployment.cli("sim", "set-balance", "012345678", "0.50").returncode == 0
