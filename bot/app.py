@@ -66,7 +66,7 @@ def build_application(components: Components,
     app = (
         _builder(components, request)
         .concurrent_updates(PerChatUpdateProcessor())
-        .persistence(DatabasePersistence(components.db))
+        .persistence(DatabasePersistence(components.db, components.cipher))
         .post_init(post_init)
         .post_shutdown(post_shutdown)
         .build()

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from sqlalchemy import Column, Table, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.tables import lines, sim_lines
+from storage.tables import (
+    lines,
+    payment_disputes,
+    ptb_bot_data,
+    ptb_chat_data,
+    ptb_user_data,
+    sim_lines,
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,12 @@ class EncryptedColumns:
 ENCRYPTED: tuple[EncryptedColumns, ...] = (
     EncryptedColumns(lines, lines.c.id, (lines.c.phone_enc, lines.c.iccid_enc)),
     EncryptedColumns(sim_lines, sim_lines.c.phone_index, (sim_lines.c.phone_enc,)),
+    EncryptedColumns(payment_disputes, payment_disputes.c.id,
+                     (payment_disputes.c.charge_enc, payment_disputes.c.provider_charge_enc)),
+    # Conversation drafts (numbers being proven, forwarded SMS texts), whole.
+    EncryptedColumns(ptb_user_data, ptb_user_data.c.user_id, (ptb_user_data.c.data_enc,)),
+    EncryptedColumns(ptb_chat_data, ptb_chat_data.c.chat_id, (ptb_chat_data.c.data_enc,)),
+    EncryptedColumns(ptb_bot_data, ptb_bot_data.c.id, (ptb_bot_data.c.data_enc,)),
 )
 
 

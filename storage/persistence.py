@@ -1,9 +1,12 @@
 """python-telegram-bot persistence in our database: conversations survive restarts.
 
 Conversation states and ``user_data`` are stored as JSON (never pickles), so only plain
-values may go into ``user_data``: flows keep drafts there, never money state. Chat and bot
-data are not stored (no flow uses them); turn them on in ``store_data`` before using them.
-PTB writes changes every ``update_interval`` seconds and on shutdown.
+values may go into ``user_data``: flows keep drafts there, never money state. Drafts hold
+personal data (a number being proven, a forwarded SMS), so the data is encrypted with the
+field cipher before it is written (and re-encrypted by ``rotate-keys``); conversation states
+and keys are ids and step numbers only. Chat and bot data are not stored (no flow uses them);
+turn them on in ``store_data`` before using them. PTB writes changes every
+``update_interval`` seconds and on shutdown.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import Any, cast
 
@@ -21,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from telegram.ext import BasePersistence, PersistenceInput
 from telegram.ext._utils.types import CDCData, ConversationDict, ConversationKey
 
+from storage.crypto import FieldCipher
 from storage.db import Database
 from storage.tables import ptb_bot_data, ptb_chat_data, ptb_conversations, ptb_user_data
 
@@ -37,6 +41,12 @@ class _Write:
     row: dict[str, Any]  # the primary key's columns, and the others when storing
     delete: bool = False
     remembered_as: tuple[str, int] | None = None  # user/chat/bot data: skipped if unchanged
+    data: Data | None = None  # user/chat/bot data, stored encrypted as ``data_enc``
+
+
+def _encode(data: Data) -> str:
+    """The JSON a data dict is compared and stored as (keys sorted, so equal data is equal)."""
+    return json.dumps(data, sort_keys=True)
 
 
 def _upsert_statement(dialect: str, table: Table) -> Executable:
@@ -58,13 +68,15 @@ def _delete_statement(table: Table) -> Executable:
 
 
 class DatabasePersistence(BasePersistence[Data, Data, Data]):
-    def __init__(self, db: Database, update_interval: float = 1.0) -> None:
+    def __init__(self, db: Database, cipher: FieldCipher,
+                 update_interval: float = 1.0) -> None:
         # Only user_data and conversations: no flow keeps chat or bot data, and PTB would
         # deep-copy and hand over the chat data of every chat that had an update, each second.
         super().__init__(store_data=PersistenceInput(chat_data=False, bot_data=False,
                                                      callback_data=False),
                          update_interval=update_interval)
         self._db = db
+        self._cipher = cipher
         # What the database holds, as JSON, per (table, key): PTB hands over the data of every
         # chat and user that had an update, changed or not, each interval; an unchanged one is
         # not written again. An absent row reads as {} (get_* return defaultdicts).
@@ -78,7 +90,7 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
         None when it does (or for writes that are not remembered)."""
         if write.remembered_as is None or write.delete:
             return None
-        encoded = json.dumps(write.row["data"], sort_keys=True, default=str)
+        encoded = _encode(write.data or {})
         return None if self._stored.get(write.remembered_as, "{}") == encoded else encoded
 
     def _forget(self, table: str, key: int) -> None:
@@ -86,28 +98,26 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
 
     # -- loading (once, at start-up) -----------------------------------------------------
 
-    async def get_user_data(self) -> dict[int, Data]:
+    async def _load(self, table: Table, kind: str) -> dict[int, Data]:
+        """Every stored row of ``table``, decrypted, by its key; remembered as stored."""
+        key = table.primary_key.columns.values()[0]
         async with self._db.read() as conn:
-            rows = (await conn.execute(select(ptb_user_data))).all()
-        for row in rows:
-            self._stored[("user", row.user_id)] = json.dumps(row.data, sort_keys=True,
-                                                             default=str)
-        return defaultdict(dict, {row.user_id: dict(row.data) for row in rows})
+            rows = (await conn.execute(select(key, table.c.data_enc))).all()
+        loaded: dict[int, Data] = {}
+        for row_key, token in rows:
+            encoded = self._cipher.decrypt(token)
+            self._stored[(kind, row_key)] = encoded
+            loaded[row_key] = json.loads(encoded)
+        return loaded
+
+    async def get_user_data(self) -> dict[int, Data]:
+        return defaultdict(dict, await self._load(ptb_user_data, "user"))
 
     async def get_chat_data(self) -> dict[int, Data]:
-        async with self._db.read() as conn:
-            rows = (await conn.execute(select(ptb_chat_data))).all()
-        for row in rows:
-            self._stored[("chat", row.chat_id)] = json.dumps(row.data, sort_keys=True,
-                                                             default=str)
-        return defaultdict(dict, {row.chat_id: dict(row.data) for row in rows})
+        return defaultdict(dict, await self._load(ptb_chat_data, "chat"))
 
     async def get_bot_data(self) -> Data:
-        async with self._db.read() as conn:
-            row = (await conn.execute(select(ptb_bot_data.c.data))).first()
-        if row is not None:
-            self._stored[("bot", 1)] = json.dumps(row.data, sort_keys=True, default=str)
-        return dict(row.data) if row else {}
+        return (await self._load(ptb_bot_data, "bot")).get(1, {})
 
     async def get_callback_data(self) -> CDCData | None:
         return None
@@ -171,15 +181,21 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
         # Data is compared here, a slice at a time, not when PTB hands it over: PTB hands over
         # every user that had an update, all in one turn of the loop.
         batch: list[tuple[_Write, asyncio.Future[None]]] = []
-        remember: list[tuple[tuple[str, int], str]] = []
+        remember: dict[tuple[str, int], str] = {}
         for write, done in handed_over:
-            encoded = self._encoding_if_changed(write)
+            try:
+                encoded = self._encoding_if_changed(write)
+            except (TypeError, ValueError) as not_json:  # a flow put a non-JSON value there
+                done.set_exception(not_json)
+                continue
             if write.remembered_as is not None and not write.delete and encoded is None:
                 done.set_result(None)  # the database holds it already
                 continue
-            batch.append((write, done))
             if write.remembered_as is not None and encoded is not None:
-                remember.append((write.remembered_as, encoded))
+                remember[write.remembered_as] = encoded
+                write = replace(write, row={**write.row,
+                                            "data_enc": self._cipher.encrypt(encoded)})
+            batch.append((write, done))
         if not batch:
             return
         try:
@@ -189,7 +205,8 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
             # One bad write must not sink the others (PTB hands data over once, not again):
             # each goes alone, and only the one that fails reports it.
             for write, done in batch:
-                await self._run_alone(write, done)
+                encoded = remember.get(write.remembered_as) if write.remembered_as else None
+                await self._run_alone(write, done, encoded)
             return
         except BaseException as stop:  # cancelled: nobody may wait for ever
             for _write, done in batch:
@@ -201,8 +218,8 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
             if not done.done():
                 done.set_result(None)
 
-    async def _run_alone(self, write: _Write, done: asyncio.Future[None]) -> None:
-        encoded = self._encoding_if_changed(write)
+    async def _run_alone(self, write: _Write, done: asyncio.Future[None],
+                         encoded: str | None) -> None:
         try:
             async with self._db.write() as conn:
                 await self._apply(conn, [write])
@@ -224,16 +241,16 @@ class DatabasePersistence(BasePersistence[Data, Data, Data]):
             await self._write(_Write(ptb_conversations, {**row, "state": json.dumps(new_state)}))
 
     async def update_user_data(self, user_id: int, data: Data) -> None:
-        await self._write(_Write(ptb_user_data, {"user_id": user_id, "data": data},
-                                 remembered_as=("user", user_id)))
+        await self._write(_Write(ptb_user_data, {"user_id": user_id},
+                                 remembered_as=("user", user_id), data=data))
 
     async def update_chat_data(self, chat_id: int, data: Data) -> None:
-        await self._write(_Write(ptb_chat_data, {"chat_id": chat_id, "data": data},
-                                 remembered_as=("chat", chat_id)))
+        await self._write(_Write(ptb_chat_data, {"chat_id": chat_id},
+                                 remembered_as=("chat", chat_id), data=data))
 
     async def update_bot_data(self, data: Data) -> None:
-        await self._write(_Write(ptb_bot_data, {"id": 1, "data": data},
-                                 remembered_as=("bot", 1)))
+        await self._write(_Write(ptb_bot_data, {"id": 1},
+                                 remembered_as=("bot", 1), data=data))
 
     async def update_callback_data(self, data: CDCData) -> None:
         return None

@@ -156,7 +156,8 @@ recharge_rules = Table(
     CheckConstraint("monthly_cap_minor > 0", name="cap_positive"),
 )
 
-# python-telegram-bot persistence: conversation states and user/chat/bot data as JSON.
+# python-telegram-bot persistence: conversation states as JSON; user/chat/bot data as JSON
+# encrypted with the field cipher (drafts hold numbers being proven, forwarded SMS texts).
 ptb_conversations = Table(
     "ptb_conversations", metadata,
     Column("name", String(64), primary_key=True),
@@ -166,17 +167,17 @@ ptb_conversations = Table(
 ptb_user_data = Table(
     "ptb_user_data", metadata,
     Column("user_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("data", JSON, nullable=False),
+    Column("data_enc", Text, nullable=False),
 )
 ptb_chat_data = Table(
     "ptb_chat_data", metadata,
     Column("chat_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("data", JSON, nullable=False),
+    Column("data_enc", Text, nullable=False),
 )
 ptb_bot_data = Table(
     "ptb_bot_data", metadata,
     Column("id", SmallInteger, primary_key=True, autoincrement=False),
-    Column("data", JSON, nullable=False),
+    Column("data_enc", Text, nullable=False),
 )
 
 # --- money (issue 5) ------------------------------------------------------------------
@@ -254,6 +255,43 @@ wallet_payments = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("refunded_at", UtcDateTime),
     CheckConstraint("amount_minor > 0", name="amount_positive"),
+)
+
+# Every invoice the wallet issues (issue 12): a Telegram payment is credited only as the
+# invoice it pays, at most once, and only when it paid the invoice's price in its currency.
+wallet_invoices = Table(
+    "wallet_invoices", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    Column("amount_minor", BigInteger, nullable=False),  # credited to the wallet
+    Column("currency", String(3), nullable=False),
+    Column("price_minor", BigInteger, nullable=False),  # what Telegram is asked to charge
+    Column("price_currency", String(3), nullable=False),  # XTR, or the provider currency
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("paid_at", UtcDateTime),
+    Column("payment_id", BigId, ForeignKey("wallet_payments.id"), unique=True),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint("price_minor > 0", name="price_positive"),
+)
+
+# Telegram payments that were not credited: forged or unknown payload, another user's
+# invoice, an invoice paid before, or a total or currency that is not the invoice's. Stars
+# are refunded; anything else waits for an admin. Charge ids are kept encrypted.
+payment_disputes = Table(
+    "payment_disputes", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    Column("charge_index", String(64), nullable=False, unique=True),  # a replay adds nothing
+    Column("charge_enc", Text, nullable=False),
+    Column("provider_charge_enc", Text),
+    Column("invoice_id", BigId, ForeignKey("wallet_invoices.id")),
+    Column("paid_minor", BigInteger, nullable=False),  # as the update said, even <= 0
+    Column("paid_currency", String(3), nullable=False),
+    Column("reason", String(32), nullable=False),  # forged, wrong_user, already_paid, mismatch
+    Column("status", String(16), nullable=False),  # held, refunded
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime),
+    Column("resolved_by", String(64)),
 )
 
 # Transactional outbox: written with the state change that causes the message, sent by the

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.i18n import Gettext, Translations
+from storage.crypto import FieldCipher, resolve_keys
 from tests.e2e.botapi import BotApiServer, BotMessage, TelegramUser
 from tests.e2e.process import BotProcess, run_cli
 
@@ -53,6 +54,10 @@ class Deployment:
     def bot(self) -> BotProcess:
         """The `topup-bot run` process started last."""
         return [process for process in self.processes if process.command == "run"][-1]
+
+    def cipher(self) -> FieldCipher:
+        """The field cipher of the bot's generated keys (DATA_DIR/keys.json)."""
+        return FieldCipher(resolve_keys(self.data_dir, [], None))
 
     @property
     def db(self) -> Path:
@@ -123,8 +128,8 @@ class Deployment:
                                      conversation):
             if json.loads(key) == [user_id, user_id]:  # (chat id, user id)
                 state = json.loads(value)
-        rows = self.query("SELECT data FROM ptb_user_data WHERE user_id = ?", user_id)
-        data = json.loads(rows[0][0]) if rows else {}
+        rows = self.query("SELECT data_enc FROM ptb_user_data WHERE user_id = ?", user_id)
+        data = json.loads(self.cipher().decrypt(rows[0][0])) if rows else {}
         return state, data
 
     def wait_until_persisted(self, conversation: str, user_id: int, state: str | None,

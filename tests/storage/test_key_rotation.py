@@ -16,8 +16,9 @@ from storage.audit import AuditRepository
 from storage.crypto import FieldCipher, KeyConfigError, KeyMaterial, generate_fernet_key
 from storage.db import Database
 from storage.lines import LinesRepository
+from storage.persistence import DatabasePersistence
 from storage.sim_carrier import SimCarrierRepository
-from storage.tables import lines, sim_lines
+from storage.tables import lines, ptb_user_data, sim_lines
 from storage.users import UsersRepository
 
 LINE_NUMBERS = ["012345678", "092345678", "0973456789", "0883456789", "0962345678"]
@@ -197,3 +198,25 @@ async def test_rotation_with_an_unknown_key_fails_and_changes_nothing(
         await KeyRotationService(db, cipher_bc, clock, batch_size=2).rotate()
 
     assert await tokens(db) == before
+
+
+async def test_conversation_drafts_are_rotated_and_read_with_the_new_key(
+        db: Database, clock: ManualClock, rotation_keys: Keys) -> None:
+    """A draft holding a number being proven is encrypted data like any other field."""
+    cipher_a = rotation_keys.cipher(rotation_keys.a)
+    cipher_ba = rotation_keys.cipher(rotation_keys.b, rotation_keys.a)
+    await DatabasePersistence(db, cipher_a).update_user_data(7, {"bind": "+85512345678"})
+    await DatabasePersistence(db, cipher_a).update_bot_data({"started": "2026-12-06"})
+
+    report = await KeyRotationService(db, cipher_ba, clock, batch_size=2).rotate()
+
+    assert report.complete is True
+    async with db.read() as conn:
+        drafts = (await conn.execute(select(ptb_user_data.c.data_enc))).scalars().all()
+    assert [cipher_ba.is_primary(token) for token in drafts] == [True]
+    cipher_b = rotation_keys.cipher(rotation_keys.b)
+    assert (await DatabasePersistence(db, cipher_b).get_user_data())[7] == {
+        "bind": "+85512345678"}
+    assert await DatabasePersistence(db, cipher_b).get_bot_data() == {"started": "2026-12-06"}
+    with pytest.raises(KeyConfigError):
+        await DatabasePersistence(db, cipher_a).get_user_data()
