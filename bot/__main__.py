@@ -18,11 +18,21 @@ from bot.domain.money import Money, MoneyError, parse_money
 from bot.domain.phone import MobileNumber, PhoneError, describe_phone_error, parse_cambodian_mobile
 from bot.gateways.simulated_carrier import SimLineState
 from bot.settings import Settings, SettingsError, load_settings
+from bot.startup import (
+    EXIT_BAD_SETTING,
+    StartupFailure,
+    StartupReport,
+    check_database,
+    check_start_up,
+)
 from bot.wiring import Components, build_components
 from storage import migrate
 from storage.crypto import KeyConfigError, generate_fernet_key
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# 0 done; 1 failed otherwise (interrupted, or an unexpected error with its traceback);
+# 2 a bad setting or bad input; 3 something the settings name cannot be reached
+# (bot.startup.EXIT_UNREACHABLE, carried by its StartupFailure).
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, EXIT_BAD_SETTING
 
 
 class CliError(Exception):
@@ -46,7 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="the scheduler: what is due, the lag, the last sweeps "
                                        "and failures by kind")
     commands.add_parser("migrate", help="upgrade the database schema to this version")
-    commands.add_parser("check-config", help="validate settings and print them, secrets masked")
+    check = commands.add_parser(
+        "check-config", help="make every start-up check (settings, DATA_DIR, keys, database "
+                             "and its schema) and print the settings, secrets masked")
+    check.add_argument("--online", action="store_true",
+                       help="also ask the Bot API (getMe) whether it accepts the token")
     commands.add_parser("rotate-keys", help="re-encrypt stored secrets with the first key in "
                                             "ENCRYPTION_KEYS (safe to interrupt and re-run)")
     commands.add_parser("generate-key", help="print a new key for ENCRYPTION_KEYS")
@@ -93,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for chatty in ("httpx", "alembic", "apscheduler"):
             logging.getLogger(chatty).setLevel(max(settings.logging.level, logging.WARNING))
         return _dispatch(args, settings)
+    except StartupFailure as exc:
+        print(f"topup-bot: {exc}", file=sys.stderr)
+        return exc.exit_status
     except (SettingsError, CliError, KeyConfigError, migrate.SchemaError) as exc:
         print(f"topup-bot: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -102,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "check-config":
-        return _check_config(settings)
+        return _check_config(settings, online=args.online)
     if args.command == "generate-key":
         print(generate_fernet_key())
         return EXIT_OK
@@ -139,8 +156,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def _with_components(settings: Settings,
                      action: Callable[[Components], Awaitable[int]]) -> int:
     async def go() -> int:
-        components = build_components(settings)
+        components = build_components(settings)  # DATA_DIR and keys checked
         try:
+            await check_database(components.db, settings.storage)
             return await action(components)
         finally:
             await components.db.dispose()
@@ -148,13 +166,48 @@ def _with_components(settings: Settings,
     return asyncio.run(go())
 
 
-def _check_config(settings: Settings) -> int:
+def _check_config(settings: Settings, *, online: bool) -> int:
+    """Every start-up check `run` makes (bot/startup.py), without starting anything."""
     settings.telegram.require_token()
+
+    async def go() -> StartupReport:
+        components = build_components(settings)
+        bot = None
+        if online:
+            from telegram import Bot  # the Telegram stack only when it is asked
+
+            telegram = settings.telegram
+            bot = Bot(telegram.require_token(), base_url=telegram.bot_base_url,
+                      base_file_url=telegram.file_base_url)
+        try:
+            return await check_start_up(settings, components.db, bot)
+        finally:
+            if bot is not None:
+                await bot.shutdown()
+            await components.db.dispose()
+
+    report = asyncio.run(go())
     width = max(len(name) for name in settings.masked())
     for name, value in settings.masked().items():
         print(f"{name.ljust(width)}  {value}")
+    print(_schema_status(report.schema_revision))
+    if report.bot is None:
+        print("Bot API: not asked (check-config --online asks it, with getMe)")
+    else:
+        print(f"Bot API: {settings.telegram.api_root} accepts the token "
+              f"(@{report.bot.username})")
     print("Configuration is valid.")
     return EXIT_OK
+
+
+def _schema_status(revision: str | None) -> str:
+    head = migrate.head_revision()
+    if revision == head:
+        return f"Database: reachable, schema revision {head} (current)"
+    if revision is None:
+        return f"Database: reachable, empty (`run` or `migrate` creates schema {head})"
+    return (f"Database: reachable, schema revision {revision} (`run` or `migrate` upgrades "
+            f"it to {head})")
 
 
 async def _migrate(components: Components) -> int:

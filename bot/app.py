@@ -9,7 +9,7 @@ import secrets
 import signal
 import warnings
 
-from telegram import Update
+from telegram import Bot, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -22,6 +22,7 @@ from telegram.warnings import PTBUserWarning
 
 from bot.jobs import schedule_pollers
 from bot.services.notifications import NotificationDispatcher
+from bot.startup import check_start_up
 from bot.update_processor import PerChatUpdateProcessor
 from bot.wiring import Components
 from handlers.alerts import AlertsFlow
@@ -29,12 +30,14 @@ from handlers.approvals import ApprovalsFlow
 from handlers.autorecharge import AutoRechargeFlow
 from handlers.balance import BalanceFlow
 from handlers.binding import BindingFlow
+from handlers.chat_gate import GATE_GROUP, ChatGate
 from handlers.errors import ErrorHandler
 from handlers.lines import LinesFlow
+from handlers.lockout import LockoutNotice
 from handlers.outbox import TelegramDeliverer
 from handlers.settings import SettingsFlow
 from handlers.start import StartHandlers, command_menu
-from handlers.wallet import PAYMENT_GROUP, WalletFlow
+from handlers.wallet import ADMIN_COMMANDS, PAYMENT_GROUP, WalletFlow
 from storage import migrate
 from storage.persistence import DatabasePersistence
 
@@ -74,9 +77,12 @@ def build_application(components: Components,
     # Our conversations key on chat and user, and callback buttons are re-checked against the
     # database, so PTB's advice to track them per message does not apply.
     warnings.filterwarnings("ignore", message="If 'per_message=False'", category=PTBUserWarning)
+    users, i18n = components.users, components.i18n
+    # Private chats and new messages only, before anything else sees the update.
+    app.add_handlers(ChatGate(users, i18n, settings.telegram.admin_chat_ids,
+                              ADMIN_COMMANDS).handlers(), group=GATE_GROUP)
     start = StartHandlers(components.users, components.i18n)
     app.add_handlers(start.handlers())
-    users, i18n = components.users, components.i18n
     wallet = WalletFlow(users, i18n, components.wallet, settings.telegram.admin_chat_ids)
     # Payments and approval buttons are answered ahead of any conversation in progress.
     app.add_handlers(wallet.payment_handlers(), group=PAYMENT_GROUP)
@@ -91,7 +97,11 @@ def build_application(components: Components,
     app.add_handlers(AutoRechargeFlow(users, i18n, components.lines,
                                       components.rules).handlers())
     app.add_handlers(AlertsFlow(users, i18n, components.lines, components.rules).handlers())
-    # Last in group 0: only what no handler above claimed reaches these.
+    # Last in group 0: only what no handler above claimed reaches these. A code typed
+    # after a lockout ended its flow is answered with the lockout, any other with "I did
+    # not understand that".
+    app.add_handlers(LockoutNotice(users, i18n, components.otp, otherwise=start.stray)
+                     .handlers())
     app.add_handlers(start.last_resort())
     app.add_error_handler(ErrorHandler(users, i18n).on_error)
     _schedule_work(app, components)
@@ -102,15 +112,14 @@ def _builder(components: Components, request: BaseRequest | None = None,
              ) -> ApplicationBuilder:  # type: ignore[type-arg]
     """What the bot and a worker share: the Bot API, defaults and the rate limiter."""
     settings = components.settings
-    root = settings.telegram.api_root
     builder = ApplicationBuilder()
     if request is not None:
         builder = builder.request(request).get_updates_request(request)
     return (
         builder
         .token(settings.telegram.require_token())
-        .base_url(f"{root}/bot")
-        .base_file_url(f"{root}/file/bot")
+        .base_url(settings.telegram.bot_base_url)
+        .base_file_url(settings.telegram.file_base_url)
         .defaults(Defaults(tzinfo=settings.locale.zone))
         .rate_limiter(AIORateLimiter(overall_max_rate=OVERALL_MESSAGES_PER_SECOND,
                                      max_retries=3))
@@ -141,12 +150,13 @@ def build_worker(components: Components,
 
 
 def run_worker(components: Components) -> None:
-    """`topup-bot worker`: sweeps and sends until SIGTERM or SIGINT (several may run
-    against one PostgreSQL database; leases keep them from doing anything twice)."""
-    asyncio.run(prepare_database(components))
+    """`topup-bot worker`: the start-up checks and the migration (``prepare_database``), then
+    sweeps and sends until SIGTERM or SIGINT (several may run against one PostgreSQL
+    database; leases keep them from doing anything twice)."""
     app = build_worker(components)
 
     async def serve() -> None:
+        await prepare_database(components, app.bot)  # getMe here: initialize() skips it
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -187,17 +197,32 @@ async def _set_commands(app: Application, components: Components) -> None:  # ty
         log.warning("setMyCommands failed (%s); the command menu is not set", exc)
 
 
-async def prepare_database(components: Components) -> None:
-    """Schema first: persistence reads its tables before any handler runs."""
-    await migrate.upgrade(components.db)
-    await components.db.dispose()  # the bot's event loop opens its own connections
+async def prepare_database(components: Components, bot: Bot | None = None) -> None:
+    """Start-up: the checks `check-config` makes (bot/startup.py: the database reachable, its
+    schema known, and with ``bot`` the token accepted by getMe), then the migration. Schema
+    first: persistence reads its tables before any handler runs. A failed check raises
+    ``StartupFailure`` before anything is changed."""
+    try:
+        await check_start_up(components.settings, components.db, bot)
+        await migrate.upgrade(components.db)
+    finally:
+        await components.db.dispose()  # the running bot opens its connections afresh
 
 
 def run(components: Components) -> None:
-    """Migrates, then runs until interrupted: webhook mode when WEBHOOK_URL is set, polling
-    otherwise."""
-    asyncio.run(prepare_database(components))
+    """The start-up checks and the migration, then runs until interrupted: webhook mode when
+    WEBHOOK_URL is set, polling otherwise."""
     app = build_application(components)
+    # The checks run on the loop PTB then runs the bot on (run_polling takes the current
+    # one): the Bot they initialized with getMe is ready, and initialize() does not ask again.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(prepare_database(components, app.bot))
+    except BaseException:
+        loop.close()
+        asyncio.set_event_loop(None)
+        raise
     telegram = components.settings.telegram
     if telegram.webhook_url is not None:
         secret = (telegram.webhook_secret.get_secret_value() if telegram.webhook_secret

@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bot.domain.money import CURRENCIES
 
 _TOKEN_SHAPE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{20,}$")
+# Telegram's rule for setWebhook's secret_token (sent back in X-Telegram-Bot-Api-Secret-Token).
+_WEBHOOK_SECRET_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 class SettingsError(Exception):
@@ -54,6 +56,23 @@ class TelegramSettings(_Section):
             raise ValueError("does not look like a bot token from @BotFather (123456:ABC...)")
         return value
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _https_only(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if value is not None and value.scheme != "https":
+            raise ValueError("must be an https:// URL: Telegram delivers webhooks over HTTPS only")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if not _WEBHOOK_SECRET_SHAPE.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 1 to 256 characters, each A-Z, a-z, 0-9, _ or - "
+                             "(Telegram's rule for a webhook secret token)")
+        return value
+
     @field_validator("admin_chat_ids", mode="before")
     @classmethod
     def _admins(cls, value: Any) -> Any:
@@ -62,6 +81,15 @@ class TelegramSettings(_Section):
     @property
     def api_root(self) -> str:
         return str(self.api_base_url).rstrip("/")
+
+    @property
+    def bot_base_url(self) -> str:
+        """What PTB's base_url takes: it appends the token and the method."""
+        return f"{self.api_root}/bot"
+
+    @property
+    def file_base_url(self) -> str:
+        return f"{self.api_root}/file/bot"
 
     def require_token(self) -> str:
         if self.bot_token is None:

@@ -24,7 +24,8 @@ from bot.services.scheduler import SchedulerService, SweepSettings
 from bot.services.users import UsersService
 from bot.services.wallet import WalletService
 from bot.settings import Settings
-from storage.crypto import FieldCipher, KeyMaterial, resolve_keys
+from bot.startup import load_cipher, prepare_data_dir
+from storage.crypto import FieldCipher
 from storage.db import Database
 
 
@@ -60,7 +61,8 @@ class Components:
                                   zone_for=self.users.zone_of)
         payments = self.settings.payments
         # Airtime is sold in US dollars, so the wallet that pays for it is kept in them.
-        self.wallet = WalletService(self.db, self.clock, payments, self.cipher)
+        self.wallet = WalletService(self.db, self.clock, payments, self.cipher,
+                                    admin_chat_ids=self.settings.telegram.admin_chat_ids)
         self.charging = ChargingService(
             self.db, self.cipher, self.carrier, self.clock,
             approval_timeout=timedelta(minutes=payments.approval_timeout_minutes),
@@ -75,20 +77,14 @@ class Components:
                 worker=self.worker))
 
 
-def load_key_material(settings: Settings) -> KeyMaterial:
-    security = settings.security
-    return resolve_keys(
-        settings.storage.data_dir,
-        [key.get_secret_value() for key in security.encryption_keys],
-        security.blind_index_key.get_secret_value() if security.blind_index_key else None)
-
-
 def build_components(settings: Settings, *, clock: Clock | None = None,
                      rng: random.Random | None = None,
                      sms: SmsSender | None = None, worker: str = "bot") -> Components:
-    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    """Every collaborator; start-up checks 2 and 3 (DATA_DIR usable, keys load) come first
+    and raise ``StartupFailure`` (see bot/startup.py)."""
+    prepare_data_dir(settings)
+    cipher = load_cipher(settings)
     clock = clock or SystemClock()
-    cipher = FieldCipher(load_key_material(settings))
     db = Database(settings.storage.url)
     gateways = settings.gateways
     knobs = SimulatorKnobs(

@@ -4,8 +4,10 @@ The approval request (queued by the charging service) carries Approve / Decline 
 (``v1:ap:<charge>:ok|no``); pressing one answers the button, asks the service - which
 re-reads the charge, checks the presser owns it and that it still awaits an answer - and
 puts the outcome in place of the request. "Top up now" on a line card
-(``v1:tn:<line>:<what>``) asks for an approval; the button's message id is part of the
-charge's key, so a double tap asks once.
+or a warning (``v1:tn:<line>:<what>``) asks for an approval; the button's message id is part
+of the charge's key, so a double tap asks once. While the line has another open charge
+(a rule's request waiting, a top-up in flight) it asks nothing: the answer points at that
+charge, and a request still waiting is posted again with its buttons.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
 from telegram.error import BadRequest
 from telegram.ext import ApplicationHandlerStop, BaseHandler, CallbackQueryHandler, ContextTypes
 
@@ -32,6 +34,7 @@ from bot.services.charging import (
     NOT_ACCEPTED,
     RECEIPT,
     AlreadyHandled,
+    AlreadyOpen,
     ApprovalReason,
     Approved,
     ChargingService,
@@ -374,7 +377,34 @@ class ApprovalsFlow(Flow):
             await query.answer(_("Already asked: approve it in the request I sent.") if waiting
                                else _("This button was used already. Open /lines for a new "
                                       "top-up."), show_alert=not waiting)
+        elif isinstance(result, AlreadyOpen):
+            await self._point_to_open(update, ui, result)
         raise ApplicationHandlerStop
+
+    async def _point_to_open(self, update: Update, ui: Ui, found: AlreadyOpen) -> None:
+        """A line has one open charge at a time: say which, and show it again (with its
+        Approve / Decline buttons, as a reply to the request when it was sent) while it
+        waits for an answer."""
+        query = update.callback_query
+        assert query is not None
+        _ = ui._
+        amount = ui.money(found.charge.amount)
+        if found.request is None:
+            await query.answer(_("A top-up of {line} ({amount}) is already on its way. I will "
+                                 "send the receipt when the carrier confirms; then you can "
+                                 "top it up again.").format(line=found.line, amount=amount),
+                               show_alert=True)
+            return
+        await query.answer(_("A top-up of {line} already waits for your approval: I sent "
+                             "it again below.").format(line=found.line))
+        text, markup = render_approval_request(ui, found.request)
+        headline = _("⏳ This top-up of {line} ({amount}) already waits for your answer. A "
+                     "line has one top-up open at a time: approve or decline this one "
+                     "first.").format(line=found.line, amount=amount)
+        reply_to = (ReplyParameters(found.message_id, allow_sending_without_reply=True)
+                    if found.message_id is not None else None)
+        await self.reply(update, f"{headline}\n\n{text}", reply_markup=markup,
+                         reply_parameters=reply_to)
 
     @staticmethod
     def _problem_text(ui: Ui, problem: RequestProblem) -> str:

@@ -111,10 +111,12 @@ class BindingFlow(Flow):
             return END
         if context.user_data is not None:
             context.user_data[DRAFT] = number.e164
-        return await self._code_sent(update, ui, number, outcome)
+        return await self._code_sent(update, context, ui, number, outcome)
 
-    async def _code_sent(self, update: Update, ui: Ui, number: MobileNumber,
-                         outcome: CodeSent | CodeNotSent) -> str | int:
+    async def _code_sent(self, update: Update, context: ContextTypes.DEFAULT_TYPE, ui: Ui,
+                         number: MobileNumber, outcome: CodeSent | CodeNotSent) -> str | int:
+        """Says what became of the code; a refusal that ends the flow (the number is locked
+        out, or over the hourly cap) forgets the number being proven."""
         _ = ui._
         if isinstance(outcome, CodeSent):
             keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(
@@ -130,6 +132,7 @@ class BindingFlow(Flow):
                                        "in a minute."))
             return ASK_CODE
         if refused.reason is SendRefusal.LOCKED:
+            self._forget(context)
             await self.reply(update, _("Too many wrong codes for this line. Try again after "
                                        "{time}.").format(time=ui.when(refused.retry_at)),
                              reply_markup=ReplyKeyboardRemove())
@@ -138,6 +141,7 @@ class BindingFlow(Flow):
             await self.reply(update, _("A code was sent moments ago. Type it, or ask for a new "
                                        "one after {time}.").format(time=ui.when(refused.retry_at)))
             return ASK_CODE
+        self._forget(context)
         await self.reply(update, _("Too many codes were sent to this number this hour. Try "
                                    "again after {time}.").format(time=ui.when(refused.retry_at)),
                          reply_markup=ReplyKeyboardRemove())
@@ -201,7 +205,7 @@ class BindingFlow(Flow):
             return END
         outcome = await self._binding.resend(user_id=user.id, number=number,
                                              sms_text=self._sms_text(ui))
-        return await self._code_sent(update, ui, number, outcome)
+        return await self._code_sent(update, context, ui, number, outcome)
 
     async def stale_resend(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A "new code" button pressed outside the flow (after /cancel, or an old message)."""

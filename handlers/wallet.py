@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from telegram import (
+    Bot,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     LabeledPrice,
@@ -38,10 +39,14 @@ from bot.i18n import Translations
 from bot.services.users import UsersService
 from bot.services.wallet import (
     CREDIT_NOTIFICATION,
+    DISPUTE_HELD_NOTIFICATION,
+    DISPUTE_NOTIFICATION,
     REFUND_NOTIFICATION,
     SOURCE_TELEGRAM,
     AlreadyCredited,
     Credited,
+    Disputed,
+    DisputeReason,
     OperatorCreditError,
     PaymentNotRecognised,
     PaymentProblem,
@@ -49,6 +54,7 @@ from bot.services.wallet import (
     RefundRejected,
     RefundResult,
     RefundStatus,
+    StarRefunder,
     WalletService,
     WalletSummary,
 )
@@ -61,6 +67,7 @@ log = logging.getLogger(__name__)
 
 FUND = cb.register("wf", "amount")  # v1:wf:<amount in minor units>
 PAYMENT_GROUP = -1  # ahead of group 0, where the conversations are
+ADMIN_COMMANDS = ("credit", "refund")  # answered only in ADMIN_CHAT_IDS chats
 CREDIT_RETRY_DELAYS = (0.5, 2.0, 5.0)  # seconds between tries of a payment's credit
 
 
@@ -115,7 +122,57 @@ def problem_text(ui: Ui, problem: PaymentProblem) -> str:
                                         "Open /wallet and choose the amount again."),
         PaymentProblem.UNAVAILABLE: _("Payments are not available at the moment. Please try "
                                       "again later."),
+        PaymentProblem.ALREADY_PAID: _("This invoice is paid already. Open /wallet to add "
+                                       "more."),
     }[problem]
+
+
+def _paid_text(ui: Ui, minor: object, currency: object) -> str:
+    """What a payment said it paid; shown as given when it is not a real amount."""
+    try:
+        return ui.money(Money(int(str(minor)), str(currency)))
+    except (MoneyError, ValueError):
+        return f"{minor} {currency}"
+
+
+def dispute_reason_text(ui: Ui, reason: str) -> str:
+    _ = ui._
+    return {
+        DisputeReason.FORGED.value: _("not an invoice this bot issued"),
+        DisputeReason.WRONG_USER.value: _("another user's invoice"),
+        DisputeReason.ALREADY_PAID.value: _("the invoice was paid before"),
+        DisputeReason.MISMATCH.value: _("the amount or currency paid is not the invoice's"),
+    }.get(reason, reason)
+
+
+@renders(DISPUTE_NOTIFICATION)
+def render_dispute(ui: Ui, params: dict[str, Any]) -> Rendered:
+    """Admins: a Telegram payment was taken but not credited."""
+    _ = ui._
+    out = [_("⚠️ Payment not credited (dispute {dispute}): user {user} paid {paid}; "
+             "{reason}.").format(dispute=params.get("dispute_id"), user=params.get("user_id"),
+                                 paid=_paid_text(ui, params.get("paid_minor"),
+                                                 params.get("paid_currency")),
+                                 reason=dispute_reason_text(ui, str(params.get("reason"))))]
+    if params.get("invoice_id") is not None:
+        out.append(_("Invoice {invoice} asked for {price}.").format(
+            invoice=params["invoice_id"], price=_paid_text(
+                ui, params.get("invoice_price_minor"), params.get("invoice_price_currency"))))
+    out.append(_("Nothing was added to the wallet. The Stars are being refunded; you will "
+                 "hear again only if that fails.") if params.get("refunding") else
+               _("Nothing was added to the wallet. It is held for you: refund it, or credit "
+                 "it with /credit once you know what was meant."))
+    return "\n".join(out), None
+
+
+@renders(DISPUTE_HELD_NOTIFICATION)
+def render_dispute_held(ui: Ui, params: dict[str, Any]) -> Rendered:
+    """Admins: the automatic Stars refund of a disputed payment failed."""
+    return ui._("⚠️ The refund of dispute {dispute} (user {user}, {paid}) failed: it is held "
+                "for you. Ask the user for the payment's charge id and send /refund with "
+                "it.").format(dispute=params.get("dispute_id"), user=params.get("user_id"),
+                              paid=_paid_text(ui, params.get("paid_minor"),
+                                              params.get("paid_currency"))), None
 
 
 def _money_param(params: dict[str, Any], minor: str, currency: str) -> Money | None:
@@ -192,8 +249,24 @@ def refund_text(ui: Ui, charge_id: str, result: RefundResult) -> str:
                                            "changed."),
         RefundStatus.REJECTED: _("Telegram refused the refund ({detail}). Nothing was "
                                  "changed."),
+        RefundStatus.DISPUTE_REFUNDED: _("Refunded {paid} to user {user}. That payment was "
+                                         "never credited, so their wallet is unchanged."),
     }[result.status].format(paid=paid, user=result.user_id, amount=amount,
                             available=available, charge=charge_id, detail=result.detail)
+
+
+def star_refunder(bot: Bot) -> StarRefunder:
+    """Returns Stars through refundStarPayment: "already refunded" counts as done, any other
+    refusal is RefundRejected."""
+    async def refund(user_id: int, charge_id: str) -> None:
+        try:
+            await bot.refund_star_payment(user_id, charge_id)
+        except BadRequest as exc:
+            if "ALREADY_REFUNDED" in exc.message.upper():
+                return
+            raise RefundRejected(exc.message) from exc
+
+    return refund
 
 
 # --- the flow -----------------------------------------------------------------------------
@@ -239,7 +312,7 @@ class WalletFlow(Flow):
             await query.answer(_("That button is no longer active."))
             return
         try:
-            invoice = self._wallet.invoice_for(user.id, offered[minor])
+            invoice = await self._wallet.issue_invoice(user.id, offered[minor])
         except PaymentsUnavailable:
             await query.answer(problem_text(ui, PaymentProblem.UNAVAILABLE), show_alert=True)
             return
@@ -257,7 +330,7 @@ class WalletFlow(Flow):
     async def pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.pre_checkout_query
         assert query is not None
-        problem = self._wallet.validate_pre_checkout(
+        problem = await self._wallet.validate_pre_checkout(
             query.from_user.id, query.invoice_payload, query.currency, query.total_amount)
         if problem is None:
             await query.answer(ok=True)
@@ -273,7 +346,8 @@ class WalletFlow(Flow):
         payment = message.successful_payment
         assert payment is not None
         try:
-            credited = await self._credit_with_retries(user.id, payment)
+            credited = await self._credit_with_retries(
+                user.id, payment, star_refunder(context.bot))
         except PaymentNotRecognised as exc:
             log.error("Payment %s by user %s not credited: %s",
                       payment.telegram_payment_charge_id, user.id, exc)
@@ -295,16 +369,27 @@ class WalletFlow(Flow):
                 "will; quote this reference: {charge}").format(
                 charge=payment.telegram_payment_charge_id))
             raise ApplicationHandlerStop from None
-        if credited is not None:  # a replayed update: credited before, nothing to say
-            ui = await self.ui(update)
-            await self._say(update, ui._(
+        ui = await self.ui(update)
+        _ = ui._
+        if isinstance(credited, Credited):
+            await self._say(update, _(
                 "✅ Payment received: {amount} added to your wallet. Available now: "
                 "{balance}.").format(amount=ui.money(credited.amount),
                                      balance=ui.money(credited.balance)))
+        elif isinstance(credited, Disputed):
+            paid = _paid_text(ui, credited.paid_minor, credited.paid_currency)
+            await self._say(update, _(
+                "This payment ({paid}) does not match the invoice it was made for, so nothing "
+                "was added to your wallet. Telegram is returning it to you.").format(paid=paid)
+                if credited.refunded else _(
+                "This payment ({paid}) does not match the invoice it was made for, so nothing "
+                "was added to your wallet. An operator will look at it; quote this reference: "
+                "{charge}").format(paid=paid, charge=payment.telegram_payment_charge_id))
+        # None: a replayed update, answered the first time
         raise ApplicationHandlerStop
 
-    async def _credit_with_retries(self, user_id: int,
-                                   payment: SuccessfulPayment) -> Credited | None:
+    async def _credit_with_retries(self, user_id: int, payment: SuccessfulPayment,
+                                   refunder: StarRefunder) -> Credited | Disputed | None:
         """The credit, tried again after a fault (the database restarting, a lock timeout):
         it is idempotent by the charge id, and Telegram sends this update only once."""
         for delay in (*self._retry_delays, None):
@@ -312,7 +397,7 @@ class WalletFlow(Flow):
                 return await self._wallet.credit_telegram_payment(
                     user_id, payment.telegram_payment_charge_id,
                     payment.provider_payment_charge_id, payment.currency,
-                    payment.total_amount, payment.invoice_payload)
+                    payment.total_amount, payment.invoice_payload, refunder=refunder)
             except PaymentNotRecognised:
                 raise
             except Exception:
@@ -332,9 +417,13 @@ class WalletFlow(Flow):
         raise ApplicationHandlerStop
 
     async def _say(self, update: Update, text: str) -> None:
-        """A reply that must not fail the update: the money is already recorded."""
+        """A reply that must not fail the update: the money is already recorded. It goes to
+        the payer's private chat, wherever the payment message came from."""
+        user = update.effective_user
+        if user is None:
+            return
         try:
-            await self.reply(update, text)
+            await update.get_bot().send_message(user.id, text)
         except TelegramError:
             log.warning("Could not confirm a payment in the chat", exc_info=True)
 
@@ -408,19 +497,9 @@ class WalletFlow(Flow):
             await self.reply(update, ui._("Usage: /refund TELEGRAM_PAYMENT_CHARGE_ID (it is in "
                                           "the user's receipt)"))
             return
-        bot = context.bot
-
-        async def refunder(user_id: int, charge_id: str) -> None:
-            try:
-                await bot.refund_star_payment(user_id, charge_id)
-            except BadRequest as exc:
-                if "ALREADY_REFUNDED" in exc.message.upper():
-                    return
-                raise RefundRejected(exc.message) from exc
-
         try:
             result = await self._wallet.refund_stars(args[0], actor=f"admin:{user.id}",
-                                                     refunder=refunder)
+                                                     refunder=star_refunder(context.bot))
         except TelegramError as exc:
             log.warning("refundStarPayment failed for %s", args[0], exc_info=True)
             await self.reply(update, ui._("Telegram did not answer ({error}). Nothing was "
@@ -443,5 +522,5 @@ class WalletFlow(Flow):
         admins = filters.Chat(chat_id=self._admins)
         return [CommandHandler("wallet", self.show),
                 CallbackQueryHandler(self.fund, pattern=FUND),
-                CommandHandler("credit", self.credit, filters=admins),
-                CommandHandler("refund", self.refund, filters=admins)]
+                *(CommandHandler(command, callback, filters=admins) for command, callback
+                  in zip(ADMIN_COMMANDS, (self.credit, self.refund), strict=True))]

@@ -7,6 +7,7 @@ workers, two taps or a replayed update can never both move the same charge.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.domain.charges import TRANSITIONS, ChargeState
+from bot.domain.charges import OPEN_STATES, TRANSITIONS, ChargeState
+from bot.domain.invariants import present
 from bot.domain.money import Money
 from storage.common import insert_ignoring_conflict
 from storage.crypto import FieldCipher
@@ -29,6 +31,10 @@ REFERENCE_PREFIX = "tb-"
 CAP_STATES = (ChargeState.APPROVED, ChargeState.SUBMITTED, ChargeState.SUCCEEDED)
 # States a sweep moves on (submit, look up, re-send, fail) once ``next_attempt_at`` is due.
 WORKING_STATES = (ChargeState.APPROVED, ChargeState.SUBMITTED)
+
+# Inserts tried by one ``create``: each one that inserts nothing has met a charge committed
+# meanwhile, which the next round finds (so a second round is already rare).
+_CREATE_ATTEMPTS = 3
 
 # Columns a transition or a reschedule may set besides the state.
 _SETTABLE = frozenset({"expires_at", "next_attempt_at", "failure_reason", "provider_tx",
@@ -48,6 +54,14 @@ async def lock_wallet_of(conn: AsyncConnection, user_id: int) -> None:
     # key_share=True renders FOR NO KEY UPDATE on PostgreSQL (nothing on SQLite).
     await conn.execute(select(users.c.id).where(users.c.id == user_id)
                        .with_for_update(key_share=True))
+
+
+class Creation(enum.StrEnum):
+    """What ``ChargesRepository.create`` did."""
+
+    CREATED = "created"  # inserted now
+    SAME_CAUSE = "same_cause"  # this idempotency key charged before: that charge
+    LINE_BUSY = "line_busy"  # the line has another open charge: that one; nothing written
 
 
 @dataclass(frozen=True)
@@ -108,22 +122,51 @@ class ChargesRepository:
                      amount: Money, cause: str, state: ChargeState, now: datetime,
                      rule_id: int | None = None, product_id: str | None = None,
                      expires_at: datetime | None = None,
-                     next_attempt_at: datetime | None = None) -> tuple[ChargeRecord, bool]:
-        """The charge of ``idempotency_key``: inserted now (True), or the one that already
-        exists for that key (False; nothing is changed) - never a second charge."""
+                     next_attempt_at: datetime | None = None) -> tuple[ChargeRecord, Creation]:
+        """The charge of ``idempotency_key``, inserted now (CREATED); or, with nothing
+        written, the charge that already exists for that key (SAME_CAUSE) or the line's
+        open charge (LINE_BUSY): never a second charge for one cause, nor a second open
+        charge on one line.
+
+        Every charge is created here. The checks come first, so the usual case writes
+        nothing; the partial unique index ``uq_charges_line_id_open`` is the backstop for a
+        concurrent creation on PostgreSQL, where the INSERT ... ON CONFLICT DO NOTHING waits
+        for it and then inserts nothing (no unique violation aborts the caller's
+        transaction, which may be a whole sweep batch)."""
         if state not in (ChargeState.AWAITING_APPROVAL, ChargeState.APPROVED):
             raise ValueError(f"a charge cannot start {state.value}")
-        inserted = await insert_ignoring_conflict(self._conn, charges, {
+        values = {
             "idempotency_key": idempotency_key, "reference": reference_for(idempotency_key),
             "user_id": user_id, "line_id": line_id, "rule_id": rule_id, "cause": cause,
             "amount_minor": amount.minor, "currency": amount.currency,
             "product_id": product_id, "state": state.value, "expires_at": expires_at,
             "attempts": 0, "next_attempt_at": next_attempt_at,
             "created_at": now, "updated_at": now,
-        })
-        record = await self.by_key(idempotency_key)
-        assert record is not None  # inserted above, or the row that made the insert a no-op
-        return record, inserted
+        }
+        for _attempt in range(_CREATE_ATTEMPTS):
+            existing = await self.by_key(idempotency_key)
+            if existing is not None:
+                return existing, Creation.SAME_CAUSE
+            busy = await self.open_for_line(line_id)
+            if busy is not None:
+                return busy, Creation.LINE_BUSY
+            if await insert_ignoring_conflict(self._conn, charges, values):
+                record = present(await self.by_key(idempotency_key),
+                                 f"charge {idempotency_key} just inserted exists")
+                return record, Creation.CREATED
+            # A concurrent transaction inserted this key or an open charge of this line and
+            # committed; the loop reads which. (Only if that charge was closed again in the
+            # meantime does the insert run once more.)
+        raise RuntimeError(f"could not create charge {idempotency_key!r}: the line's open "
+                           "charge kept changing")
+
+    async def open_for_line(self, line_id: int) -> ChargeRecord | None:
+        """The line's open charge (awaiting approval, approved or submitted), if any."""
+        row = (await self._conn.execute(select(charges).where(
+            charges.c.line_id == line_id,
+            charges.c.state.in_([s.value for s in OPEN_STATES]))
+            .order_by(charges.c.id).limit(1))).mappings().first()
+        return self._record(row) if row else None
 
     async def get(self, charge_id: int, *, lock: bool = False) -> ChargeRecord | None:
         query = select(charges).where(charges.c.id == charge_id)

@@ -26,7 +26,12 @@ _UNDECRYPTABLE = "a stored value cannot be decrypted with any configured key"
 
 
 class KeyConfigError(ValueError):
-    """A configured key is unusable."""
+    """A configured key is unusable: ``setting`` names what to fix, ``cause`` says why."""
+
+    def __init__(self, setting: str, cause: str) -> None:
+        super().__init__(f"{setting}: {cause}")
+        self.setting = setting
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,9 @@ class FieldCipher:
 
     def __init__(self, keys: KeyMaterial) -> None:
         if not keys.encryption_keys:
-            raise KeyConfigError("at least one encryption key is needed")
-        try:
-            self._fernets = [Fernet(key.encode()) for key in keys.encryption_keys]
-        except (ValueError, TypeError) as exc:
-            raise KeyConfigError("ENCRYPTION_KEYS must be Fernet keys (32 url-safe base64 bytes); "
-                            "make one with `topup-bot generate-key`") from exc
+            raise KeyConfigError("ENCRYPTION_KEYS", "at least one encryption key is needed")
+        self._fernets = [_fernet(key, number, len(keys.encryption_keys))
+                         for number, key in enumerate(keys.encryption_keys, start=1)]
         self._multi = MultiFernet(self._fernets)
         self._index_key = hmac.new(keys.blind_index_key, b"blind-index", hashlib.sha256).digest()
         self._otp_key = hmac.new(keys.blind_index_key, b"otp-hash", hashlib.sha256).digest()
@@ -58,7 +60,7 @@ class FieldCipher:
         try:
             return self._multi.decrypt(token.encode()).decode()
         except InvalidToken as exc:
-            raise KeyConfigError(_UNDECRYPTABLE) from exc
+            raise KeyConfigError("ENCRYPTION_KEYS", _UNDECRYPTABLE) from exc
 
     def is_primary(self, token: str) -> bool:
         """True when ``token`` was encrypted with the primary key (rotation is done for it)."""
@@ -73,7 +75,7 @@ class FieldCipher:
         try:
             return self._multi.rotate(token.encode()).decode()
         except InvalidToken as exc:
-            raise KeyConfigError(_UNDECRYPTABLE) from exc
+            raise KeyConfigError("ENCRYPTION_KEYS", _UNDECRYPTABLE) from exc
 
     def blind_index(self, plain: str) -> str:
         return hmac.new(self._index_key, plain.encode(), hashlib.sha256).hexdigest()
@@ -84,6 +86,15 @@ class FieldCipher:
 
     def otp_matches(self, challenge_id: int, code: str, stored_hash: str) -> bool:
         return hmac.compare_digest(self.otp_hash(challenge_id, code), stored_hash)
+
+
+def _fernet(key: str, number: int, count: int) -> Fernet:
+    try:
+        return Fernet(key.encode())
+    except (ValueError, TypeError) as exc:
+        which = "" if count == 1 else f"key {number} of {count}: "
+        raise KeyConfigError("ENCRYPTION_KEYS", f"{which}not a Fernet key (32 url-safe base64 "
+                             "bytes); make one with `topup-bot generate-key`") from exc
 
 
 def generate_fernet_key() -> str:
@@ -97,22 +108,38 @@ def resolve_keys(data_dir: Path, encryption_keys: list[str],
     stored: dict[str, object] = {}
     if not encryption_keys or not blind_index_key:
         stored = _load_or_create_key_file(path)
-    enc = tuple(encryption_keys) or tuple(str(k) for k in stored["encryption_keys"])  # type: ignore[attr-defined]
-    index_text = blind_index_key or str(stored["blind_index_key"])
+    try:
+        enc = tuple(encryption_keys) or tuple(str(k) for k in stored["encryption_keys"])  # type: ignore[attr-defined]
+        index_text = blind_index_key or str(stored["blind_index_key"])
+    except (KeyError, TypeError) as exc:
+        raise _unusable_key_file(path, f"{exc} is missing" if isinstance(exc, KeyError)
+                                 else "unexpected content") from None
+    # A key from the file is named by the file: BLIND_INDEX_KEY was not set.
+    setting = "BLIND_INDEX_KEY" if blind_index_key else "DATA_DIR"
+    where = "" if blind_index_key else f"the blind index key in {path} "
     try:
         index = base64.urlsafe_b64decode(index_text.encode())
     except ValueError as exc:
-        raise KeyConfigError("BLIND_INDEX_KEY must be url-safe base64") from exc
+        raise KeyConfigError(setting, f"{where}must be url-safe base64") from exc
     if len(index) < 32:
-        raise KeyConfigError("BLIND_INDEX_KEY must hold at least 32 bytes")
+        raise KeyConfigError(setting, f"{where}must hold at least 32 bytes")
     return KeyMaterial(encryption_keys=enc, blind_index_key=index,
                        generated_file=path if stored else None)
 
 
+def _unusable_key_file(path: Path, cause: str) -> KeyConfigError:
+    return KeyConfigError("DATA_DIR", f"{path} is not a usable key file ({cause}); restore it "
+                          "from its backup, or set ENCRYPTION_KEYS and BLIND_INDEX_KEY")
+
+
 def _load_or_create_key_file(path: Path) -> dict[str, object]:
     if path.exists():
-        with path.open(encoding="utf-8") as handle:
-            data: dict[str, object] = json.load(handle)
+        try:
+            with path.open(encoding="utf-8") as handle:
+                data: dict[str, object] = json.load(handle)
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+            cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise _unusable_key_file(path, cause.splitlines()[0]) from None
         return data
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {

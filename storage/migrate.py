@@ -44,7 +44,7 @@ async def current_revision(db: Database) -> str | None:
 
 
 async def upgrade(db: Database, target: str = "head") -> None:
-    await _ensure_known(db)
+    await ensure_known(db)
     async with db.write() as conn:
         await conn.run_sync(lambda sync: command.upgrade(_config(sync), target))
 
@@ -54,8 +54,11 @@ async def downgrade(db: Database, target: str) -> None:
         await conn.run_sync(lambda sync: command.downgrade(_config(sync), target))
 
 
-async def _ensure_known(db: Database) -> None:
+async def ensure_known(db: Database) -> str | None:
+    """The database's revision (None when it has no schema yet); SchemaError when it is one
+    this version does not know, so the bot refuses to start rather than guess."""
     current = await current_revision(db)
     if current is not None and current not in known_revisions():
         raise SchemaError(f"the database is at schema revision {current}, which this version "
                           "does not know: it was migrated by a newer release; run that one")
+    return current

@@ -9,8 +9,13 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.invariants import present
 from storage.crypto import FieldCipher
 from storage.tables import otp_challenges
+
+# PostgreSQL advisory locks of OTP numbers use the two-int4 key space with this first key
+# (the one-bigint key space does not overlap it).
+_NUMBER_LOCK_SPACE = 0x0709  # "OTP"
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,7 @@ class OtpRepository:
         await self._conn.execute(update(otp_challenges).where(
             otp_challenges.c.id == challenge_id).values(
             code_hash=self._cipher.otp_hash(challenge_id, code)))
-        challenge = await self.get(challenge_id)
-        assert challenge is not None
-        return challenge
+        return present(await self.get(challenge_id), f"code {challenge_id} just made exists")
 
     async def get(self, challenge_id: int) -> OtpChallenge | None:
         row = (await self._conn.execute(
@@ -73,8 +76,42 @@ class OtpRepository:
         row = (await self._conn.execute(query)).mappings().first()
         return _record(row) if row else None
 
+    async def lock_number(self, phone_e164: str) -> None:
+        """Holds the number until the transaction ends: whatever sends a code to it, or
+        locks it after a wrong code, runs one at a time, so the hourly cap and a lockout
+        cannot be raced past by two accounts at once.
+
+        PostgreSQL: a transaction-scoped advisory lock on 32 bits of the number's blind
+        index (a row lock cannot hold a number that has no challenge yet); two numbers
+        that share those bits merely queue behind each other. SQLite: nothing to do, every
+        write transaction is ``BEGIN IMMEDIATE`` and so already holds the database.
+        """
+        if self._conn.dialect.name != "postgresql":
+            return
+        key = int(self._cipher.blind_index(phone_e164)[:8], 16) - 2 ** 31  # an int4
+        await self._conn.execute(select(func.pg_advisory_xact_lock(_NUMBER_LOCK_SPACE, key)))
+
+    async def number_locked_until(self, *, phone_e164: str, now: datetime) -> datetime | None:
+        """When the number's lockout ends, if any challenge to it (any account, any
+        purpose) is locked at ``now``; None when it is not locked."""
+        value: datetime | None = (await self._conn.execute(
+            select(func.max(otp_challenges.c.locked_until)).where(
+                otp_challenges.c.phone_index == self._cipher.blind_index(phone_e164),
+                otp_challenges.c.locked_until > now))).scalar_one()
+        return value
+
+    async def user_locked_until(self, *, user_id: int, now: datetime) -> datetime | None:
+        """When the latest lockout the user ran into with wrong codes ends (any number,
+        any purpose); None when none of their challenges is locked at ``now``."""
+        value: datetime | None = (await self._conn.execute(
+            select(func.max(otp_challenges.c.locked_until)).where(
+                otp_challenges.c.user_id == user_id,
+                otp_challenges.c.locked_until > now))).scalar_one()
+        return value
+
     async def sent_since(self, *, phone_e164: str, since: datetime) -> int:
-        """Codes sent to a number after ``since`` (the hourly cap counts these)."""
+        """Codes sent to a number after ``since`` by every account, for every purpose (the
+        hourly cap counts these)."""
         return int((await self._conn.execute(
             select(func.count()).select_from(otp_challenges).where(
                 otp_challenges.c.phone_index == self._cipher.blind_index(phone_e164),

@@ -15,6 +15,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.invariants import present
 from bot.domain.money import Money
 from bot.domain.rules import Approval, CalendarKind, RuleSpec, RuleStatus, Trigger
 from storage.common import claim_due
@@ -121,9 +122,8 @@ class RulesRepository:
             line_id=line_id, owner_id=owner_id, status=status.value, next_run_at=next_run_at,
             confirmed_amount_minor=0, confirmed_cap_minor=0, created_at=now, updated_at=now,
             **spec_columns(spec)).returning(recharge_rules.c.id))
-        record = await self.get(result.scalar_one())
-        assert record is not None
-        return record
+        rule_id = result.scalar_one()
+        return present(await self.get(rule_id), f"rule {rule_id} just inserted exists")
 
     async def get(self, rule_id: int, *, lock: bool = False) -> RuleRecord | None:
         query = select(recharge_rules).where(recharge_rules.c.id == rule_id)

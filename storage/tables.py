@@ -209,6 +209,12 @@ charges = Table(
     CheckConstraint("amount_minor > 0", name="amount_positive"),
 )
 
+# A line has at most one open charge (awaiting approval or in flight): a second trigger is
+# pointed at the open one (issue 12). The states are bot.domain.charges.OPEN_STATES.
+OPEN_CHARGE_PREDICATE = "state IN ('awaiting_approval', 'approved', 'submitted')"
+Index("uq_charges_line_id_open", charges.c.line_id, unique=True,
+      sqlite_where=text(OPEN_CHARGE_PREDICATE), postgresql_where=text(OPEN_CHARGE_PREDICATE))
+
 holds = Table(
     "holds", metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),

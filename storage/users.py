@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.invariants import present
 from storage.common import insert_ignoring_conflict
 from storage.tables import users
 
@@ -60,9 +61,7 @@ class UsersRepository:
             "id": user_id, "language": language, "reachable": True,
             "created_at": now, "updated_at": now,
         })
-        record = await self.get(user_id)
-        assert record is not None  # inserted above or already there
-        return record
+        return present(await self.get(user_id), f"user {user_id} inserted or already there")
 
     async def update(self, user_id: int, *, now: datetime, **changes: object) -> None:
         allowed = {"language", "timezone", "quiet_start_minute", "quiet_end_minute", "reachable"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -32,6 +33,15 @@ BACKENDS = [
                  marks=[pytest.mark.postgres,
                         pytest.mark.skipif(not POSTGRES_URL, reason=NO_POSTGRES)]),
 ]
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where nothing listens: bound (so nobody else takes it while the
+    test runs) but never listening, so a connection to it is refused at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture

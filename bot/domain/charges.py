@@ -25,6 +25,12 @@ class ChargeState(enum.StrEnum):
         return self in FINAL_STATES
 
     @property
+    def is_open(self) -> bool:
+        """Whether the charge is still open: awaiting approval or in flight. A line has at
+        most one open charge (storage enforces it with a partial unique index)."""
+        return self in OPEN_STATES
+
+    @property
     def holds_funds(self) -> bool:
         """Whether the wallet has funds held for a charge in this state."""
         return self in (ChargeState.APPROVED, ChargeState.SUBMITTED)
@@ -41,6 +47,9 @@ class ChargeEvent(enum.StrEnum):
 
 FINAL_STATES = frozenset({ChargeState.SUCCEEDED, ChargeState.FAILED, ChargeState.DECLINED,
                           ChargeState.EXPIRED})
+
+OPEN_STATES = frozenset({ChargeState.AWAITING_APPROVAL, ChargeState.APPROVED,
+                         ChargeState.SUBMITTED})
 
 TRANSITIONS: dict[tuple[ChargeState, ChargeEvent], ChargeState] = {
     (ChargeState.AWAITING_APPROVAL, ChargeEvent.APPROVE): ChargeState.APPROVED,

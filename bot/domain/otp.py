@@ -42,11 +42,21 @@ class ChallengeView:
 
 
 def may_send(policy: OtpPolicy, now: datetime, latest: ChallengeView | None,
-             sent_last_hour: int, oldest_in_hour: datetime | None) -> Refused | None:
-    """None when a new code may be sent now; otherwise why not and until when."""
+             sent_last_hour: int, oldest_in_hour: datetime | None,
+             number_locked_until: datetime | None = None) -> Refused | None:
+    """None when a new code may be sent now; otherwise why not and until when.
+
+    ``latest`` is the asking account's own latest challenge for this number and purpose
+    (the resend cooldown is per account); ``sent_last_hour``, ``oldest_in_hour`` and
+    ``number_locked_until`` (the latest lockout end of any challenge to the number) are the
+    number's, whoever asked and whatever for: a locked number gets no code from anyone.
+    """
+    locks = [until for until in (number_locked_until,
+                                 latest.locked_until if latest is not None else None)
+             if until is not None and until > now]
+    if locks:
+        return Refused(SendRefusal.LOCKED, max(locks))
     if latest is not None:
-        if latest.locked_until is not None and latest.locked_until > now:
-            return Refused(SendRefusal.LOCKED, latest.locked_until)
         ready = latest.created_at + policy.resend_cooldown
         if latest.consumed_at is None and ready > now:
             return Refused(SendRefusal.COOLDOWN, ready)
@@ -96,6 +106,15 @@ def normalize_code(text: str) -> str:
     """People paste codes with spaces or dashes: keep the digits only (ASCII and Khmer)."""
     khmer_digits = str.maketrans("០១២៣៤៥៦៧៨៩", "0123456789")
     return "".join(ch for ch in text.translate(khmer_digits) if ch.isascii() and ch.isdigit())
+
+
+_CODE_LAYOUT = frozenset("0123456789០១២៣៤៥៦៧៨៩ -\t")
+
+
+def looks_like_code(text: str) -> bool:
+    """Text that is a code and nothing else (digits, spaces and dashes), the way people type
+    one: "123456", "123 456", "១២៣៤៥៦". Other text with six digits in it is not."""
+    return set(text.strip()) <= _CODE_LAYOUT and is_well_formed(normalize_code(text))
 
 
 def is_well_formed(code: str) -> bool:

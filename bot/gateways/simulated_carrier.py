@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from aiodataloader import DataLoader
 
 from bot.clock import Clock
+from bot.domain.invariants import present
 from bot.domain.money import Money
 from bot.domain.operators import (
     MIN_AIRTIME_USD_CENTS,
@@ -254,9 +255,7 @@ class SimulatedCarrier:
             data_mb=(seed >> 8) % 2048, validity_end=now + timedelta(days=3 + (seed >> 16) % 28),
             daily_spend_minor=5 + (seed >> 24) % 16, daily_data_mb=50 + (seed >> 32) % 400,
             now=now)
-        line = await repo.line(phone_e164, lock=True)
-        assert line is not None
-        return line
+        return present(await repo.line(phone_e164, lock=True), "the line just added exists")
 
     async def _accept(self, repo: SimCarrierRepository, request: TopUpRequest, now: datetime,
                       *, duplicate: bool) -> SimTopupRow:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
+from bot.domain.invariants import present
 from bot.domain.otp import CheckResult
 from bot.domain.phone import MobileNumber
 from bot.services.otp import CheckOutcome, CodeNotSent, CodeSent, OtpPurpose, OtpService
@@ -119,9 +120,8 @@ class BindingService:
             # The previous owner's rules must never charge the new owner's line.
             await RulesRepository(conn).disable_for_line(existing.id, now)
             await lines.transfer(existing.id, new_owner_id=user_id, now=now)
-            moved = await lines.get(existing.id)
-            assert moved is not None  # locked above
-            line = moved
+            line = present(await lines.get(existing.id),  # locked above
+                           f"line {existing.id} just transferred exists")
         await AuditRepository(conn).record(
             at=now, actor=f"user:{user_id}", action="line.bound", subject=str(line.id),
             details={"line": number.masked, "operator": number.operator.value, "proof": proof,

@@ -5,6 +5,11 @@ machine of ``bot.domain.charges``; every move is one transaction with its audit 
 message it causes (the notifications outbox), and is a compare-and-set on the state read,
 so a second tap, a second worker or a replayed update finds the move already made.
 
+A line has at most one open charge (awaiting approval, approved or submitted): a second
+trigger - "Top up now" while a rule's request waits, a rule while a top-up is in flight -
+writes nothing and is pointed at the open one (``ChargesRepository.create`` checks; a
+partial unique index is the backstop for concurrent creations).
+
 The provider is never called inside a transaction, and never blind:
 
 * ``approved -> submitted`` (attempts + 1) is committed *before* the provider is called, so
@@ -34,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.domain.charges import ChargeState
+from bot.domain.invariants import holds, present
 from bot.domain.money import CURRENCIES, Money, MoneyError
 from bot.domain.operators import MIN_AIRTIME_USD_CENTS
 from bot.domain.readings import LineReading, ReadingSource
@@ -50,7 +56,7 @@ from bot.gateways.topup import (
     TopUpStatus,
 )
 from storage.audit import AuditRepository
-from storage.charges import ChargeRecord, ChargesRepository, lock_wallet_of
+from storage.charges import ChargeRecord, ChargesRepository, Creation, lock_wallet_of
 from storage.crypto import FieldCipher
 from storage.db import Database
 from storage.lines import LineRecord, LinesRepository
@@ -142,6 +148,23 @@ class Requested:
 
 
 @dataclass(frozen=True)
+class AlreadyOpen:
+    """The line already has an open charge (awaiting approval or in flight): nothing was
+    written; the user is pointed at that one. A line has one open charge at a time."""
+
+    charge: ChargeRecord
+    line: str  # how the line is shown
+    # The open charge's approval request as it stands (today's wallet balance), to show it
+    # again with its buttons; None when it is in flight (approved or submitted).
+    request: dict[str, Any] | None
+    message_id: int | None = None  # the approval request in the chat, once it was sent
+
+    @property
+    def awaits_approval(self) -> bool:
+        return self.charge.state is ChargeState.AWAITING_APPROVAL
+
+
+@dataclass(frozen=True)
 class NotYours:
     """Unknown charge or someone else's: nothing done, nothing revealed."""
 
@@ -187,11 +210,15 @@ class SkipReason(enum.StrEnum):
     RULE_INACTIVE = "rule_inactive"
     LINE_UNAVAILABLE = "line_unavailable"
     INVALID = "invalid"  # the rule no longer prices (its plan left the catalog)
+    # The line has another open charge (awaiting approval or in flight): nothing was
+    # written; the scheduler tries the run again once that charge is closed.
+    LINE_BUSY = "line_busy"
 
 
 @dataclass(frozen=True)
 class RuleSkipped:
     reason: SkipReason
+    open_charge: ChargeRecord | None = None  # LINE_BUSY: the line's open charge
 
 
 @dataclass(frozen=True)
@@ -376,10 +403,12 @@ class ChargingService:
         return amount
 
     async def request_manual(self, user_id: int, line_id: int, amount: Money | None,
-                             product_id: str | None,
-                             nonce: str) -> Requested | NotYourLine | Invalid:
+                             product_id: str | None, nonce: str,
+                             ) -> Requested | AlreadyOpen | NotYourLine | Invalid:
         """Asks the user to approve a top-up of their line (airtime ``amount`` or the plan
-        ``product_id``). ``nonce`` comes from the button, so a double tap is one charge."""
+        ``product_id``). ``nonce`` comes from the button, so a double tap is one charge.
+        While the line has another open charge (a rule's request waiting, a top-up in
+        flight) nothing is asked: AlreadyOpen names that charge."""
         if not nonce or len(nonce) > MAX_NONCE_CHARS:
             raise ValueError("a nonce is 1 to 80 characters")
         now = self._clock.now()
@@ -395,15 +424,56 @@ class ChargingService:
             price = self._price(line, amount, product_id)
             if isinstance(price, Invalid):
                 return price
-            charge, created = await repo.create(
-                idempotency_key=key, user_id=user_id, line_id=line.id, amount=price,
-                cause="manual", state=ChargeState.AWAITING_APPROVAL, now=now,
+            charge, creation = await self._create(
+                conn, now, idempotency_key=key, user_id=user_id, line_id=line.id,
+                amount=price, cause="manual", state=ChargeState.AWAITING_APPROVAL,
                 product_id=product_id, expires_at=now + self._approval_timeout)
-            if created:
+            if creation is Creation.LINE_BUSY:
+                return await self._already_open(conn, charge)
+            if creation is Creation.CREATED:
                 await self._ask(conn, charge, ApprovalReason.MANUAL, now)
                 await self._audit(conn, now, f"user:{user_id}", "charge.requested", charge,
                                   product=product_id)
-            return Requested(charge, created)
+            return Requested(charge, creation is Creation.CREATED)
+
+    async def _create(self, conn: AsyncConnection, now: datetime,
+                      **values: Any) -> tuple[ChargeRecord, Creation]:
+        """Every charge is created here (``ChargesRepository.create``: one per cause, one
+        open per line). A request on the line that is past its time but not yet expired by
+        the sweep does not hold the line: it expires now (the user is told, as by the
+        sweep) and the new charge is made."""
+        repo = self._repo(conn)
+        charge, creation = await repo.create(now=now, **values)
+        if creation is not Creation.LINE_BUSY or not self._overdue(charge, now):
+            return charge, creation
+        current = await repo.get(charge.id, lock=True)
+        if current is not None and self._overdue(current, now):
+            await self._expire(conn, current, now, actor="system", notify=True)
+        return await repo.create(now=now, **values)
+
+    @staticmethod
+    def _overdue(charge: ChargeRecord, now: datetime) -> bool:
+        return (charge.state is ChargeState.AWAITING_APPROVAL
+                and charge.expires_at is not None and charge.expires_at <= now)
+
+    async def _already_open(self, conn: AsyncConnection, charge: ChargeRecord) -> AlreadyOpen:
+        """The line's open charge as the user is pointed at it: a request awaiting approval
+        as it was asked (why, the cap), with today's wallet balance."""
+        asked = await NotificationsRepository(conn).by_key(f"approval:{charge.id}")
+        message_id = asked.message_id if asked is not None else None
+        line = self._label(await self._line(conn, charge.line_id))
+        if charge.state is not ChargeState.AWAITING_APPROVAL:
+            return AlreadyOpen(charge, line, None, message_id)
+        params = asked.params if asked is not None else {}
+        try:
+            reason = ApprovalReason(str(params.get("reason")))
+        except ValueError:
+            reason = ApprovalReason.MANUAL if charge.rule_id is None else ApprovalReason.ASK
+        cap, spent = (Money(params[name], charge.amount.currency)
+                      if isinstance(params.get(name), int) else None
+                      for name in ("cap_minor", "spent_minor"))
+        request = await self._approval_params(conn, charge, reason, cap=cap, spent=spent)
+        return AlreadyOpen(charge, line, request, message_id)
 
     async def create_for_rule(self, rule: RuleRecord | int, *, period_key: str | None = None,
                               episode: int | None = None, now: datetime | None = None,
@@ -414,7 +484,8 @@ class ChargingService:
         The rule row is locked and its monthly cap checked in the transaction that creates
         the charge. An "ask" rule, a charge over the cap or a wallet that cannot cover it
         waits for the user's approval (the request says why); otherwise the funds are held
-        and the charge is submitted at once.
+        and the charge is submitted at once. While the line has another open charge nothing
+        is written (RuleSkipped LINE_BUSY, naming that charge).
         """
         rule_id = rule if isinstance(rule, int) else rule.id
         key = rule_charge_key(rule_id, period_key=period_key, episode=episode)
@@ -472,15 +543,22 @@ class ChargingService:
                                                                amount.currency)
             if available < amount:
                 reason = ApprovalReason.INSUFFICIENT_FUNDS
-        charge, created = await repo.create(
-            idempotency_key=key, user_id=current.owner_id, line_id=line.id, amount=amount,
-            cause=_cause_of(current.trigger), now=now, rule_id=rule_id,
+        charge, creation = await self._create(
+            conn, now, idempotency_key=key, user_id=current.owner_id, line_id=line.id,
+            amount=amount, cause=_cause_of(current.trigger), rule_id=rule_id,
             product_id=current.product_id if plan_price is not None else None,
             state=(ChargeState.AWAITING_APPROVAL if reason is not None
                    else ChargeState.APPROVED),
             expires_at=now + self._approval_timeout if reason is not None else None,
             next_attempt_at=now + self.retry.lease if reason is None else None)
-        assert created  # the rule row lock serializes creations of one rule
+        if creation is Creation.LINE_BUSY:
+            # Another charge of the line is open (the user's own request, another rule's):
+            # no second one. Its request is in the chat already, so nobody is told.
+            log.info("Rule %s: line %s has open charge %s; not charging now", rule_id,
+                     line.id, charge.id)
+            return RuleSkipped(SkipReason.LINE_BUSY, open_charge=charge)
+        holds(creation is Creation.CREATED,  # the rule row lock serializes one rule's runs
+              f"rule {rule_id}'s charge was created")
         if reason is not None:
             await self._ask(conn, charge, reason, now, cap=current.monthly_cap, spent=spent)
             await self._audit(conn, now, "system", "charge.requested", charge,
@@ -488,7 +566,7 @@ class ChargingService:
         else:
             held = await WalletRepository(conn).hold(
                 charge_id=charge.id, user_id=charge.user_id, amount=amount, now=now)
-            assert held
+            holds(held, f"charge {charge.id}'s funds were held once")
             await self._audit(conn, now, "system", "charge.approved", charge,
                               rule=rule_id, automatic=True)
         return RuleCharge(charge, created=True, approval=reason)
@@ -543,10 +621,10 @@ class ChargingService:
             moved = await repo.transition(charge.id, ChargeState.AWAITING_APPROVAL,
                                           ChargeState.APPROVED, now,
                                           next_attempt_at=now + self.retry.lease)
-            assert held and moved  # the row lock (or SQLite's write lock) is ours
+            # The row lock (or SQLite's write lock) is ours: nobody else can have moved it.
+            holds(held and moved, f"charge {charge.id} was held and approved once")
             await self._audit(conn, now, f"user:{user_id}", "charge.approved", charge)
-            approved = await repo.get(charge.id)
-            assert approved is not None
+            approved = present(await repo.get(charge.id), f"charge {charge.id} exists")
         await self._point("approved", charge_id)
         if not submit:
             return Approved(approved)
@@ -561,11 +639,10 @@ class ChargingService:
                 return charge
             moved = await repo.transition(charge.id, ChargeState.AWAITING_APPROVAL,
                                           ChargeState.DECLINED, now, next_attempt_at=None)
-            assert moved
+            holds(moved, f"charge {charge.id} was declined once")
             await WalletRepository(conn).release(charge.id, now=now)  # none is held yet
             await self._audit(conn, now, f"user:{user_id}", "charge.declined", charge)
-            declined = await repo.get(charge.id)
-            assert declined is not None
+            declined = present(await repo.get(charge.id), f"charge {charge.id} exists")
             return Declined(declined)
 
     async def _expire(self, conn: AsyncConnection, charge: ChargeRecord, now: datetime, *,
@@ -573,7 +650,7 @@ class ChargingService:
         repo = self._repo(conn)
         moved = await repo.transition(charge.id, ChargeState.AWAITING_APPROVAL,
                                       ChargeState.EXPIRED, now, next_attempt_at=None)
-        assert moved
+        holds(moved, f"charge {charge.id} expired once")
         await WalletRepository(conn).release(charge.id, now=now)  # none is held yet
         if notify:
             await NotificationsRepository(conn).enqueue(
@@ -582,9 +659,7 @@ class ChargingService:
                 params={**await self._base_params(conn, charge),
                         "replaces": f"approval:{charge.id}"}, now=now)
         await self._audit(conn, now, actor, "charge.expired", charge)
-        expired = await repo.get(charge.id)
-        assert expired is not None
-        return expired
+        return present(await repo.get(charge.id), f"charge {charge.id} exists")
 
     async def expire_due(self, now: datetime | None = None, limit: int = 100) -> int:
         """Approval requests nobody answered in time become expired (no funds were held);
@@ -650,8 +725,7 @@ class ChargingService:
                 return await repo.get(charge.id)
             await self._audit(conn, now, "system", "charge.submitted", charge,
                               attempt=charge.attempts + 1, reference=charge.reference)
-            sent = await repo.get(charge.id)
-            assert sent is not None
+            sent = present(await repo.get(charge.id), f"charge {charge.id} exists")
         await self._point("submitted", charge.id)
         request = TopUpRequest(
             reference=sent.reference, phone_e164=line.number.e164,
@@ -737,7 +811,7 @@ class ChargingService:
             balance_after_minor=(result.balance_after.minor
                                  if result.balance_after is not None else None),
             validity_end_after=result.validity_end)
-        assert moved
+        holds(moved, f"charge {charge.id} succeeded once")
         if (result.balance_after is not None or result.data_after_mb is not None
                 or result.validity_end is not None):
             await ReadingsRepository(conn).add(charge.line_id, LineReading(
@@ -777,7 +851,7 @@ class ChargingService:
         await WalletRepository(conn).release(current.id, now=now)
         moved = await repo.transition(current.id, current.state, ChargeState.FAILED, now,
                                       failure_reason=reason, next_attempt_at=None)
-        assert moved
+        holds(moved, f"charge {current.id} failed once")
         params = {**await self._base_params(conn, current), "reason": reason,
                   "attempts": current.attempts}
         await NotificationsRepository(conn).enqueue(

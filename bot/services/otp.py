@@ -65,18 +65,24 @@ class OtpService:
                    sms_text: str, subject: str | None = None) -> CodeSent | CodeNotSent:
         """Sends a fresh code unless locked out, too soon, or over the hourly cap.
 
+        The lockout and the hourly cap belong to the number: five wrong codes from any
+        account, for any purpose, stop every code to it until the lock ends, and every
+        account's codes count towards the cap. The cooldown is the asking account's own.
         ``sms_text`` is the localized message with ``{code}`` where the code goes.
         """
         now = self._clock.now()
         code = f"{secrets.randbelow(10 ** policy_rules.CODE_DIGITS):0{policy_rules.CODE_DIGITS}d}"
         async with self._db.write() as conn:
             repo = OtpRepository(conn, self._cipher)
+            await repo.lock_number(number.e164)  # sends and lockouts of a number queue
             latest = await repo.latest(user_id=user_id, phone_e164=number.e164, purpose=purpose)
             hour_ago = now - timedelta(hours=1)
             refused = policy_rules.may_send(
                 self.policy, now, _view(latest) if latest else None,
                 await repo.sent_since(phone_e164=number.e164, since=hour_ago),
-                await repo.oldest_since(phone_e164=number.e164, since=hour_ago))
+                await repo.oldest_since(phone_e164=number.e164, since=hour_ago),
+                number_locked_until=await repo.number_locked_until(phone_e164=number.e164,
+                                                                   now=now))
             if refused is not None:
                 return CodeNotSent(refused)
             challenge = await repo.create(
@@ -105,6 +111,9 @@ class OtpService:
         code = policy_rules.normalize_code(typed)
         async with self._db.write() as conn:
             repo = OtpRepository(conn, self._cipher)
+            # Taken before the challenge row, as send() does: a wrong code that locks the
+            # number and another account's send to it cannot overlap.
+            await repo.lock_number(number.e164)
             challenge = await repo.latest(user_id=user_id, phone_e164=number.e164,
                                           purpose=purpose, lock=True)
             if challenge is None:
@@ -127,3 +136,10 @@ class OtpService:
             return CheckOutcome(CheckResult.LOCKED, 0, locked_until)
         return CheckOutcome(CheckResult.WRONG,
                             policy_rules.tries_left(self.policy, challenge.attempts + 1))
+
+    async def lockout_of(self, user_id: int) -> datetime | None:
+        """When the lockout the user's own wrong codes caused ends (the latest one, any
+        number or purpose); None when they are not locked out now."""
+        async with self._db.read() as conn:
+            return await OtpRepository(conn, self._cipher).user_locked_until(
+                user_id=user_id, now=self._clock.now())

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
+from bot.domain.invariants import present
 from bot.domain.money import Money
 from bot.domain.otp import CheckResult
 from bot.domain.rules import (
@@ -279,8 +280,7 @@ class RulesService:
             await self._audit(conn, user_id, "rule.enabled", rule.id,
                               {"line": rule.line_id, **_summary(rule.spec, amount)})
             await _watch_now(conn, self._cipher, rule, now)
-            enabled = await repo.get(rule.id)
-        assert enabled is not None
+            enabled = present(await repo.get(rule.id), f"rule {rule.id} exists")
         return ConfirmResult(ConfirmStatus.ENABLED, enabled, outcome)
 
     async def own(self, user_id: int, rule_id: int) -> RuleRecord | None:
@@ -320,9 +320,7 @@ class RulesService:
             repo = RulesRepository(conn)
             await repo.set_status(rule.id, RuleStatus.PAUSED, self._clock.now())
             await self._audit(conn, user_id, "rule.paused", rule.id, {"line": rule.line_id})
-            paused = await repo.get(rule.id)
-        assert paused is not None
-        return paused
+            return present(await repo.get(rule.id), f"rule {rule.id} exists")
 
     async def resume(self, user_id: int, rule_id: int
                      ) -> RuleRecord | NotYourRule | WrongState:
@@ -343,9 +341,7 @@ class RulesService:
                               next_run_at=first_run_at(rule.spec, now, zone))
             await self._audit(conn, user_id, "rule.resumed", rule.id, {"line": rule.line_id})
             await _watch_now(conn, self._cipher, rule, now)
-            resumed = await repo.get(rule.id)
-        assert resumed is not None
-        return resumed
+            return present(await repo.get(rule.id), f"rule {rule.id} exists")
 
     async def delete(self, user_id: int, rule_id: int) -> RuleRecord | NotYourRule:
         """Disables the rule for good (the row stays for history); twice is the same."""
@@ -360,9 +356,7 @@ class RulesService:
             await repo.set_status(rule.id, RuleStatus.DISABLED, self._clock.now())
             await self._audit(conn, user_id, "rule.deleted", rule.id,
                               {"line": rule.line_id, "was": rule.status.value})
-            deleted = await repo.get(rule.id)
-        assert deleted is not None
-        return deleted
+            return present(await repo.get(rule.id), f"rule {rule.id} exists")
 
     async def edit(self, user_id: int, rule_id: int, spec: RuleSpec, sms_text: str
                    ) -> Edited | NotYourRule | WrongState | Invalid:
@@ -408,8 +402,7 @@ class RulesService:
             await self._audit(conn, user_id, "rule.edited", rule.id, {
                 "line": rule.line_id, "needs_code": needs_code, "status": status.value,
                 **_summary(spec, amount)})
-            edited = await repo.get(rule.id)
-        assert edited is not None
+            edited = present(await repo.get(rule.id), f"rule {rule.id} exists")
         if not needs_code:
             return Edited(edited, None)
         return Edited(edited, await self._send_code(user_id, line, rule.id, sms_text))

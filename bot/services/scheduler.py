@@ -11,6 +11,8 @@ on one database never do the same row twice, and a worker that dies lets its lea
   A batch's results, warnings and rule charges are one transaction.
 * ``run_calendar``: runs each calendar rule whose run is due: the latest due run is charged
   once (key = rule + period); runs missed while nobody ran are reported, not charged.
+  A run that meets another open charge of its line waits (its lease runs out and it is
+  claimed again), as threshold and keep-alive rules wait for the line's next check.
 * ``send_reminders``: 24 hours before a calendar run, a reminder with a "skip" button.
 """
 
@@ -30,6 +32,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
+from bot.domain.invariants import InvariantError, present
 from bot.domain.operators import RECYCLE_AFTER
 from bot.domain.quiet_hours import QuietHours
 from bot.domain.readings import LineReading, estimate_from_last_topup, shown_to_owner
@@ -51,7 +54,13 @@ from bot.domain.watch import (
 )
 from bot.gateways.readings import LineNotReadable, LineReadings
 from bot.gateways.topup import GatewayError
-from bot.services.charging import ChargingService, RuleCharge, RuleSkipped, rule_charge_key
+from bot.services.charging import (
+    ChargingService,
+    RuleCharge,
+    RuleSkipped,
+    SkipReason,
+    rule_charge_key,
+)
 from storage.charges import ChargesRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
@@ -90,6 +99,7 @@ class SweepReport:
     failures: Counter[str] = field(default_factory=Counter)
     charges: int = 0  # rule charges created
     warnings: int = 0  # warnings queued
+    deferred: int = 0  # rule runs put off: the line had another open charge
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,15 @@ class SchedulerStatus:
 
 class _RuleChanged(Exception):
     """A claimed rule was paused, edited or deleted before its run was written."""
+
+
+class _LineBusy(Exception):
+    """A calendar run met another open charge of its line: nothing is written, and the run
+    is claimed again when its lease runs out."""
+
+
+def _line_busy(outcome: RuleCharge | RuleSkipped | None) -> bool:
+    return isinstance(outcome, RuleSkipped) and outcome.reason is SkipReason.LINE_BUSY
 
 
 @dataclass(frozen=True)
@@ -250,6 +269,7 @@ class SchedulerService:
             if outcome is not None:
                 outcomes.append(outcome)
                 report.charges += isinstance(outcome, RuleCharge) and outcome.created
+                report.deferred += _line_busy(outcome)
             if rule.trigger is Trigger.KEEP_ALIVE and current is not None:
                 wake.append(keep_alive_wake(current.validity_end, rule.days_before))
         return CheckResult(
@@ -262,7 +282,11 @@ class SchedulerService:
                          reading: LineReading | None,
                          now: datetime) -> RuleCharge | RuleSkipped | None:
         """A threshold or keep-alive rule on the line's current reading; the charge goes in
-        this transaction, its key naming the episode (or the validity end kept alive)."""
+        this transaction, its key naming the episode (or the validity end kept alive).
+
+        While the line has another open charge the rule charges nothing and uses nothing
+        up: a threshold rule stays out of its episode and a keep-alive rule stays due, so
+        the line's next check fires it again if that charge left the line low."""
         if reading is None:
             return None
         if rule.trigger is Trigger.KEEP_ALIVE:
@@ -278,13 +302,16 @@ class SchedulerService:
             value, threshold = reading.data_mb, rule.threshold_mb
         decision = threshold_rule(value, threshold, in_episode=rule.in_episode,
                                   episode=rule.episode)
+        outcome: RuleCharge | RuleSkipped | None = None
+        if decision.fire:
+            key = rule_charge_key(rule.id, episode=decision.episode)
+            outcome = await self._charging.create_for_rule_in(conn, rule.id, key, now)
+            if _line_busy(outcome):
+                return outcome  # the episode is not started: the next check fires again
         if (decision.in_episode, decision.episode) != (rule.in_episode, rule.episode):
             await RulesRepository(conn).set_episode(rule.id, episode=decision.episode,
                                                     in_episode=decision.in_episode, now=now)
-        if not decision.fire:
-            return None
-        key = rule_charge_key(rule.id, episode=decision.episode)
-        return await self._charging.create_for_rule_in(conn, rule.id, key, now)
+        return outcome
 
     # --- calendar rules -----------------------------------------------------------------
 
@@ -312,17 +339,23 @@ class SchedulerService:
         return report
 
     async def _run_rule(self, rule: RuleRecord, now: datetime, report: SweepReport) -> None:
-        schedule = schedule_of(rule.spec)
-        assert schedule is not None and rule.next_run_at is not None  # claimed as due
+        # Claimed as due: a calendar rule with a next run.
+        schedule, next_run_at = schedule_of(rule.spec), rule.next_run_at
+        if schedule is None or next_run_at is None:
+            raise InvariantError(f"due rule {rule.id} has a calendar and a next run")
         async with self._db.read() as conn:
             owner = await UsersRepository(conn).get(rule.owner_id)
         zone, _quiet = self._preferences(owner)
-        due = calendar_due(schedule, rule.next_run_at, now, zone)
+        due = calendar_due(schedule, next_run_at, now, zone)
         period = period_key(schedule, due.run_at, zone)
         outcome: RuleCharge | RuleSkipped | None = None
         try:
             outcome = await self._run_due(rule, due, period, now)
         except _RuleChanged:  # paused, edited or deleted while claimed: nothing happened
+            return
+        except _LineBusy:  # the lease runs out and the run is claimed again
+            log.info("Calendar rule %s waits: its line has an open charge", rule.id)
+            report.deferred += 1
             return
         report.processed += 1
         if outcome is not None:
@@ -331,7 +364,7 @@ class SchedulerService:
 
     async def _run_due(self, rule: RuleRecord, due: CalendarDue, period: str,
                        now: datetime) -> RuleCharge | RuleSkipped | None:
-        assert rule.next_run_at is not None
+        next_run_at = present(rule.next_run_at, f"due rule {rule.id} has a next run")
         outcome: RuleCharge | RuleSkipped | None = None
         async with self._db.write() as conn:
             params = {"rule_id": rule.id, "line": await self._label(conn, rule.line_id),
@@ -347,8 +380,10 @@ class SchedulerService:
             else:
                 outcome = await self._charging.create_for_rule_in(
                     conn, rule.id, rule_charge_key(rule.id, period_key=period), now)
+                if _line_busy(outcome):
+                    raise _LineBusy  # rolls the messages back; the run stays due
             if not await RulesRepository(conn).finish_run(
-                    rule.id, due_at=rule.next_run_at, next_run_at=due.next_run_at, now=now):
+                    rule.id, due_at=next_run_at, next_run_at=due.next_run_at, now=now):
                 raise _RuleChanged  # rolls the charge and the messages back
         return outcome
 
@@ -361,16 +396,16 @@ class SchedulerService:
             due = await RulesRepository(conn).due_reminders(now, now + REMIND_AHEAD,
                                                             self.settings.batch)
         for rule in due:
-            assert rule.next_run_at is not None
+            next_run_at = present(rule.next_run_at, f"rule {rule.id} to remind has a next run")
             async with self._db.write() as conn:
-                if not await RulesRepository(conn).mark_reminded(rule.id, rule.next_run_at):
+                if not await RulesRepository(conn).mark_reminded(rule.id, next_run_at):
                     continue  # another sweeper reminded, or the run moved
                 line = await LinesRepository(conn, self._cipher).get(rule.line_id)
                 await self._notify(conn, rule.owner_id,
-                                   f"reminder:{rule.id}:{rule.next_run_at.isoformat()}",
+                                   f"reminder:{rule.id}:{next_run_at.isoformat()}",
                                    RUN_REMINDER, {
                                        "rule_id": rule.id, "line": line.label if line else "?",
-                                       "run_at": rule.next_run_at.isoformat(),
+                                       "run_at": next_run_at.isoformat(),
                                        "amount_minor": rule.amount.minor if rule.amount else None,
                                        "currency": rule.currency,
                                        "product_id": rule.product_id,

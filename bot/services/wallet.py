@@ -3,8 +3,15 @@ operator (cash, bank transfer), and refunds of Telegram Stars payments.
 
 Every credit is one transaction: the payment row (its external id is UNIQUE, so a replayed
 update or a repeated operator reference credits nothing), the ledger entry, the audit row
-and the receipt in the notifications outbox. Invoice payloads are signed with a key derived
-from the blind-index key, so a payload we did not make is refused before anyone pays.
+and the receipt in the notifications outbox.
+
+Every invoice is a row (``wallet_invoices``) and its payload names that row, signed with a
+key derived from the blind-index key, so a payload we did not make is refused before anyone
+pays. A Telegram payment is credited only as the invoice it pays: once, and only when it
+paid the invoice's price in the invoice's currency. Any other payment (forged or unknown
+payload, another user's invoice, an invoice paid before, a different total or currency) is
+not credited: it is recorded as disputed, the admins are told, and Stars are refunded
+(refundStarPayment); what cannot be refunded here is held for an admin.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import hmac
 import logging
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -22,11 +29,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
+from bot.domain.invariants import present
 from bot.domain.money import CURRENCIES, Money
 from bot.settings import PaymentsSettings
 from storage.audit import AuditRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
+from storage.invoices import DisputeRecord, InvoiceRecord, InvoicesRepository
 from storage.notifications import NotificationsRepository
 from storage.payments import PaymentRecord, PaymentsRepository
 from storage.users import UsersRepository
@@ -35,10 +44,10 @@ from storage.wallet import Entry, WalletRepository
 log = logging.getLogger(__name__)
 
 STARS = "XTR"
-PAYLOAD_VERSION = "w1"
-_PAYLOAD = re.compile(
-    r"(?P<body>w1:(?P<user>[1-9][0-9]{0,17}):(?P<minor>[1-9][0-9]{0,11}):(?P<currency>[A-Z]{3}))"
-    r":(?P<mac>[0-9a-f]{16})")
+# w2:<invoice id>:<mac>. (w1 payloads carried the amount and were not tracked: one could be
+# paid any number of times; they are refused now, and a payment of one is disputed.)
+PAYLOAD_VERSION = "w2"
+_PAYLOAD = re.compile(r"(?P<body>w2:(?P<invoice>[1-9][0-9]{0,17})):(?P<mac>[0-9a-f]{16})")
 _MAC_LABEL = "wallet-invoice"
 MAX_REFERENCE_CHARS = 64
 MAX_TELEGRAM_USER_ID = 2**52  # Telegram's ids fit in 52 bits
@@ -51,6 +60,8 @@ OFFERED_MAJOR: dict[str, tuple[int, ...]] = {
 }
 CREDIT_NOTIFICATION = "wallet_credit"
 REFUND_NOTIFICATION = "wallet_refund"
+DISPUTE_NOTIFICATION = "payment_disputed"  # admins: a payment was not credited
+DISPUTE_HELD_NOTIFICATION = "payment_dispute_held"  # admins: its Stars refund failed
 SOURCE_TELEGRAM = "telegram"
 SOURCE_OPERATOR = "operator"
 
@@ -69,7 +80,8 @@ class Invoice:
     amount: Money  # credited to the wallet
     currency: str  # what Telegram charges: XTR (Stars) or the provider currency
     total_amount: int  # in ``currency`` minor units (whole Stars for XTR)
-    payload: str  # signed: w1:<user>:<amount minor>:<currency>:<mac>
+    invoice_id: int
+    payload: str  # signed: w2:<invoice id>:<mac>
     provider_token: str | None  # None for Telegram Stars
 
     @property
@@ -84,6 +96,16 @@ class PaymentProblem(enum.StrEnum):
     WRONG_USER = "wrong_user"  # signed for another user
     PRICE_CHANGED = "price_changed"  # the invoice's price is not today's price
     UNAVAILABLE = "unavailable"  # payments are not set up for this wallet currency
+    ALREADY_PAID = "already_paid"  # this invoice was paid before
+
+
+class DisputeReason(enum.StrEnum):
+    """Why a successful Telegram payment was not credited."""
+
+    FORGED = "forged"  # not an invoice this bot issued
+    WRONG_USER = "wrong_user"  # another user's invoice
+    ALREADY_PAID = "already_paid"  # the invoice was credited before, by another payment
+    MISMATCH = "mismatch"  # paid a total or currency that is not the invoice's
 
 
 class PaymentsUnavailable(ValueError):
@@ -91,7 +113,7 @@ class PaymentsUnavailable(ValueError):
 
 
 class PaymentNotRecognised(ValueError):
-    """A successful payment whose payload we cannot credit (money taken, nothing credited)."""
+    """A successful payment with no usable charge id: nothing to credit or refund by."""
 
     def __init__(self, problem: PaymentProblem, detail: str = "") -> None:
         super().__init__(f"{problem.value}{': ' + detail if detail else ''}")
@@ -121,6 +143,22 @@ class Credited:
 
 
 @dataclass(frozen=True)
+class Disputed:
+    """A payment that was not credited (see DisputeReason)."""
+
+    dispute_id: int
+    user_id: int
+    reason: DisputeReason
+    paid_minor: int  # as Telegram said, in ``paid_currency`` minor units
+    paid_currency: str
+    refunded: bool  # Stars returned to the user; False: held for an admin
+
+
+class InvoiceAlreadyPaid(RuntimeError):
+    """An invoice locked as unpaid turned out paid: the credit is rolled back (a bug)."""
+
+
+@dataclass(frozen=True)
 class AlreadyCredited:
     """The reference was credited before; nothing was written this time."""
 
@@ -142,6 +180,7 @@ class RefundStatus(enum.StrEnum):
     NOT_STARS = "not_stars"  # paid through a provider: refund it there
     INSUFFICIENT_FUNDS = "insufficient_funds"  # the credited money is spent or held
     REJECTED = "rejected"  # Telegram refused the refund
+    DISPUTE_REFUNDED = "dispute_refunded"  # a payment never credited was returned
 
 
 @dataclass(frozen=True)
@@ -165,13 +204,15 @@ StarRefunder = Callable[[int, str], Awaitable[None]]
 
 class WalletService:
     def __init__(self, db: Database, clock: Clock, payments: PaymentsSettings,
-                 cipher: FieldCipher, *, currency: str = "USD") -> None:
+                 cipher: FieldCipher, *, currency: str = "USD",
+                 admin_chat_ids: Sequence[int] = ()) -> None:
         if currency not in OFFERED_MAJOR:
             raise ValueError(f"a wallet is kept in USD or KHR, not {currency}")
         self._db = db
         self._clock = clock
         self._payments = payments
         self._cipher = cipher
+        self._admins = tuple(dict.fromkeys(admin_chat_ids))
         self.currency = currency
 
     # --- reading ------------------------------------------------------------------------
@@ -219,80 +260,158 @@ class WalletService:
             return Money(stars, STARS)
         return amount
 
-    def invoice_for(self, user_id: int, amount: Money) -> Invoice:
-        """The invoice that adds ``amount`` to ``user_id``'s wallet, with a signed payload."""
+    async def issue_invoice(self, user_id: int, amount: Money) -> Invoice:
+        """Records the invoice that adds ``amount`` to ``user_id``'s wallet at today's price;
+        its payload names the record and is signed."""
         if not 0 < amount.minor <= CURRENCIES[amount.currency].max_minor:
             raise PaymentsUnavailable(f"{amount.plain()} is not an amount the wallet takes")
         price = self.price_of(amount)
-        body = f"{PAYLOAD_VERSION}:{user_id}:{amount.minor}:{amount.currency}"
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            await UsersRepository(conn).ensure(user_id, language=None, now=now)
+            invoice_id = await InvoicesRepository(conn, self._cipher).create(
+                user_id=user_id, amount=amount, price=price, now=now)
+        body = f"{PAYLOAD_VERSION}:{invoice_id}"
         token = self._payments.provider_token
         return Invoice(amount=amount, currency=price.currency, total_amount=price.minor,
-                       payload=f"{body}:{self._mac(body)}",
+                       invoice_id=invoice_id, payload=f"{body}:{self._mac(body)}",
                        provider_token=None if token is None else token.get_secret_value())
 
-    def validate_pre_checkout(self, user_id: int, payload: str, currency: str,
-                              total_amount: int) -> PaymentProblem | None:
+    async def validate_pre_checkout(self, user_id: int, payload: str, currency: str,
+                                    total_amount: int) -> PaymentProblem | None:
         """None when the query may be answered ok; otherwise why it must be refused."""
-        parsed = self._read_payload(payload)
-        if parsed is None:
+        invoice_id = self._read_payload(payload)
+        if invoice_id is None:
             return PaymentProblem.FORGED
-        owner, amount = parsed
-        if owner != user_id:
+        async with self._db.read() as conn:
+            invoice = await InvoicesRepository(conn, self._cipher).get(invoice_id)
+        if invoice is None:
+            return PaymentProblem.FORGED
+        if invoice.user_id != user_id:
             return PaymentProblem.WRONG_USER
+        if invoice.paid_at is not None:
+            return PaymentProblem.ALREADY_PAID
         try:
-            price = self.price_of(amount)
+            today = self.price_of(invoice.amount)
         except PaymentsUnavailable:
             return PaymentProblem.UNAVAILABLE
-        if (currency, total_amount) != (price.currency, price.minor):
+        if (currency, total_amount) != (invoice.price.currency, invoice.price.minor) \
+                or today != invoice.price:
             return PaymentProblem.PRICE_CHANGED
         return None
 
     async def credit_telegram_payment(self, user_id: int, telegram_charge_id: str,
                                       provider_charge_id: str | None, currency: str,
-                                      total_amount: int, payload: str) -> Credited | None:
-        """Credits the amount the signed payload names; None (nothing credited) when this
-        charge id was credited before - a replayed update.
+                                      total_amount: int, payload: str, *,
+                                      refunder: StarRefunder | None = None,
+                                      ) -> Credited | Disputed | None:
+        """Credits the invoice this payment paid, once; None (nothing written) when this
+        charge id was seen before - a replayed update.
 
-        Raises PaymentNotRecognised for a payload we did not sign for this user; Telegram
-        only sends successful_payment after our pre-checkout answer, so that means a bug or
-        a forged update, and nothing is credited.
+        A payment that does not pay its invoice exactly (see DisputeReason) is Disputed:
+        recorded, the admins told, and - for Stars, with a ``refunder`` - refunded.
+        Raises PaymentNotRecognised when there is no usable charge id.
         """
-        parsed = self._read_payload(payload)
-        if parsed is None:
-            raise PaymentNotRecognised(PaymentProblem.FORGED)
-        owner, amount = parsed
-        if owner != user_id:
-            raise PaymentNotRecognised(PaymentProblem.WRONG_USER, f"payload is for {owner}")
         if not telegram_charge_id or len(telegram_charge_id) > MAX_CHARGE_ID_CHARS:
             raise PaymentNotRecognised(PaymentProblem.FORGED, "no usable charge id")
-        if self.validate_pre_checkout(user_id, payload, currency, total_amount) is not None:
-            # Paid at the invoice's price, which pre-checkout accepted moments ago (the
-            # rate may have changed since): the payload's amount is what was bought.
-            log.warning("Payment %s: %s %s paid for %s, today's price differs",
-                        telegram_charge_id, total_amount, currency, amount.plain())
+        invoice_id = self._read_payload(payload)
+        paid_currency = currency[:3]
         now = self._clock.now()
-        paid = {"paid_minor": int(total_amount), "paid_currency": currency[:3]}
         async with self._db.write() as conn:
             await UsersRepository(conn).ensure(user_id, language=None, now=now)
-            wallet = WalletRepository(conn)
-            payment_id = await wallet.record_payment(
-                user_id=user_id, source=SOURCE_TELEGRAM, external_id=telegram_charge_id,
-                amount=amount, now=now, actor=f"user:{user_id}",
-                provider_charge_id=(provider_charge_id or None), payload=payload,
-                memo=f"{int(total_amount)} {currency[:3]}")
-            if payment_id is None:
+            invoices = InvoicesRepository(conn, self._cipher)
+            if (await PaymentsRepository(conn).by_external_id(telegram_charge_id) is not None
+                    or await invoices.dispute_by_charge(telegram_charge_id) is not None):
                 return None
-            balance = await wallet.available(user_id, amount.currency)
+            invoice = (await invoices.get(invoice_id, lock=True)
+                       if invoice_id is not None else None)
+            reason = _dispute_reason(invoice, user_id, paid_currency, total_amount)
+            if reason is None:
+                assert invoice is not None  # narrowing: no reason means an invoice
+                return await self._credit_invoice(
+                    conn, invoice, telegram_charge_id, provider_charge_id, total_amount,
+                    payload, now)
+            dispute_id = await invoices.record_dispute(
+                user_id=user_id, charge_id=telegram_charge_id,
+                provider_charge_id=provider_charge_id or None,
+                invoice_id=invoice.id if invoice is not None else None,
+                paid_minor=int(total_amount), paid_currency=paid_currency,
+                reason=reason.value, now=now)
+            if dispute_id is None:
+                return None  # disputed by a concurrent delivery of the same update
+            refundable = paid_currency == STARS and total_amount > 0 and refunder is not None
+            details = {"user_id": user_id, "reason": reason.value,
+                       "paid_minor": int(total_amount), "paid_currency": paid_currency,
+                       "invoice_id": invoice.id if invoice is not None else None,
+                       "invoice_price_minor": invoice.price.minor if invoice else None,
+                       "invoice_price_currency": invoice.price.currency if invoice else None}
             await AuditRepository(conn).record(
-                at=now, actor=f"user:{user_id}", action="wallet.payment",
-                subject=f"payment:{payment_id}",
-                details={"user_id": user_id, "amount_minor": amount.minor,
-                         "currency": amount.currency, **paid})
-            await self._notify(conn, CREDIT_NOTIFICATION, payment_id, user_id, now, {
-                "source": SOURCE_TELEGRAM, "amount_minor": amount.minor,
-                "currency": amount.currency, "balance_minor": balance.minor,
-                "charge_id": telegram_charge_id, **paid})
+                at=now, actor=f"user:{user_id}", action="wallet.payment_disputed",
+                subject=f"dispute:{dispute_id}", details=details)
+            await self._tell_admins(conn, DISPUTE_NOTIFICATION, dispute_id, user_id, now,
+                                    {**details, "refunding": refundable})
+        log.warning("Payment by user %s not credited (%s): dispute %s", user_id,
+                    reason.value, dispute_id)
+        refunded = refundable and refunder is not None and await self._refund_dispute(
+            dispute_id, user_id, telegram_charge_id, refunder, actor="system")
+        if refundable and not refunded:
+            async with self._db.write() as conn:
+                await self._tell_admins(conn, DISPUTE_HELD_NOTIFICATION, dispute_id, user_id,
+                                        self._clock.now(), details)
+        return Disputed(dispute_id=dispute_id, user_id=user_id, reason=reason,
+                        paid_minor=int(total_amount), paid_currency=paid_currency,
+                        refunded=refunded)
+
+    async def _credit_invoice(self, conn: AsyncConnection, invoice: InvoiceRecord,
+                              charge_id: str, provider_charge_id: str | None,
+                              total_amount: int, payload: str, now: datetime) -> Credited:
+        user_id, amount = invoice.user_id, invoice.amount
+        paid = {"paid_minor": int(total_amount), "paid_currency": invoice.price.currency}
+        wallet = WalletRepository(conn)
+        payment_id = await wallet.record_payment(
+            user_id=user_id, source=SOURCE_TELEGRAM, external_id=charge_id,
+            amount=amount, now=now, actor=f"user:{user_id}",
+            provider_charge_id=(provider_charge_id or None), payload=payload,
+            memo=f"{int(total_amount)} {invoice.price.currency}")
+        if payment_id is None or not await InvoicesRepository(conn, self._cipher).mark_paid(
+                invoice.id, payment_id=payment_id, now=now):
+            raise InvoiceAlreadyPaid(f"invoice {invoice.id} or charge {charge_id} was "
+                                     "recorded while locked")
+        balance = await wallet.available(user_id, amount.currency)
+        await AuditRepository(conn).record(
+            at=now, actor=f"user:{user_id}", action="wallet.payment",
+            subject=f"payment:{payment_id}",
+            details={"user_id": user_id, "amount_minor": amount.minor,
+                     "currency": amount.currency, "invoice_id": invoice.id, **paid})
+        await self._notify(conn, CREDIT_NOTIFICATION, payment_id, user_id, now, {
+            "source": SOURCE_TELEGRAM, "amount_minor": amount.minor,
+            "currency": amount.currency, "balance_minor": balance.minor,
+            "charge_id": charge_id, **paid})
         return Credited(payment_id=payment_id, user_id=user_id, amount=amount, balance=balance)
+
+    async def _refund_dispute(self, dispute_id: int, user_id: int, charge_id: str,
+                              refunder: StarRefunder, *, actor: str) -> bool:
+        """Returns a disputed Stars payment; False (still held) when Telegram did not."""
+        try:
+            await refunder(user_id, charge_id)
+        except Exception:  # refused, or Telegram unreachable: an admin takes it from here
+            log.warning("Refund of disputed payment %s failed; held for an admin",
+                        dispute_id, exc_info=True)
+            return False
+        await self._mark_dispute_refunded(dispute_id, user_id, actor)
+        return True
+
+    async def _mark_dispute_refunded(self, dispute_id: int, user_id: int, actor: str) -> bool:
+        """Records the refund of a held dispute; False when it was recorded before."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            recorded = await InvoicesRepository(conn, self._cipher).resolve_dispute(
+                dispute_id, status="refunded", actor=actor, now=now)
+            if recorded:
+                await AuditRepository(conn).record(
+                    at=now, actor=actor[:64], action="wallet.dispute_refunded",
+                    subject=f"dispute:{dispute_id}", details={"user_id": user_id})
+        return recorded
 
     # --- operator credits ---------------------------------------------------------------
 
@@ -323,8 +442,9 @@ class WalletService:
                 user_id=user_id, source=SOURCE_OPERATOR, external_id=external_id,
                 amount=amount, now=now, actor=actor, memo=reference)
             if payment_id is None:
-                earlier = await PaymentsRepository(conn).by_external_id(external_id)
-                assert earlier is not None  # the conflicting row is committed and visible
+                # The conflicting row is committed and visible.
+                earlier = present(await PaymentsRepository(conn).by_external_id(external_id),
+                                  f"payment {external_id} that conflicted exists")
                 return AlreadyCredited(payment_id=earlier.id, user_id=earlier.user_id,
                                        amount=earlier.amount, created_at=earlier.created_at,
                                        actor=earlier.actor)
@@ -355,7 +475,11 @@ class WalletService:
         async with self._db.read() as conn:
             payment = await PaymentsRepository(conn).by_external_id(charge_id)
             if payment is None or payment.source != SOURCE_TELEGRAM:
-                return RefundResult(RefundStatus.NOT_FOUND)
+                dispute = await InvoicesRepository(conn, self._cipher).dispute_by_charge(
+                    charge_id)
+                if dispute is None:
+                    return RefundResult(RefundStatus.NOT_FOUND)
+                return await self._refund_held(dispute, refunder, actor)
             paid = _paid(payment)
             available = await WalletRepository(conn).available(payment.user_id,
                                                                payment.amount.currency)
@@ -373,6 +497,24 @@ class WalletService:
             return replace(base, status=RefundStatus.REJECTED, detail=str(exc))
         recorded, balance = await self._record_refund(payment, paid, actor)
         return replace(base, available=balance, status=RefundStatus.REFUNDED if recorded
+                       else RefundStatus.ALREADY_REFUNDED)
+
+    async def _refund_held(self, dispute: DisputeRecord, refunder: StarRefunder,
+                           actor: str) -> RefundResult:
+        """An admin's /refund of a disputed payment (it was never credited: the wallet is not
+        touched)."""
+        base = RefundResult(RefundStatus.NOT_FOUND, user_id=dispute.user_id)
+        if dispute.status == "refunded":
+            return replace(base, status=RefundStatus.ALREADY_REFUNDED)
+        if dispute.paid_currency != STARS or dispute.paid_minor <= 0:
+            return replace(base, status=RefundStatus.NOT_STARS)
+        base = replace(base, paid=Money(dispute.paid_minor, STARS))
+        try:
+            await refunder(dispute.user_id, dispute.charge_id)
+        except RefundRejected as exc:
+            return replace(base, status=RefundStatus.REJECTED, detail=str(exc))
+        recorded = await self._mark_dispute_refunded(dispute.id, dispute.user_id, actor)
+        return replace(base, status=RefundStatus.DISPUTE_REFUNDED if recorded
                        else RefundStatus.ALREADY_REFUNDED)
 
     async def note_refunded(self, user_id: int, telegram_charge_id: str) -> bool:
@@ -424,16 +566,37 @@ class WalletService:
     def _mac(self, body: str) -> str:
         return self._cipher.blind_index(f"{_MAC_LABEL}|{body}")[:16]
 
-    def _read_payload(self, payload: str | None) -> tuple[int, Money] | None:
-        """(user id, amount) from a payload this bot signed; None for anything else."""
+    def _read_payload(self, payload: str | None) -> int | None:
+        """The invoice id of a payload this bot signed; None for anything else."""
         match = _PAYLOAD.fullmatch(payload or "")
         if match is None or not hmac.compare_digest(self._mac(match["body"]), match["mac"]):
             return None
-        currency = match["currency"]
-        minor = int(match["minor"])
-        if currency not in OFFERED_MAJOR or minor > CURRENCIES[currency].max_minor:
-            return None
-        return int(match["user"]), Money(minor, currency)
+        return int(match["invoice"])
+
+    async def _tell_admins(self, conn: AsyncConnection, kind: str, dispute_id: int,
+                           user_id: int, now: datetime, params: dict[str, Any]) -> None:
+        # notifications.user_id must be a user: the payer is the subject; the message goes
+        # to each admin chat.
+        for chat_id in self._admins:
+            await NotificationsRepository(conn).enqueue(
+                user_id=user_id, chat_id=chat_id,
+                dedupe_key=f"{kind}:{dispute_id}:admin:{chat_id}", kind=kind,
+                params={**params, "dispute_id": dispute_id, "audience": "admin",
+                        "at": now.isoformat()}, now=now)
+
+
+def _dispute_reason(invoice: InvoiceRecord | None, user_id: int, currency: str,
+                    total_amount: int) -> DisputeReason | None:
+    """Why a payment does not pay ``invoice`` exactly; None when it does."""
+    if invoice is None:
+        return DisputeReason.FORGED
+    if invoice.user_id != user_id:
+        return DisputeReason.WRONG_USER
+    if invoice.paid_at is not None:
+        return DisputeReason.ALREADY_PAID
+    if (currency, total_amount) != (invoice.price.currency, invoice.price.minor):
+        return DisputeReason.MISMATCH
+    return None
 
 
 def clean_reference(reference: str) -> str:

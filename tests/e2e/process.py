@@ -53,12 +53,14 @@ def bot_environment(server: BotApiServer, data_dir: Path, log_level: str = "INFO
     return env
 
 
-def run_cli(server: BotApiServer, data_dir: Path, *args: str,
-            timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """`topup-bot ARGS` as an operator runs it beside the bot: same settings, same data."""
+def run_cli(server: BotApiServer, data_dir: Path, *args: str, timeout: float = 60.0,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`topup-bot ARGS` as an operator runs it beside the bot: same settings (and ``env``
+    on top), same data."""
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [bot_executable(), "--env-file", str(data_dir / "no-such.env"), *args]
-    return subprocess.run(command, cwd=data_dir, env=bot_environment(server, data_dir),
+    return subprocess.run(command, cwd=data_dir,
+                          env=bot_environment(server, data_dir, extra=env),
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -158,6 +160,19 @@ class BotProcess:
                 self._join()
                 raise AssertionError(f"{self} did not exit within {timeout:g} s of signal "
                                      f"{signal}; killed it\n{self.output_tail()}") from None
+        self._join()
+        return process.returncode
+
+    def wait_for_exit(self, timeout: float = 30.0) -> int:
+        """Blocks until the process ends by itself (a refused start-up); its exit status."""
+        process = self.process
+        if process is None:
+            raise RuntimeError(f"{self} was never started")
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self} still runs after {timeout:g} s\n"
+                                 f"{self.output_tail()}") from None
         self._join()
         return process.returncode
 

@@ -7,6 +7,8 @@
   outbox (NotificationDispatcher + TelegramDeliverer on the recording Bot API).
 * "💤 Remind me later" (v1:sz:<line>) and "⏭ Skip this time" (v1:sk:<rule>:<epoch>)
   pressed through the real Application, by the owner, by a stranger, forged and stale.
+* "⚡ Top up" on a low-balance warning while the rule's own approval request waits: no
+  second charge; the answer points at the request, posted again with its buttons.
 
 The harness here is the flow harness on every backend: SQLite, and PostgreSQL when
 TEST_POSTGRES_URL is set (skip_run compares timestamps in SQL, which the backends store
@@ -28,6 +30,7 @@ from sqlalchemy import select
 
 from bot.app import build_application
 from bot.clock import ManualClock
+from bot.domain.charges import ChargeState
 from bot.domain.money import Money
 from bot.domain.operators import Operator
 from bot.domain.phone import MobileNumber
@@ -36,6 +39,7 @@ from bot.domain.rules import Approval, CalendarKind, RuleSpec, RuleStatus, Trigg
 from bot.domain.watch import Warning, WarningKind
 from bot.gateways.simulated_catalog import PRODUCTS
 from bot.i18n import Translations
+from bot.services.charging import APPROVAL_REQUEST
 from bot.services.notifications import NotificationDispatcher
 from bot.services.scheduler import (
     LINE_UNREADABLE,
@@ -47,6 +51,7 @@ from bot.services.scheduler import (
 )
 from bot.settings import load_settings
 from bot.wiring import build_components
+from handlers.approvals import render_approval_request
 from handlers.common import Ui, user_ui
 from handlers.notification_views import render
 from handlers.outbox import TelegramDeliverer
@@ -671,3 +676,86 @@ async def test_a_skip_with_an_absurd_run_time_is_refused(harness: BotHarness,
                                                          seconds: str) -> None:
     rule, _text, _data = await reminded(harness)
     await assert_skip_refused(harness, rule.id, f"v1:sk:{rule.id}:{seconds}")
+
+
+# --- 5. "Top up" on a warning while the rule's request waits ------------------------
+
+
+async def low_line_with_an_ask_rule(harness: BotHarness) -> tuple[int, RuleRecord]:
+    """The owner's line with an "ask" low-balance rule ($1.00), read low by a real sweep:
+    the warning and the rule's approval request both queued."""
+    c = harness.components
+    line_id = await bind(harness, CELLCARD, user_id=OWNER)
+    now = c.clock.now()
+    spec = RuleSpec(trigger=Trigger.BALANCE_BELOW, monthly_cap=Money(2000, "USD"),
+                    approval=Approval.ASK, amount=Money(500, "USD"),
+                    threshold=Money(100, "USD"))
+    async with c.db.write() as conn:
+        rule = await RulesRepository(conn).add(line_id=line_id, owner_id=OWNER, spec=spec,
+                                               now=now, status=RuleStatus.ACTIVE)
+        await LinesRepository(conn, c.cipher).set_warnings(line_id, balance_minor=100,
+                                                           data_mb=None, now=now)
+    await c.carrier.set_balance(CELLCARD, Operator.CELLCARD, Money(50, "USD"))
+    await c.scheduler.check_lines()
+    return line_id, rule
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_top_up_on_a_warning_while_the_rules_request_waits_points_at_that_request(
+        harness: BotHarness, language: str) -> None:
+    c = harness.components
+    line_id, rule = await low_line_with_an_ask_rule(harness)
+    assert await c.users.set_language(OWNER, language)
+    await c.wallet.credit_operator(OWNER, Money(2000, "USD"), "cash-1", actor="cli")
+    dispatcher = NotificationDispatcher(c.db, c.clock,
+                                        TelegramDeliverer(harness.app.bot, c.users, c.i18n))
+    for _round in range(2):  # the warning, then (a second later) the approval request
+        await dispatcher.run()
+        c.clock.advance(timedelta(seconds=2))
+    [request] = await queued(harness, APPROVAL_REQUEST)
+    [rule_charge] = await c.charging.list_by_state(None)
+    assert (rule_charge.rule_id, rule_charge.state) == (rule.id, ChargeState.AWAITING_APPROVAL)
+    assert request["status"] == "sent" and request["message_id"] is not None
+    [warning] = await queued(harness, WARNING)
+    ui = await owner_ui(harness)
+    _ = ui._
+    top_up = f"v1:tn:{line_id}:a500"
+    [warned] = [p for p in harness.api.sent() if str(p["text"]).startswith("⚠️")]
+    assert top_up in [data for _label, data in keyboard(warned)]
+    sent_before = len(harness.api.sent())
+
+    await harness.send(press(top_up, message_id=int(warning["message_id"]), language=language))
+
+    answer = last_answer(harness)
+    assert answer["text"] == _("A top-up of {line} already waits for your approval: I sent "
+                               "it again below.").format(line=LABEL)
+    [again] = harness.api.sent()[sent_before:]
+    headline = _("⏳ This top-up of {line} ({amount}) already waits for your answer. A line "
+                 "has one top-up open at a time: approve or decline this one first.").format(
+        line=LABEL, amount=ui.money(Money(500, "USD")))
+    # The request as it was asked, with today's wallet (credited since it was queued).
+    assert request["params"]["wallet_minor"] == 0
+    shown, _markup = render_approval_request(ui, {**request["params"], "wallet_minor": 2000})
+    assert again["text"] == f"{headline}\n\n{shown}"
+    differs_from_english(headline, ui_in("en", ui.now)._(
+        "⏳ This top-up of {line} ({amount}) already waits for your answer. A line has one "
+        "top-up open at a time: approve or decline this one first.").format(
+        line=LABEL, amount=ui_in("en", ui.now).money(Money(500, "USD"))), language)
+    assert [data for _label, data in keyboard(again)] == [
+        f"v1:ap:{rule_charge.id}:ok", f"v1:ap:{rule_charge.id}:no"]
+    reply_to = again["reply_parameters"]
+    reply_to = json.loads(reply_to) if isinstance(reply_to, str) else reply_to
+    assert reply_to["message_id"] == request["message_id"]  # a reply to the request itself
+    assert await c.charging.list_by_state(None) == [rule_charge]  # no second charge
+    assert len(await queued(harness, APPROVAL_REQUEST)) == 1
+    no_errors(harness)
+
+    # Approve on the copy approves the rule's charge; then the line can be topped up again.
+    await harness.send(press(f"v1:ap:{rule_charge.id}:ok", language=language))
+    approved = await c.charging.get(rule_charge.id)
+    assert approved is not None and approved.state is ChargeState.SUCCEEDED
+    await harness.send(press(top_up, message_id=int(warning["message_id"]), language=language))
+    assert last_answer(harness)["text"] == _("I sent you a request to approve: tap Approve "
+                                             "on it.")
+    assert len(await c.charging.list_by_state(ChargeState.AWAITING_APPROVAL)) == 1
+    no_errors(harness)

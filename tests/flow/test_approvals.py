@@ -188,9 +188,20 @@ async def test_top_up_now_tapped_twice_asks_once(harness: BotHarness,
             notifications.c.kind == "approval_request"))).all()
     assert len(rows_) == 1
 
-    # Another card (another message) is another request.
-    await harness.send(callback_update(f"v1:tn:{line_id}:a500", user_id=OWNER, message_id=78))
-    assert len(await charging.list_by_state(ChargeState.AWAITING_APPROVAL)) == 2
+    # Another card (another message) while that request waits asks nothing: the answer
+    # points at the open request, posted again with its buttons.
+    await harness.send(callback_update(f"v1:tn:{line_id}:a200", user_id=OWNER, message_id=78))
+    assert "already waits for your approval" in answers(harness)[-1]["text"]
+    assert buttons(harness.api.sent()[-1]["reply_markup"]) == [
+        f"v1:ap:{pending[0].id}:ok", f"v1:ap:{pending[0].id}:no"]
+    assert await charging.list_by_state(ChargeState.AWAITING_APPROVAL) == pending
+
+    # Once it is answered, another card is another request.
+    await harness.send(callback_update(f"v1:ap:{pending[0].id}:no", user_id=OWNER))
+    await harness.send(callback_update(f"v1:tn:{line_id}:a200", user_id=OWNER, message_id=78))
+    assert "request to approve" in answers(harness)[-1]["text"]
+    [again] = await charging.list_by_state(ChargeState.AWAITING_APPROVAL)
+    assert again.idempotency_key == f"manual:{OWNER}:78:{line_id}:a200"
 
 
 async def test_top_up_now_for_someone_elses_line_is_refused(

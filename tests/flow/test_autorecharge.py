@@ -190,3 +190,53 @@ async def test_cancel_before_a_rule_was_proposed_changes_nothing(harness: BotHar
     await harness.send(text_update("/cancel"))
     assert harness.api.texts()[-1] == "Cancelled. Nothing was changed."
     assert await rules_of(harness) == []
+
+
+async def lock_the_line_by_binding_attempts(harness: BotHarness, user_id: int) -> None:
+    """Someone else tries to take CELLCARD over and types five wrong codes."""
+    await harness.send(text_update("/bind", user_id=user_id))
+    await harness.send(text_update("012345678", user_id=user_id))
+    right = harness.sms.last_code(CELLCARD)
+    for _ in range(5):
+        await harness.send(text_update("000000" if right != "000000" else "111111",
+                                       user_id=user_id))
+    assert "locked until" in harness.api.texts(chat_id=user_id)[-1]
+
+
+async def test_a_line_locked_by_someone_elses_wrong_codes_gets_no_rule_code_either(
+        harness: BotHarness) -> None:
+    await bind(harness, CELLCARD)
+    await lock_the_line_by_binding_attempts(harness, user_id=999)
+    sent = len(harness.sms.sent)
+
+    await harness.send(text_update("/autorecharge"))
+    await harness.send(callback_update("v1:arn:new"))
+    await harness.send(callback_update("v1:arb:amount"))
+    await harness.send(text_update("5"))
+    await harness.send(callback_update("v1:arw:monthly"))
+    await harness.send(text_update("31"))
+    await harness.send(text_update("20"))
+    await harness.send(callback_update("v1:arp:ask"))
+    await harness.send(callback_update("v1:arc:ok"))
+
+    assert len(harness.sms.sent) == sent  # the lockout is the number's, whatever the code is for
+    assert "No more codes can be sent to this line for now" in harness.api.texts()[-1]
+    (rule,) = await rules_of(harness)
+    assert rule.status is RuleStatus.AWAITING_OTP  # type: ignore[attr-defined]
+
+
+async def test_a_rule_code_typed_after_the_lockout_is_answered_with_it(
+        harness: BotHarness) -> None:
+    await bind(harness, CELLCARD)
+    await monthly_rule_until_code(harness)
+    right = harness.sms.last_code(CELLCARD)
+    for _ in range(5):
+        await harness.send(text_update("000000" if right != "000000" else "111111"))
+    assert "locked until" in harness.api.texts()[-1]
+
+    await harness.send(text_update(right))
+
+    assert "that line is locked until 25 Nov 2026, 09:15 (in 15 minutes)" in (
+        harness.api.texts()[-1])
+    (rule,) = await rules_of(harness)
+    assert rule.status is RuleStatus.AWAITING_OTP  # type: ignore[attr-defined]

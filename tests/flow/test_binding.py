@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from bot.clock import ManualClock
+from handlers.binding import DRAFT
+from handlers.common import user_ui
 from storage.lines import LinesRepository
 from tests.flow.conftest import BotHarness
 from tests.flow.recording import callback_update, contact_update, text_update
@@ -23,6 +25,31 @@ async def lines_of(harness: BotHarness, user_id: int) -> list[str]:
 async def begin(harness: BotHarness, user_id: int = 555, language: str = "en") -> None:
     await harness.send(text_update("/start", user_id=user_id, language=language))
     await harness.send(text_update("/bind", user_id=user_id, language=language))
+
+
+def a_wrong_code(right: str) -> str:
+    return "000000" if right != "000000" else "111111"
+
+
+async def lock_out(harness: BotHarness, user_id: int = 555, language: str = "en") -> datetime:
+    """``user_id`` asks for a code to CELLCARD and types five wrong ones; when the
+    lockout ends."""
+    await begin(harness, user_id, language)
+    await harness.send(text_update("012345678", user_id=user_id, language=language))
+    wrong = a_wrong_code(harness.sms.last_code(CELLCARD))
+    for _ in range(5):
+        await harness.send(text_update(wrong, user_id=user_id, language=language))
+    return harness.components.clock.now() + harness.components.otp.policy.lockout
+
+
+async def lockout_text(harness: BotHarness, user_id: int, language: str,
+                       locked_until: datetime) -> str:
+    """The answer to a code typed while ``user_id`` is locked out, in their language and
+    zone."""
+    ui = await user_ui(harness.components.users, harness.components.i18n, user_id, language)
+    return ui._("Too many wrong codes: that line is locked until {time} ({left}). No code "
+                "works before then; ask for a new one after that.").format(
+        time=ui.when(locked_until), left=ui.age(locked_until))
 
 
 async def test_typed_number_then_right_code_binds_the_line(harness: BotHarness) -> None:
@@ -86,9 +113,111 @@ async def test_wrong_codes_count_down_then_lock(harness: BotHarness) -> None:
         assert f"{tries_left} tries left" in harness.api.texts()[-1]
     await harness.send(text_update(wrong))
     assert "locked until" in harness.api.texts()[-1]
+    assert DRAFT not in harness.app.user_data.get(555, {})
+    locked_until = harness.components.clock.now() + timedelta(minutes=15)
 
-    await harness.send(text_update(right))  # the flow is over: plain text now
+    await harness.send(text_update(right))  # the flow is over, but the lock is not
+    assert harness.api.texts()[-1] == await lockout_text(harness, 555, "en", locked_until)
+    assert "(in 15 minutes)" in harness.api.texts()[-1]
     assert await lines_of(harness, 555) == []
+
+
+async def test_the_sixth_code_is_answered_with_the_lockout_in_the_users_language_and_zone(
+        harness: BotHarness, clock: ManualClock) -> None:
+    locked_until = await lock_out(harness, language="zh-hans")
+    assert await harness.components.users.set_timezone(555, "America/New_York") is not None
+    clock.advance(timedelta(minutes=4))
+
+    await harness.send(text_update("123 456", language="zh-hans"))
+
+    reply = harness.api.texts()[-1]
+    assert reply == await lockout_text(harness, 555, "zh-hans", locked_until)
+    assert "验证码错误次数过多" in reply
+    # 15 minutes after 02:00 UTC, less the 4 just waited: 21:15 the day before in New York
+    assert "21:15" in reply and "11分钟后" in reply
+    assert await lines_of(harness, 555) == []
+
+
+async def test_a_code_after_the_lockout_ended_is_not_understood(
+        harness: BotHarness, clock: ManualClock) -> None:
+    clock.set(await lock_out(harness))
+
+    await harness.send(text_update("123456"))
+
+    assert harness.api.texts()[-1] == "I did not understand that. /help lists what I can do."
+
+
+async def test_text_that_is_not_a_code_after_a_lockout_is_not_understood(
+        harness: BotHarness) -> None:
+    await lock_out(harness)
+
+    await harness.send(text_update("hello 123456"))
+
+    assert harness.api.texts()[-1] == "I did not understand that. /help lists what I can do."
+
+
+async def test_an_edited_message_after_a_lockout_gets_no_answer(harness: BotHarness) -> None:
+    await lock_out(harness)
+    before = len(harness.api.texts())
+    edited = text_update("123456")
+    edited["edited_message"] = {**edited.pop("message"), "edit_date": 1}
+
+    await harness.send(edited)
+
+    assert len(harness.api.texts()) == before  # as for any edited message outside a flow
+
+
+async def test_a_number_locked_out_for_one_account_gets_no_sms_for_another(
+        harness: BotHarness) -> None:
+    await lock_out(harness, user_id=111)
+    await begin(harness, user_id=111)
+    await harness.send(text_update("012345678", user_id=111))
+    told_the_locker = harness.api.texts(chat_id=111)[-1]
+    assert "Too many wrong codes for this line" in told_the_locker
+    sent = len(harness.sms.sent)
+
+    await begin(harness, user_id=222)
+    await harness.send(text_update("012 345 678", user_id=222))
+
+    assert len(harness.sms.sent) == sent == 1
+    assert harness.api.texts(chat_id=222)[-1] == told_the_locker  # nothing says who locked it
+    for user_id in (111, 222):
+        assert DRAFT not in harness.app.user_data.get(user_id, {})
+    await harness.send(text_update("/lines", user_id=222))  # the binding flow is over
+    assert "middle of something" not in harness.api.texts(chat_id=222)[-1]
+
+
+async def test_a_new_code_asked_for_after_another_account_locked_the_number_is_refused(
+        harness: BotHarness, clock: ManualClock) -> None:
+    await begin(harness, user_id=222)
+    await harness.send(text_update("012345678", user_id=222))
+    assert harness.app.user_data[222][DRAFT] == CELLCARD
+    await lock_out(harness, user_id=111)
+    sent = len(harness.sms.sent)
+    clock.advance(timedelta(seconds=61))  # 222's own cooldown is over; the lock is not
+
+    await harness.send(callback_update("v1:bnd:resend", user_id=222))
+
+    assert len(harness.sms.sent) == sent
+    assert "Too many wrong codes for this line" in harness.api.texts(chat_id=222)[-1]
+    assert DRAFT not in harness.app.user_data.get(222, {})
+
+
+async def test_the_hourly_cap_counts_every_account_and_forgets_the_refused_draft(
+        harness: BotHarness) -> None:
+    for user_id in range(301, 306):
+        await begin(harness, user_id=user_id)
+        await harness.send(text_update("012345678", user_id=user_id))
+    assert len(harness.sms.sent) == 5
+
+    await begin(harness, user_id=306)
+    await harness.send(text_update("012345678", user_id=306))
+
+    assert len(harness.sms.sent) == 5
+    assert "Too many codes were sent to this number this hour" in (
+        harness.api.texts(chat_id=306)[-1])
+    assert DRAFT not in harness.app.user_data.get(306, {})
+    assert harness.app.user_data[305][DRAFT] == CELLCARD  # a code on its way keeps its draft
 
 
 async def test_malformed_code_does_not_use_a_try(harness: BotHarness) -> None:

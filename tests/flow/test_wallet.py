@@ -5,6 +5,7 @@ pre-checkout query, credit a successful payment once; forged payloads refused; t
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,7 +143,7 @@ async def test_an_amount_sends_a_stars_invoice(harness: BotHarness,
 
     assert invoice["currency"] == "XTR"
     assert [int(p["amount"]) for p in prices_of(invoice)] == [500]  # $10 x 50 Stars
-    assert str(invoice["payload"]).startswith(f"w1:{USER}:1000:USD:")
+    assert re.fullmatch(r"w2:[0-9]+:[0-9a-f]{16}", str(invoice["payload"]))
     assert not invoice.get("provider_token")
     assert int(invoice["chat_id"]) == USER
     assert harness.api.sent("answerCallbackQuery")
@@ -200,15 +201,15 @@ async def test_the_receipt_renders_from_its_plain_params(harness: BotHarness,
     assert markup is None
 
 
-@pytest.mark.parametrize("change", ["amount", "owner", "mac", "junk"])
+@pytest.mark.parametrize("change", ["invoice", "mac", "old_format", "junk"])
 async def test_a_forged_payload_is_refused_at_pre_checkout(
         harness: BotHarness, wallet: WalletService, change: str) -> None:
     payload = str((await buy(harness, 5))["payload"])
-    version, owner, amount, currency, mac = payload.split(":")
+    version, invoice_id, mac = payload.split(":")
     forged = {
-        "amount": f"{version}:{owner}:100000:{currency}:{mac}",
-        "owner": f"{version}:{STRANGER}:{amount}:{currency}:{mac}",
-        "mac": f"{version}:{owner}:{amount}:{currency}:{'f' * 16}",
+        "invoice": f"{version}:{int(invoice_id) + 1}:{mac}",  # another invoice, same mac
+        "mac": f"{version}:{invoice_id}:{'f' * 16}",
+        "old_format": f"w1:{USER}:100000:USD:{mac}",
         "junk": "wallet:555:5000",
     }[change]
 
@@ -245,10 +246,52 @@ async def test_a_forged_successful_payment_credits_nothing(
     await harness.send(successful_payment_update("w1:555:5000:USD:0123456789abcdef",
                                                  total_amount=2500, charge_id="stxFORGED"))
 
-    assert "could not match it" in harness.api.texts()[-1]
-    assert "stxFORGED" in harness.api.texts()[-1]
+    said = harness.api.texts()[-1]
+    assert "does not match the invoice" in said and "returning it to you" in said
+    [refund] = harness.api.sent("refundStarPayment")
+    assert refund["telegram_payment_charge_id"] == "stxFORGED"
+    assert int(refund["user_id"]) == USER
     assert await entries(harness) == 0
-    assert await outbox(harness) == []
+    # Nothing for the payer's wallet; the admins are told of the dispute.
+    assert {(n["kind"], n["chat_id"]) for n in await outbox(harness)} == {
+        ("payment_disputed", ADMIN)}
+
+
+@pytest.mark.parametrize(("currency", "total", "refunded"),
+                         [("XTR", 1, True), ("EUR", 250, False), ("XTR", -5, False)])
+async def test_a_payment_that_is_not_the_invoices_price_is_disputed_not_credited(
+        harness: BotHarness, wallet: WalletService, currency: str, total: int,
+        refunded: bool) -> None:
+    payload = str((await buy(harness, 5))["payload"])
+
+    await harness.send(successful_payment_update(payload, total_amount=total,
+                                                 currency=currency, charge_id="stxCHEAP"))
+
+    said = harness.api.texts()[-1]
+    assert "does not match the invoice" in said
+    assert await balance(harness) == Money(0, "USD")
+    refunds = [r["telegram_payment_charge_id"] for r in harness.api.sent("refundStarPayment")]
+    [alert] = await outbox(harness)
+    assert (alert["kind"], alert["chat_id"]) == ("payment_disputed", ADMIN)
+    if refunded:  # Stars go back at once
+        assert refunds == ["stxCHEAP"] and "returning it to you" in said
+    else:  # not Stars, or not a refundable amount: held, and the admin is told so
+        assert refunds == [] and "stxCHEAP" in said
+    assert alert["params"]["refunding"] is refunded
+
+
+async def test_a_second_charge_for_a_paid_invoice_is_refunded(
+        harness: BotHarness, wallet: WalletService) -> None:
+    payload = str((await buy(harness, 5))["payload"])
+    await harness.send(successful_payment_update(payload, total_amount=250,
+                                                 charge_id="stxFIRST"))
+    await harness.send(successful_payment_update(payload, total_amount=250,
+                                                 charge_id="stxSECOND"))
+
+    assert await balance(harness) == Money(500, "USD")
+    assert [r["telegram_payment_charge_id"]
+            for r in harness.api.sent("refundStarPayment")] == ["stxSECOND"]
+    assert [n["kind"] for n in await outbox(harness)] == ["wallet_credit", "payment_disputed"]
 
 
 async def test_a_passing_fault_while_crediting_is_retried(
@@ -257,10 +300,10 @@ async def test_a_passing_fault_while_crediting_is_retried(
     credit = wallet.credit_telegram_payment
     faults = [ConnectionResetError("database restarted")]
 
-    async def flaky(*args: Any) -> Any:
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
         if faults:
             raise faults.pop()
-        return await credit(*args)
+        return await credit(*args, **kwargs)
 
     monkeypatch.setattr(wallet, "credit_telegram_payment", flaky)
     await harness.send(successful_payment_update(payload, total_amount=250,
@@ -275,7 +318,7 @@ async def test_a_payment_that_cannot_be_recorded_is_reported_not_lost_silently(
         caplog: pytest.LogCaptureFixture) -> None:
     payload = str((await buy(harness, 5))["payload"])
 
-    async def broken(*args: Any) -> Any:
+    async def broken(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionResetError("database gone")
 
     monkeypatch.setattr(wallet, "credit_telegram_payment", broken)

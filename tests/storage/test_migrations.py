@@ -3,6 +3,7 @@ the migrated schema being exactly what storage.tables declares."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,11 +17,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import ManualClock
+from bot.domain.charges import OPEN_STATES
+from bot.domain.phone import parse_cambodian_mobile
 from storage import migrate
+from storage.audit import AuditRepository
+from storage.charges import reference_for
 from storage.crypto import FieldCipher
 from storage.db import Database
+from storage.lines import LinesRepository
+from storage.notifications import NotificationsRepository
 from storage.sim_carrier import SimCarrierRepository
-from storage.tables import metadata
+from storage.tables import charges, metadata
 from storage.users import UsersRepository
 
 FOUNDATION_TABLES = {"users", "lines", "otp_challenges", "audit_log", "sim_lines", "sim_topups"}
@@ -196,3 +203,132 @@ async def test_partial_unique_index_on_topup_reference(
         carrier = SimCarrierRepository(conn, cipher)
         assert await carrier.topup_by_reference("ref-1") == first
         assert await carrier.count_topups("ref-1") == 3
+
+
+# --- one open charge per line (0005_one_open_charge) ---------------------------------
+
+BEFORE_ONE_OPEN_CHARGE = "0004"
+_numbers = ("012345678", "012345679", "012345670")
+
+
+async def lines_of_one_user(db: Database, cipher: FieldCipher, clock: ManualClock,
+                            count: int = 2) -> list[int]:
+    async with db.write() as conn:
+        await UsersRepository(conn).ensure(42, language="en", now=clock.now())
+        lines = LinesRepository(conn, cipher)
+        return [(await lines.add(owner_id=42, number=parse_cambodian_mobile(number),
+                                 now=clock.now())).id for number in _numbers[:count]]
+
+
+async def add_charge(conn: AsyncConnection, clock: ManualClock, line_id: int,
+                     state: str) -> int:
+    """A charge row written as an earlier release could write it."""
+    key = f"manual:42:{uuid.uuid4().hex}"
+    result = await conn.execute(insert(charges).values(
+        idempotency_key=key, reference=reference_for(key), user_id=42, line_id=line_id,
+        cause="manual", amount_minor=500, currency="USD", state=state,
+        created_at=clock.now(), updated_at=clock.now()).returning(charges.c.id))
+    return int(result.scalar_one())
+
+
+async def states(db: Database) -> dict[int, tuple[str, str | None]]:
+    async with db.read() as conn:
+        rows = await conn.execute(select(charges.c.id, charges.c.state,
+                                         charges.c.failure_reason))
+        return {row.id: (row.state, row.failure_reason) for row in rows}
+
+
+async def test_a_line_has_at_most_one_open_charge(
+        empty_db: Database, cipher: FieldCipher, clock: ManualClock) -> None:
+    """compare_metadata does not compare index predicates: check the partial index by
+    behaviour. One open charge per line; closed ones and other lines are not limited."""
+    await migrate.upgrade(empty_db)
+    first, second = await lines_of_one_user(empty_db, cipher, clock)
+    async with empty_db.write() as conn:
+        await add_charge(conn, clock, first, "awaiting_approval")
+        for state in ("succeeded", "failed", "declined", "expired"):
+            await add_charge(conn, clock, first, state)
+        await add_charge(conn, clock, second, "submitted")
+
+    for state in OPEN_STATES:
+        with pytest.raises(sqlalchemy.exc.IntegrityError):
+            async with empty_db.write() as conn:
+                await add_charge(conn, clock, first, state.value)
+    assert len(await states(empty_db)) == 6
+
+
+async def test_upgrading_keeps_one_open_charge_per_line_and_expires_the_other_requests(
+        empty_db: Database, cipher: FieldCipher, clock: ManualClock) -> None:
+    await migrate.upgrade(empty_db, BEFORE_ONE_OPEN_CHARGE)
+    waiting_line, flying_line, quiet_line = await lines_of_one_user(empty_db, cipher, clock,
+                                                                    count=3)
+    async with empty_db.write() as conn:
+        # Three requests on one line: the newest is kept.
+        old, older_sent, newest = [await add_charge(conn, clock, waiting_line,
+                                                    "awaiting_approval") for _ in range(3)]
+        # A top-up in flight and two requests: the one in flight is kept.
+        ask_1 = await add_charge(conn, clock, flying_line, "awaiting_approval")
+        flying = await add_charge(conn, clock, flying_line, "submitted")
+        ask_2 = await add_charge(conn, clock, flying_line, "awaiting_approval")
+        # One open and one closed: nothing to do.
+        alone = await add_charge(conn, clock, quiet_line, "approved")
+        closed = await add_charge(conn, clock, quiet_line, "succeeded")
+        outbox = NotificationsRepository(conn)
+        for charge_id in (old, older_sent, newest):
+            await outbox.enqueue(user_id=42, chat_id=42, dedupe_key=f"approval:{charge_id}",
+                                 kind="approval_request", params={"charge_id": charge_id},
+                                 now=clock.now())
+        sent = await outbox.by_key(f"approval:{older_sent}")
+        assert sent is not None
+        await outbox.mark_sent(sent.id, message_id=77, now=clock.now())
+
+    await migrate.upgrade(empty_db)
+
+    superseded = ("expired", "another_open_charge")
+    assert await states(empty_db) == {
+        old: superseded, older_sent: superseded, newest: ("awaiting_approval", None),
+        ask_1: superseded, flying: ("submitted", None), ask_2: superseded,
+        alone: ("approved", None), closed: ("succeeded", None)}
+    async with empty_db.read() as conn:
+        entries = await AuditRepository(conn).latest(action="charge.expired")
+        outbox = NotificationsRepository(conn)
+        requests = {charge_id: await outbox.by_key(f"approval:{charge_id}")
+                    for charge_id in (old, older_sent, newest)}
+    kept_instead = {int(str(e.subject)): e.details["kept"] for e in entries}
+    assert kept_instead == {old: newest, older_sent: newest, ask_1: flying, ask_2: flying}
+    assert {e.actor for e in entries} == {"migration"}
+    # The request nobody has seen yet is not sent; a sent one answers "expired" if tapped.
+    status = {charge_id: r.status.value for charge_id, r in requests.items() if r}
+    assert status == {old: "dropped", older_sent: "sent", newest: "pending"}
+
+    # Down and up again: the index goes and comes back; the expired stay expired.
+    await migrate.downgrade(empty_db, BEFORE_ONE_OPEN_CHARGE)
+    async with empty_db.write() as conn:
+        extra = await add_charge(conn, clock, quiet_line, "awaiting_approval")
+    await migrate.upgrade(empty_db)
+    after = await states(empty_db)
+    assert (after[extra], after[alone]) == (superseded, ("approved", None))
+    assert after[old] == superseded
+
+
+async def test_two_charges_in_flight_on_one_line_refuse_the_upgrade(
+        empty_db: Database, cipher: FieldCipher, clock: ManualClock) -> None:
+    await migrate.upgrade(empty_db, BEFORE_ONE_OPEN_CHARGE)
+    line, other = await lines_of_one_user(empty_db, cipher, clock)
+    async with empty_db.write() as conn:
+        approved = await add_charge(conn, clock, line, "approved")
+        submitted = await add_charge(conn, clock, line, "submitted")
+        await add_charge(conn, clock, other, "awaiting_approval")
+        await add_charge(conn, clock, other, "awaiting_approval")
+    before = await states(empty_db)
+
+    with pytest.raises(migrate.SchemaError, match=f"{approved}, {submitted}"):
+        await migrate.upgrade(empty_db)
+
+    assert await migrate.current_revision(empty_db) == BEFORE_ONE_OPEN_CHARGE
+    assert await states(empty_db) == before  # nothing expired, no index
+    async with empty_db.write() as conn:  # the previous release settles one of them
+        await conn.execute(charges.update().where(charges.c.id == approved)
+                           .values(state="failed"))
+    await migrate.upgrade(empty_db)
+    assert await migrate.current_revision(empty_db) == migrate.head_revision()

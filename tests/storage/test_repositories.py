@@ -413,6 +413,56 @@ async def test_otp_sent_since_counts_codes_for_one_number_in_a_window(
     assert latest.created_at == start + timedelta(minutes=90)
 
 
+async def test_otp_lockouts_by_number_and_by_user(db: Database, cipher: FieldCipher,
+                                                 clock: ManualClock) -> None:
+    await add_users(db, clock.now(), 1, 2)
+    now = clock.now()
+    async with db.write() as conn:
+        repo = OtpRepository(conn, cipher)
+        for user_id, number, purpose, locked_for in [
+                (1, CELLCARD, "bind", timedelta(minutes=5)),
+                (2, CELLCARD, "rule", timedelta(minutes=9)),
+                (2, SMART, "bind", -timedelta(seconds=1)),  # its lockout is over
+                (1, METFONE, "bind", None)]:
+            challenge = await repo.create(user_id=user_id, phone_e164=number.e164,
+                                          purpose=purpose, subject=None, code="123456",
+                                          now=now, expires_at=now + timedelta(minutes=5))
+            if locked_for is not None:
+                await repo.record_failure(challenge.id, locked_until=now + locked_for)
+    async with db.read() as conn:
+        repo = OtpRepository(conn, cipher)
+        assert await repo.number_locked_until(phone_e164=CELLCARD.e164, now=now) == (
+            now + timedelta(minutes=9))  # the latest end, whoever's and whatever for
+        assert await repo.number_locked_until(phone_e164=SMART.e164, now=now) is None
+        assert await repo.number_locked_until(phone_e164=METFONE.e164, now=now) is None
+        assert await repo.number_locked_until(
+            phone_e164=CELLCARD.e164, now=now + timedelta(minutes=9)) is None  # exclusive
+        assert await repo.user_locked_until(user_id=1, now=now) == now + timedelta(minutes=5)
+        assert await repo.user_locked_until(user_id=2, now=now) == now + timedelta(minutes=9)
+        assert await repo.user_locked_until(user_id=1, now=now + timedelta(minutes=5)) is None
+
+
+async def test_otp_lock_number_holds_one_number_until_the_transaction_ends(
+        db: Database, cipher: FieldCipher) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite writers hold the whole database (BEGIN IMMEDIATE)")
+    async with db.write() as holder:
+        await OtpRepository(holder, cipher).lock_number(CELLCARD.e164)
+        async with db.write() as other:  # another number is not held up
+            await OtpRepository(other, cipher).lock_number(SMART.e164)
+        waiting = asyncio.ensure_future(_lock_in_new_transaction(db, cipher, CELLCARD))
+        done, _ = await asyncio.wait([waiting], timeout=0.3)
+        assert not done  # the same number waits for the holder
+    async with asyncio.timeout(10):
+        await waiting  # and goes on once the holder commits
+
+
+async def _lock_in_new_transaction(db: Database, cipher: FieldCipher,
+                                   number: MobileNumber) -> None:
+    async with db.write() as conn:
+        await OtpRepository(conn, cipher).lock_number(number.e164)
+
+
 # --- audit log ---------------------------------------------------------------------------
 
 async def test_audit_record_and_latest(db: Database, clock: ManualClock) -> None:

@@ -132,6 +132,15 @@ class World:
                                self.clock, approval_timeout=approval_timeout,
                                admin_chat_ids=ADMINS, retry=retry, checkpoint=checkpoint)
 
+    async def add_line(self, user_id: int, national: str) -> int:
+        """Another line of ``user_id`` (a line has one open charge at a time, so charges
+        open together need lines of their own); its id."""
+        async with self.db.write() as conn:
+            line = await LinesRepository(conn, self.cipher).add(
+                owner_id=user_id, number=parse_cambodian_mobile(national),
+                now=self.clock.now(), verified_at=self.clock.now())
+        return line.id
+
     async def fund(self, user_id: int, cents: int) -> None:
         async with self.db.write() as conn:
             await WalletRepository(conn).record_payment(

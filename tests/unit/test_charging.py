@@ -57,9 +57,11 @@ async def world(db: Database, cipher: FieldCipher, clock: ManualClock) -> World:
 
 
 async def requested(world: World, user_id: int = ALICE, cents: int = 500,
-                    nonce: str = "n1", product_id: str | None = None) -> int:
+                    nonce: str = "n1", product_id: str | None = None,
+                    line_id: int | None = None) -> int:
     result = await world.service().request_manual(
-        user_id, world.lines[user_id], None if product_id else usd(cents), product_id, nonce)
+        user_id, world.lines[user_id] if line_id is None else line_id,
+        None if product_id else usd(cents), product_id, nonce)
     assert isinstance(result, Requested), result
     return result.charge.id
 
@@ -214,9 +216,11 @@ async def test_fifty_concurrent_approves_make_one_top_up(world: World) -> None:
 
 async def test_two_charges_cannot_spend_the_same_money(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two different charges approved at once, with money for one: one waits."""
+    """Two different charges (of two lines) approved at once, with money for one: one
+    waits."""
     await world.fund(ALICE, 600)
-    first, second = await requested(world, nonce="a"), await requested(world, nonce="b")
+    first = await requested(world, nonce="a")
+    second = await requested(world, nonce="b", line_id=await world.add_line(ALICE, "012999001"))
     barrier = asyncio.Barrier(2)
     original = WalletRepository.available
 
@@ -545,7 +549,7 @@ async def test_a_line_unbound_before_submission_fails_without_sending(world: Wor
 async def test_operators_list_charges_by_state(world: World) -> None:
     await world.fund(ALICE, 2000)
     waiting = await requested(world, nonce="w")
-    done = await requested(world, nonce="d")
+    done = await requested(world, nonce="d", line_id=await world.add_line(ALICE, "012999001"))
     service = world.service()
     await service.approve(ALICE, done)
     assert [c.id for c in await service.list_by_state(ChargeState.AWAITING_APPROVAL)] == [waiting]

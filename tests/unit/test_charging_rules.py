@@ -220,6 +220,9 @@ async def test_paused_rules_and_unbound_lines_charge_nothing(world: World) -> No
 
 async def test_two_creations_at_once_cannot_both_pass_the_cap(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of one rule at once: the rule lock makes the second read what the first
+    wrote, and as the first is still open on the line the second writes nothing (a line
+    has one open charge at a time), so together they stay within the cap."""
     await world.fund(ALICE, 5000)
     rule = await add_rule(world, cap=800, amount=500)
     barrier = asyncio.Barrier(2)
@@ -238,13 +241,15 @@ async def test_two_creations_at_once_cannot_both_pass_the_cap(
     service = world.service()
 
     async with asyncio.timeout(30):
-        results = await asyncio.gather(service.create_for_rule(rule, episode=1),
-                                       service.create_for_rule(rule, episode=2))
+        results = await asyncio.gather(service.create_for_rule(rule, episode=1, submit=False),
+                                       service.create_for_rule(rule, episode=2, submit=False))
 
-    assert all(isinstance(r, RuleCharge) for r in results)
-    reasons = sorted(str(r.approval) for r in results if isinstance(r, RuleCharge))
-    assert reasons == ["None", "over_cap"]
+    [made] = [r for r in results if isinstance(r, RuleCharge)]
+    [busy] = [r for r in results if isinstance(r, RuleSkipped)]
+    assert made.created and made.approval is None
+    assert busy.reason is SkipReason.LINE_BUSY and busy.open_charge == made.charge
     monkeypatch.undo()
+    assert await world.count(charges) == 1
     async with world.db.read() as conn:
         spent = await ChargesRepository(conn, world.cipher).spent_in_period(
             rule.id, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -118,6 +119,162 @@ def test_check_config_reads_the_env_file(capsys: pytest.CaptureFixture[str],
     assert code == 0
     assert re.search(r"^LOG_LEVEL\s+WARNING$", out, re.MULTILINE)
     assert TOKEN not in out
+
+
+def test_check_config_checks_the_database_and_changes_nothing(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    head = migrate.head_revision()
+    code, out, err = run(capsys, "check-config")
+    assert code == 0, err
+    assert f"Database: reachable, empty (`run` or `migrate` creates schema {head})" in out
+    assert "Bot API: not asked (check-config --online asks it, with getMe)" in out
+    code, out, _ = run(capsys, "migrate")  # check-config created no schema
+    assert out.strip() == f"Database at schema revision {head} (was empty)"
+    code, out, err = run(capsys, "check-config")
+    assert code == 0, err
+    assert f"Database: reachable, schema revision {head} (current)" in out
+
+
+# -- start-up checks: check-config makes each one `run` and `worker` make -----------------
+
+
+def refusal(err: str) -> str:
+    """The one line a refused start-up prints (log lines, if any, aside); no traceback."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("topup-bot: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+
+
+@pytest.mark.usefixtures("token")
+@pytest.mark.parametrize("command", ["check-config", "run", "worker"])
+def test_a_short_encryption_key_is_refused(capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           command: str) -> None:
+    monkeypatch.setenv("ENCRYPTION_KEYS", "short")
+    code, out, err = run(capsys, command)
+    assert code == 2
+    assert out == ""
+    assert refusal(err) == ("topup-bot: ENCRYPTION_KEYS: not a Fernet key (32 url-safe base64 "
+                            "bytes); make one with `topup-bot generate-key`")
+
+
+@pytest.mark.usefixtures("token")
+def test_check_config_names_which_of_several_keys_is_bad(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCRYPTION_KEYS", f"{generate_fernet_key()},short")
+    code, _, err = run(capsys, "check-config")
+    assert code == 2
+    assert refusal(err).startswith("topup-bot: ENCRYPTION_KEYS: key 2 of 2: not a Fernet key")
+
+
+@pytest.mark.usefixtures("token")
+def test_check_config_refuses_a_short_blind_index_key(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLIND_INDEX_KEY", "c2hvcnQ=")
+    code, _, err = run(capsys, "check-config")
+    assert code == 2
+    assert refusal(err) == "topup-bot: BLIND_INDEX_KEY: must hold at least 32 bytes"
+
+
+@pytest.mark.usefixtures("token")
+@pytest.mark.parametrize("content", ["{", "[]", '{"encryption_keys": []}'])
+def test_a_damaged_key_file_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                       content: str) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keys.json").write_text(content, encoding="utf-8")
+    code, _, err = run(capsys, "check-config")
+    assert code == 2
+    line = refusal(err)
+    assert line.startswith("topup-bot: DATA_DIR: data/keys.json is not a usable key file ("), line
+    assert line.endswith("restore it from its backup, or set ENCRYPTION_KEYS and "
+                         "BLIND_INDEX_KEY")
+
+
+@pytest.mark.usefixtures("token")
+@pytest.mark.parametrize("command", ["check-config", "run", "worker", "migrate"])
+@pytest.mark.parametrize(("data_dir", "cause"), [
+    pytest.param("a-file", "a-file is not a directory", id="a-file"),
+    pytest.param("a-file/state", "cannot create a-file/state (not a directory)",
+                 id="under-a-file"),
+])
+def test_an_unusable_data_dir_is_refused(capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                         command: str, data_dir: str, cause: str) -> None:
+    (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
+    monkeypatch.setenv("DATA_DIR", data_dir)
+    code, out, err = run(capsys, command)
+    assert code == 2
+    assert out == ""
+    assert refusal(err) == f"topup-bot: DATA_DIR: {cause}"
+
+
+@pytest.mark.usefixtures("token")
+@pytest.mark.parametrize("command", ["check-config", "run", "worker", "migrate", "status"])
+def test_an_unreachable_database_is_one_line_and_exit_3(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        closed_port: int, command: str) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"postgresql+asyncpg://u@127.0.0.1:{closed_port}/x")
+    code, out, err = run(capsys, command)
+    assert code == 3
+    assert out == ""
+    assert refusal(err) == (f"topup-bot: DATABASE_URL: cannot reach the database at "
+                            f"127.0.0.1:{closed_port} (connection refused)")
+
+
+@pytest.mark.usefixtures("token")
+def test_a_file_that_is_not_a_database_is_refused(capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    (tmp_path / "other.db").write_bytes(b"this is not an SQLite database file. " * 4)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'other.db'}")
+    code, _, err = run(capsys, "check-config")
+    assert code == 2
+    assert refusal(err) == (f"topup-bot: DATABASE_URL: cannot open the SQLite database "
+                            f"{tmp_path / 'other.db'} (file is not a database)")
+
+
+@pytest.mark.usefixtures("token")
+@pytest.mark.parametrize("command", ["check-config", "run", "worker", "migrate"])
+def test_a_schema_newer_than_this_version_is_refused(capsys: pytest.CaptureFixture[str],
+                                                     tmp_path: Path, command: str) -> None:
+    migrated(capsys)
+    database = tmp_path / "data" / "topup.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    conn.close()
+    code, out, err = run(capsys, command)
+    assert code == 2
+    assert out == ""
+    assert refusal(err) == ("topup-bot: DATA_DIR: the database is at schema revision "
+                            "ffffffffffff, which this version does not know: it was migrated "
+                            "by a newer release; run that one")
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("ffffffffffff",)]
+    conn.close()
+
+
+@pytest.mark.usefixtures("token")
+@pytest.mark.parametrize(("name", "value"), [
+    ("WEBHOOK_URL", "http://bot.example.com/hook"),
+    ("WEBHOOK_SECRET", "not allowed!"),
+    ("WEBHOOK_SECRET", "s" * 257),
+])
+def test_check_config_refuses_webhook_settings_telegram_refuses(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, name: str,
+        value: str) -> None:
+    monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, "check-config")
+    assert code == 2
+    assert out == ""
+    assert refusal(err).startswith(f"topup-bot: {name}: must be ")
 
 
 # -- migrate, rotate-keys, generate-key -------------------------------------------------

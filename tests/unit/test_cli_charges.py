@@ -19,8 +19,9 @@ async def test_charges_are_listed_by_state(db: Database, cipher: FieldCipher,
     world = await make_world(db, cipher, clock)
     await world.fund(ALICE, 2000)
     service = world.service()
-    for nonce in ("a", "b"):
-        result = await service.request_manual(ALICE, world.lines[ALICE], usd(500), None, nonce)
+    second_line = await world.add_line(ALICE, "012999001")  # one open charge per line
+    for nonce, line_id in (("a", world.lines[ALICE]), ("b", second_line)):
+        result = await service.request_manual(ALICE, line_id, usd(500), None, nonce)
         assert isinstance(result, Requested)
     await service.approve(ALICE, result.charge.id)
     components = SimpleNamespace(charging=service)

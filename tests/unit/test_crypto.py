@@ -204,7 +204,7 @@ def test_a_short_blind_index_key_is_refused(tmp_path: Path, index_key: str) -> N
 
 
 def test_a_blind_index_key_that_is_not_base64_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(KeyConfigError, match="BLIND_INDEX_KEY must be url-safe base64"):
+    with pytest.raises(KeyConfigError, match="BLIND_INDEX_KEY: must be url-safe base64"):
         resolve_keys(tmp_path, [generate_fernet_key()], b64(os.urandom(32))[:-2] + "A")
 
 

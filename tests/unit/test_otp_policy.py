@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.domain.otp import (
@@ -17,6 +17,7 @@ from bot.domain.otp import (
     SendRefusal,
     is_well_formed,
     lock_after_failure,
+    looks_like_code,
     may_send,
     normalize_code,
     precheck,
@@ -146,6 +147,61 @@ def test_a_custom_policy_is_honoured() -> None:
         SendRefusal.HOURLY_CAP, NOW + timedelta(hours=1))
 
 
+# --- the number's lockout, whoever asks ----------------------------------------------------
+
+def test_a_locked_number_is_refused_to_an_account_with_no_challenge_of_its_own() -> None:
+    until = NOW + timedelta(minutes=12)
+    assert may_send(POLICY, NOW, None, 1, NOW - timedelta(minutes=3),
+                    number_locked_until=until) == Refused(SendRefusal.LOCKED, until)
+
+
+def test_a_locked_number_wins_over_the_accounts_own_unlocked_challenge() -> None:
+    until = NOW + timedelta(minutes=12)
+    latest = challenge(age=timedelta(minutes=10), consumed_at=NOW - timedelta(minutes=9))
+    assert may_send(POLICY, NOW, latest, 2, latest.created_at,
+                    number_locked_until=until) == Refused(SendRefusal.LOCKED, until)
+
+
+def test_the_later_of_two_lockouts_is_the_one_to_wait_for() -> None:
+    own = NOW + timedelta(minutes=3)
+    number = NOW + timedelta(minutes=9)
+    latest = challenge(age=timedelta(minutes=8), attempts=5, locked_until=own)
+    assert may_send(POLICY, NOW, latest, 1, latest.created_at,
+                    number_locked_until=number) == Refused(SendRefusal.LOCKED, number)
+    assert may_send(POLICY, NOW, latest, 1, latest.created_at,
+                    number_locked_until=NOW + timedelta(minutes=1)) == Refused(
+        SendRefusal.LOCKED, own)
+
+
+@pytest.mark.parametrize("ended", [timedelta(0), timedelta(seconds=1), timedelta(hours=2)])
+def test_an_ended_lockout_of_the_number_no_longer_refuses(ended: timedelta) -> None:
+    assert may_send(POLICY, NOW, None, 1, NOW - timedelta(minutes=20),
+                    number_locked_until=NOW - ended) is None
+
+
+_moments = st.timedeltas(min_value=timedelta(hours=-3), max_value=timedelta(hours=3))
+
+
+@settings(deadline=None)
+@given(locked_for=st.timedeltas(min_value=timedelta(microseconds=1),
+                                max_value=timedelta(hours=2)),
+       latest_age=st.none() | st.timedeltas(min_value=timedelta(0),
+                                            max_value=timedelta(hours=2)),
+       own_lock=st.none() | _moments, consumed=st.booleans(),
+       sent_last_hour=st.integers(min_value=0, max_value=50))
+def test_no_code_goes_to_a_locked_number_whatever_else_holds(
+        locked_for: timedelta, latest_age: timedelta | None, own_lock: timedelta | None,
+        consumed: bool, sent_last_hour: int) -> None:
+    latest = None if latest_age is None else challenge(
+        age=latest_age, locked_until=None if own_lock is None else NOW + own_lock,
+        consumed_at=NOW if consumed else None)
+    refused = may_send(POLICY, NOW, latest, sent_last_hour, NOW - timedelta(minutes=30),
+                       number_locked_until=NOW + locked_for)
+    assert refused is not None
+    assert refused.reason is SendRefusal.LOCKED
+    assert refused.retry_at >= NOW + locked_for  # never earlier than the number's lock ends
+
+
 # --- precheck ----------------------------------------------------------------------------
 
 def test_fresh_challenge_with_a_well_formed_code_goes_on_to_compare() -> None:
@@ -260,3 +316,24 @@ def test_khmer_and_spaced_typing_gives_the_ascii_digits(digits: str, separator: 
     spaced = separator.join(to_khmer(digits))
     assert normalize_code(spaced) == digits
     assert normalize_code(separator.join(digits)) == digits
+
+
+# --- looks_like_code ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("typed", ["123456", " 123 456 ", "12-34-56", "១២៣៤៥៦", "១២៣ ៤៥៦",
+                                   "123456\n"])
+def test_text_that_is_a_code(typed: str) -> None:
+    assert looks_like_code(typed)
+
+
+@pytest.mark.parametrize("typed", ["", "12345", "1234567", "code 123456", "012 345 678",
+                                   "+855 12 345 678", "$123456", "hello", "１２３４５６"])
+def test_text_that_is_not_a_code(typed: str) -> None:
+    assert not looks_like_code(typed)
+
+
+@given(st.text(alphabet="0123456789", min_size=6, max_size=6),
+       st.text(alphabet=" -", max_size=2))
+def test_any_typed_layout_of_six_digits_looks_like_a_code(digits: str, separator: str) -> None:
+    assert looks_like_code(separator.join(digits))
+    assert looks_like_code(to_khmer(digits))

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 from dataclasses import fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -325,6 +325,97 @@ async def test_hourly_cap_counts_the_number_not_the_user(otp: OtpService, sms: F
     assert isinstance(await send(otp, number=OTHER_LINE), CodeSent)  # another number is free
 
 
+async def test_hourly_cap_counts_every_account_and_every_purpose(
+        otp: OtpService, sms: FakeSms, clock: ManualClock) -> None:
+    first_at = clock.now()
+    askers = [(USER_A, OtpPurpose.BIND_LINE), (USER_B, OtpPurpose.BIND_LINE),
+              (USER_A, OtpPurpose.CONFIRM_RULE), (USER_B, OtpPurpose.CONFIRM_RULE),
+              (USER_B, OtpPurpose.BIND_LINE)]
+    for user_id, purpose in askers:
+        assert isinstance(await send(otp, user_id=user_id, purpose=purpose), CodeSent)
+        clock.advance(timedelta(seconds=61))
+
+    capped = CodeNotSent(Refused(SendRefusal.HOURLY_CAP, first_at + timedelta(hours=1)))
+    for user_id, purpose in askers:
+        assert await send(otp, user_id=user_id, purpose=purpose) == capped
+    assert len(sms.sent) == 5
+
+
+# --- the lockout belongs to the number ---------------------------------------------------
+
+async def lock_out(otp: OtpService, sms: FakeSms, clock: ManualClock, *,
+                   user_id: int = USER_A, purpose: OtpPurpose = OtpPurpose.BIND_LINE,
+                   ) -> datetime:
+    """Five wrong codes from ``user_id``; when the number's lockout ends."""
+    assert isinstance(await send(otp, user_id=user_id, purpose=purpose), CodeSent)
+    code = sms.last_code()
+    for step in range(1, 6):
+        outcome = await check(otp, wrong(code, step), user_id=user_id, purpose=purpose)
+    assert outcome.result is CheckResult.LOCKED
+    return clock.now() + timedelta(minutes=15)
+
+
+async def test_a_number_locked_for_one_account_gets_no_code_for_another(
+        db: Database, otp: OtpService, sms: FakeSms, clock: ManualClock) -> None:
+    locked_until = await lock_out(otp, sms, clock, user_id=USER_A)
+    clock.advance(timedelta(minutes=2))
+
+    refused = await send(otp, user_id=USER_B)
+
+    # the very refusal the locked-out account itself gets: nothing tells who locked it
+    assert refused == CodeNotSent(Refused(SendRefusal.LOCKED, locked_until))
+    assert await send(otp, user_id=USER_A) == refused
+    assert len(sms.sent) == 1
+    assert len(await challenges(db)) == 1
+    assert isinstance(await send(otp, user_id=USER_B, number=OTHER_LINE), CodeSent)
+
+    clock.set(locked_until)
+    assert isinstance(await send(otp, user_id=USER_B), CodeSent)
+    assert await check(otp, sms.last_code(), user_id=USER_B) == CheckOutcome(CheckResult.OK)
+
+
+@pytest.mark.parametrize(("locked_by", "asked_for"), [
+    (OtpPurpose.BIND_LINE, OtpPurpose.CONFIRM_RULE),
+    (OtpPurpose.CONFIRM_RULE, OtpPurpose.BIND_LINE),
+    (OtpPurpose.CONFIRM_RULE, OtpPurpose.CONFIRM_RULE),
+])
+@pytest.mark.parametrize("asker", [USER_A, USER_B])
+async def test_the_lockout_holds_whatever_the_code_is_for(
+        otp: OtpService, sms: FakeSms, clock: ManualClock, locked_by: OtpPurpose,
+        asked_for: OtpPurpose, asker: int) -> None:
+    locked_until = await lock_out(otp, sms, clock, purpose=locked_by)
+    clock.advance(timedelta(minutes=14, seconds=59))
+
+    assert await send(otp, user_id=asker, purpose=asked_for, subject="rule-1") == CodeNotSent(
+        Refused(SendRefusal.LOCKED, locked_until))
+    assert len(sms.sent) == 1
+
+
+async def test_a_code_sent_before_the_lockout_can_still_be_typed(
+        otp: OtpService, sms: FakeSms, clock: ManualClock) -> None:
+    """The lockout stops new codes; a code already out keeps its own five tries, so an
+    attacker locking the number cannot spoil the owner's binding in progress."""
+    assert isinstance(await send(otp, user_id=USER_B), CodeSent)
+    owners_code = sms.last_code()
+    clock.advance(timedelta(seconds=1))
+    await lock_out(otp, sms, clock, user_id=USER_A)
+
+    assert await check(otp, owners_code, user_id=USER_B) == CheckOutcome(CheckResult.OK)
+
+
+async def test_lockout_of_tells_the_locked_out_account_when_it_ends(
+        otp: OtpService, sms: FakeSms, clock: ManualClock) -> None:
+    assert await otp.lockout_of(USER_A) is None
+    locked_until = await lock_out(otp, sms, clock, user_id=USER_A)
+
+    assert await otp.lockout_of(USER_A) == locked_until
+    assert await otp.lockout_of(USER_B) is None  # refused at send, not locked by its codes
+    clock.set(locked_until - timedelta(seconds=1))
+    assert await otp.lockout_of(USER_A) == locked_until
+    clock.set(locked_until)
+    assert await otp.lockout_of(USER_A) is None
+
+
 # --- what people type --------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["spaced", "dashed", "khmer", "khmer_spaced", "padded"])
@@ -469,3 +560,78 @@ async def test_concurrent_double_submit_is_ok_then_used(
     assert results == ["ok"] + ["used"] * (checks_meet.parties - 1)
     [challenge] = await challenges(db)
     assert challenge.attempts == 0
+
+
+# --- concurrent sends to one number (PostgreSQL; SQLite writers never overlap) -----------
+
+async def test_concurrent_accounts_cannot_send_past_the_hourly_cap(
+        db: Database, otp: OtpService, sms: FakeSms, clock: ManualClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite write transactions never overlap")
+    accounts = [USER_A + i for i in range(otp.policy.max_sends_per_hour + 1)]
+    async with db.write() as conn:
+        for user_id in accounts:
+            await UsersRepository(conn).ensure(user_id, language="en", now=clock.now())
+    barrier = asyncio.Barrier(len(accounts))
+    original = OtpRepository.sent_since
+
+    async def synchronized(self: OtpRepository, *, phone_e164: str, since: datetime) -> int:
+        counted = await original(self, phone_e164=phone_e164, since=since)
+        # Unserialised, every send counts 0 here at once; serialised (the fix), one is here
+        # at a time and the wait gives up after a moment.
+        with contextlib.suppress(TimeoutError, asyncio.BrokenBarrierError):
+            await asyncio.wait_for(barrier.wait(), timeout=0.3)
+        return counted
+
+    monkeypatch.setattr(OtpRepository, "sent_since", synchronized)
+
+    async with asyncio.timeout(30):
+        outcomes = await asyncio.gather(*(send(otp, user_id=u) for u in accounts))
+
+    assert len(sms.sent) == otp.policy.max_sends_per_hour
+    assert [o for o in outcomes if isinstance(o, CodeNotSent)] == [
+        CodeNotSent(Refused(SendRefusal.HOURLY_CAP, clock.now() + timedelta(hours=1)))]
+
+
+async def test_a_send_overlapping_the_locking_wrong_code_waits_and_is_refused(
+        db: Database, otp: OtpService, sms: FakeSms, clock: ManualClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite write transactions never overlap")
+    assert isinstance(await send(otp, user_id=USER_A), CodeSent)
+    code = sms.last_code()
+    for step in range(1, 5):
+        await check(otp, wrong(code, step))
+    locking = asyncio.Event()  # the fifth wrong code is recorded, not yet committed
+    read = asyncio.Event()  # the other account's send has read the number's state
+    record_failure, sent_since = OtpRepository.record_failure, OtpRepository.sent_since
+
+    async def failure_then_wait(self: OtpRepository, challenge_id: int, *,
+                                locked_until: datetime | None) -> None:
+        await record_failure(self, challenge_id, locked_until=locked_until)
+        locking.set()
+        # Unserialised, the send reads meanwhile (seeing no lock yet); serialised (the
+        # fix), it waits for this transaction, so this wait gives up after a moment.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(read.wait(), timeout=0.3)
+
+    async def count_then_tell(self: OtpRepository, *, phone_e164: str,
+                              since: datetime) -> int:
+        counted = await sent_since(self, phone_e164=phone_e164, since=since)
+        read.set()
+        return counted
+
+    monkeypatch.setattr(OtpRepository, "record_failure", failure_then_wait)
+    monkeypatch.setattr(OtpRepository, "sent_since", count_then_tell)
+
+    async def other_account_asks() -> CodeSent | CodeNotSent:
+        await locking.wait()
+        return await send(otp, user_id=USER_B)
+
+    async with asyncio.timeout(30):
+        locked, asked = await asyncio.gather(check(otp, wrong(code, 5)), other_account_asks())
+
+    assert locked.result is CheckResult.LOCKED
+    assert asked == CodeNotSent(Refused(SendRefusal.LOCKED, clock.now() + timedelta(minutes=15)))
+    assert len(sms.sent) == 1

@@ -132,6 +132,13 @@ def test_admin_chat_ids_must_be_numbers(monkeypatch: pytest.MonkeyPatch) -> None
     ("TELEGRAM_BOT_TOKEN", "not-a-token"),
     ("TELEGRAM_BOT_TOKEN", "123456:short"),
     ("WEBHOOK_PORT", "70000"),
+    ("WEBHOOK_URL", "http://bot.example.com/hook"),
+    ("WEBHOOK_URL", "ftp://bot.example.com/hook"),
+    ("WEBHOOK_SECRET", "has space"),
+    ("WEBHOOK_SECRET", "dot.not-allowed"),
+    ("WEBHOOK_SECRET", "ünïcode"),
+    ("WEBHOOK_SECRET", "trailing-newline\n"),
+    ("WEBHOOK_SECRET", "x" * 257),
     ("SIM_TIMEOUT_RATE", "1.5"),
 ])
 def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str,
@@ -143,6 +150,22 @@ def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str
     assert message.startswith(f"{name}: ")
     assert "\n" not in message
     assert len(message) > len(name) + 2
+
+
+def test_webhook_settings_within_telegrams_rules_are_accepted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    longest = ("ABCXYZabcxyz0189_-" * 15)[:256]
+    monkeypatch.setenv("WEBHOOK_URL", "https://bot.example.com:8443/hook")
+    monkeypatch.setenv("WEBHOOK_SECRET", longest)
+    telegram = load_settings(env_file=None).telegram
+    assert str(telegram.webhook_url) == "https://bot.example.com:8443/hook"
+    assert telegram.webhook_secret is not None
+    assert telegram.webhook_secret.get_secret_value() == longest
+
+
+def test_a_blank_webhook_secret_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_SECRET", "")
+    assert load_settings(env_file=None).telegram.webhook_secret is None
 
 
 def test_bad_value_in_env_file_names_the_variable(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from bot.domain.phone import parse_cambodian_mobile
 from bot.services.wallet import (
     AlreadyCredited,
     Credited,
+    Disputed,
+    DisputeReason,
     OperatorCreditError,
     PaymentNotRecognised,
     PaymentProblem,
@@ -30,13 +32,20 @@ from storage.audit import AuditRepository
 from storage.crypto import FieldCipher, KeyMaterial, generate_fernet_key
 from storage.db import Database
 from storage.lines import LinesRepository
-from storage.tables import charges, ledger_entries, notifications, wallet_payments
+from storage.tables import (
+    charges,
+    ledger_entries,
+    notifications,
+    payment_disputes,
+    wallet_payments,
+)
 from storage.users import UsersRepository
 from storage.wallet import EntryKind, WalletRepository
 
 ALICE = 6001
 BOB = 6002
 USD5 = Money(500, "USD")
+ADMINS = (9001, 9002)
 
 
 def stars_settings(stars_per_usd: int = 50) -> PaymentsSettings:
@@ -70,8 +79,8 @@ async def outbox(db: Database) -> list[dict[str, Any]]:
 
 async def pay(service: WalletService, user_id: int, amount: Money, charge_id: str) -> Credited:
     """Like Telegram: an invoice, its pre-checkout accepted, then successful_payment."""
-    invoice = service.invoice_for(user_id, amount)
-    assert service.validate_pre_checkout(user_id, invoice.payload, invoice.currency,
+    invoice = await service.issue_invoice(user_id, amount)
+    assert await service.validate_pre_checkout(user_id, invoice.payload, invoice.currency,
                                          invoice.total_amount) is None
     credited = await service.credit_telegram_payment(
         user_id, charge_id, "", invoice.currency, invoice.total_amount, invoice.payload)
@@ -158,12 +167,12 @@ async def test_stars_are_dollars_times_the_rate_rounded_up(
         stars: int) -> None:
     service = WalletService(db, clock, stars_settings(rate), cipher)
 
-    invoice = service.invoice_for(ALICE, amount)
+    invoice = await service.issue_invoice(ALICE, amount)
 
     assert (invoice.currency, invoice.total_amount) == ("XTR", stars)
     assert invoice.provider_token is None
     assert invoice.amount == amount
-    assert invoice.payload.startswith(f"w1:{ALICE}:{amount.minor}:USD:")
+    assert invoice.payload.startswith(f"w2:{invoice.invoice_id}:")
     assert len(invoice.payload.encode()) <= 128
 
 
@@ -171,32 +180,32 @@ async def test_no_invoice_asks_for_more_stars_than_telegram_allows(
         db: Database, clock: ManualClock, cipher: FieldCipher) -> None:
     service = WalletService(db, clock, stars_settings(10_000), cipher)
 
-    assert service.invoice_for(ALICE, USD5).total_amount == 50_000
+    assert (await service.issue_invoice(ALICE, USD5)).total_amount == 50_000
     with pytest.raises(PaymentsUnavailable):
-        service.invoice_for(ALICE, Money(5000, "USD"))
+        await service.issue_invoice(ALICE, Money(5000, "USD"))
 
 
 async def test_with_a_provider_the_invoice_is_in_the_provider_currency(
         db: Database, clock: ManualClock, cipher: FieldCipher) -> None:
     service = WalletService(db, clock, provider_settings(), cipher)
 
-    invoice = service.invoice_for(ALICE, Money(1000, "USD"))
+    invoice = await service.issue_invoice(ALICE, Money(1000, "USD"))
 
     assert (invoice.currency, invoice.total_amount) == ("USD", 1000)
     assert invoice.provider_token == "284685063:TEST:abc"
-    assert service.validate_pre_checkout(ALICE, invoice.payload, "USD", 1000) is None
+    assert await service.validate_pre_checkout(ALICE, invoice.payload, "USD", 1000) is None
 
 
 async def test_a_provider_in_another_currency_cannot_fund_the_wallet(
         db: Database, clock: ManualClock, cipher: FieldCipher) -> None:
     service = WalletService(db, clock, provider_settings("KHR"), cipher)
     stars = WalletService(db, clock, stars_settings(), cipher)
-    payload = stars.invoice_for(ALICE, USD5).payload
+    payload = (await stars.issue_invoice(ALICE, USD5)).payload
 
     assert not service.funding_available
     with pytest.raises(PaymentsUnavailable):
-        service.invoice_for(ALICE, USD5)
-    assert service.validate_pre_checkout(ALICE, payload, "XTR", 250) is \
+        await service.issue_invoice(ALICE, USD5)
+    assert await service.validate_pre_checkout(ALICE, payload, "XTR", 250) is \
         PaymentProblem.UNAVAILABLE
 
 
@@ -208,39 +217,48 @@ def tamper(payload: str, index: int, value: str) -> str:
 
 async def test_pre_checkout_accepts_our_invoice_and_refuses_tampering(
         service: WalletService, db: Database, clock: ManualClock) -> None:
-    invoice = service.invoice_for(ALICE, USD5)
+    invoice = await service.issue_invoice(ALICE, USD5)
     other_key = FieldCipher(KeyMaterial(encryption_keys=(generate_fernet_key(),),
                                         blind_index_key=b"k" * 32))
-    foreign = WalletService(db, clock, stars_settings(), other_key).invoice_for(ALICE, USD5)
+    foreign = await WalletService(db, clock, stars_settings(), other_key).issue_invoice(
+        ALICE, USD5)
     mac = invoice.payload.rsplit(":", 1)[1]
 
-    def check(payload: str, currency: str = "XTR", total: int = 250,
-              user: int = ALICE) -> PaymentProblem | None:
-        return service.validate_pre_checkout(user, payload, currency, total)
+    async def check(payload: str, currency: str = "XTR", total: int = 250,
+                    user: int = ALICE) -> PaymentProblem | None:
+        return await service.validate_pre_checkout(user, payload, currency, total)
 
-    assert check(invoice.payload) is None
-    assert check(tamper(invoice.payload, 2, "50000")) is PaymentProblem.FORGED  # amount
-    assert check(tamper(invoice.payload, 1, str(BOB))) is PaymentProblem.FORGED  # owner
-    assert check(tamper(invoice.payload, 3, "KHR")) is PaymentProblem.FORGED
-    assert check(tamper(invoice.payload, 4, "0" * 16)) is PaymentProblem.FORGED
-    assert check(tamper(invoice.payload, 4, mac.upper())) is PaymentProblem.FORGED
-    assert check(invoice.payload + "\n") is PaymentProblem.FORGED
-    assert check(foreign.payload) is PaymentProblem.FORGED  # signed with another key
-    for junk in ("", "w1", "wallet:6001:1", "x" * 128, "w1:6001:500:USD", "🙂"):
-        assert check(junk) is PaymentProblem.FORGED
-    assert check(invoice.payload, user=BOB) is PaymentProblem.WRONG_USER
-    assert check(invoice.payload, total=1) is PaymentProblem.PRICE_CHANGED
-    assert check(invoice.payload, currency="USD", total=500) is PaymentProblem.PRICE_CHANGED
+    other = await service.issue_invoice(ALICE, USD5)
+    assert await check(invoice.payload) is None
+    # Another invoice's id under this one's signature.
+    assert await check(tamper(invoice.payload, 1, str(other.invoice_id))) is \
+        PaymentProblem.FORGED
+    assert await check(tamper(invoice.payload, 1, "999999")) is PaymentProblem.FORGED
+    assert await check(tamper(invoice.payload, 2, "0" * 16)) is PaymentProblem.FORGED
+    assert await check(tamper(invoice.payload, 2, mac.upper())) is PaymentProblem.FORGED
+    assert await check(invoice.payload + "\n") is PaymentProblem.FORGED
+    assert await check(foreign.payload) is PaymentProblem.FORGED  # signed with another key
+    old_style = f"w1:{ALICE}:500:USD:{mac}"  # untracked payloads of earlier releases
+    for junk in ("", "w2", "wallet:6001:1", "x" * 128, "w1:6001:500:USD", "🙂", old_style):
+        assert await check(junk) is PaymentProblem.FORGED
+    assert await check(invoice.payload, user=BOB) is PaymentProblem.WRONG_USER
+    assert await check(invoice.payload, total=1) is PaymentProblem.PRICE_CHANGED
+    assert await check(invoice.payload, currency="USD", total=500) is \
+        PaymentProblem.PRICE_CHANGED
 
 
 async def test_a_changed_rate_refuses_old_invoices_at_pre_checkout(
         db: Database, clock: ManualClock, cipher: FieldCipher) -> None:
-    old = WalletService(db, clock, stars_settings(50), cipher).invoice_for(ALICE, USD5)
+    old = await WalletService(db, clock, stars_settings(50), cipher).issue_invoice(ALICE, USD5)
     new = WalletService(db, clock, stars_settings(60), cipher)
 
-    assert new.validate_pre_checkout(ALICE, old.payload, "XTR", 250) is \
+    assert await new.validate_pre_checkout(ALICE, old.payload, "XTR", 250) is \
         PaymentProblem.PRICE_CHANGED
-    assert new.validate_pre_checkout(ALICE, old.payload, "XTR", 300) is None
+    # The invoice was issued at 250: it is paid at that price or not at all.
+    assert await new.validate_pre_checkout(ALICE, old.payload, "XTR", 300) is \
+        PaymentProblem.PRICE_CHANGED
+    fresh = await new.issue_invoice(ALICE, USD5)
+    assert await new.validate_pre_checkout(ALICE, fresh.payload, "XTR", 300) is None
 
 
 # --- Telegram payments --------------------------------------------------------------------
@@ -248,7 +266,7 @@ async def test_a_changed_rate_refuses_old_invoices_at_pre_checkout(
 
 async def test_a_payment_credits_once_with_audit_and_one_receipt(
         service: WalletService, db: Database) -> None:
-    invoice = service.invoice_for(ALICE, USD5)
+    invoice = await service.issue_invoice(ALICE, USD5)
 
     first = await service.credit_telegram_payment(ALICE, "tg-charge-1", "prov-1", "XTR", 250,
                                                   invoice.payload)
@@ -275,18 +293,34 @@ async def test_a_payment_credits_once_with_audit_and_one_receipt(
         (f"user:{ALICE}", f"payment:{first.payment_id}")]
 
 
-async def test_the_same_invoice_paid_twice_is_two_payments(service: WalletService) -> None:
-    invoice = service.invoice_for(ALICE, USD5)
-    for charge in ("tg-a", "tg-b"):
-        assert await service.credit_telegram_payment(
-            ALICE, charge, "", "XTR", 250, invoice.payload) is not None
+async def test_one_invoice_is_credited_once_whatever_charge_ids_arrive(
+        db: Database, clock: ManualClock, cipher: FieldCipher) -> None:
+    service = WalletService(db, clock, stars_settings(), cipher, admin_chat_ids=ADMINS)
+    invoice = await service.issue_invoice(ALICE, USD5)
+    refunds: list[tuple[int, str]] = []
 
-    assert await service.available(ALICE) == Money(1000, "USD")
+    async def refunder(user_id: int, charge_id: str) -> None:
+        refunds.append((user_id, charge_id))
+
+    results = [await service.credit_telegram_payment(
+        ALICE, f"tg-{n}", "", "XTR", 250, invoice.payload, refunder=refunder)
+        for n in range(19)]
+
+    assert isinstance(results[0], Credited)
+    assert all(isinstance(r, Disputed) and r.reason is DisputeReason.ALREADY_PAID
+               and r.refunded for r in results[1:])
+    assert await service.available(ALICE) == USD5
+    assert await count(db, ledger_entries) == 1
+    assert refunds == [(ALICE, f"tg-{n}") for n in range(1, 19)]
+    assert await count(db, payment_disputes, status="refunded") == 18
+    alerts = [n for n in await outbox(db) if n["kind"] == "payment_disputed"]
+    assert len(alerts) == 18 * len(ADMINS)
+    assert {n["chat_id"] for n in alerts} == set(ADMINS)
 
 
 async def test_twenty_concurrent_replays_credit_once(service: WalletService,
                                                      db: Database) -> None:
-    invoice = service.invoice_for(ALICE, USD5)
+    invoice = await service.issue_invoice(ALICE, USD5)
 
     results = await asyncio.gather(*(service.credit_telegram_payment(
         ALICE, "tg-burst", "", "XTR", 250, invoice.payload) for _ in range(20)))
@@ -296,25 +330,103 @@ async def test_twenty_concurrent_replays_credit_once(service: WalletService,
     assert await count(db, notifications) == 1
 
 
-async def test_a_tampered_payment_credits_nothing(service: WalletService,
-                                                  db: Database) -> None:
-    invoice = service.invoice_for(ALICE, USD5)
+async def test_a_tampered_payment_credits_nothing_and_is_disputed(
+        service: WalletService, db: Database) -> None:
+    invoice = await service.issue_invoice(ALICE, USD5)
 
-    with pytest.raises(PaymentNotRecognised) as forged:
-        await service.credit_telegram_payment(ALICE, "tg-x", "", "XTR", 250,
-                                              tamper(invoice.payload, 2, "9999"))
-    with pytest.raises(PaymentNotRecognised) as someone_elses:
-        await service.credit_telegram_payment(BOB, "tg-y", "", "XTR", 250, invoice.payload)
+    forged = await service.credit_telegram_payment(ALICE, "tg-x", "", "XTR", 250,
+                                                   tamper(invoice.payload, 1, "9999"))
+    someone_elses = await service.credit_telegram_payment(BOB, "tg-y", "", "XTR", 250,
+                                                          invoice.payload)
 
-    assert forged.value.problem is PaymentProblem.FORGED
-    assert someone_elses.value.problem is PaymentProblem.WRONG_USER
+    assert isinstance(forged, Disputed) and forged.reason is DisputeReason.FORGED
+    assert isinstance(someone_elses, Disputed)
+    assert someone_elses.reason is DisputeReason.WRONG_USER
+    assert not forged.refunded  # no refunder given: held for an admin
     assert await count(db, ledger_entries) == 0
-    assert await count(db, notifications) == 0
+    assert await count(db, payment_disputes, status="held") == 2
+    with pytest.raises(PaymentNotRecognised):
+        await service.credit_telegram_payment(ALICE, "", "", "XTR", 250, invoice.payload)
+
+
+@pytest.mark.parametrize(("currency", "total"), [
+    ("XTR", 1), ("EUR", 1), ("XTR", -5), ("XTR", 0), ("EUR", 250), ("XTR", 2500)])
+async def test_a_payment_that_is_not_the_invoices_price_is_not_credited(
+        db: Database, clock: ManualClock, cipher: FieldCipher, currency: str,
+        total: int) -> None:
+    service = WalletService(db, clock, stars_settings(), cipher, admin_chat_ids=ADMINS)
+    invoice = await service.issue_invoice(ALICE, USD5)
+    refunds: list[tuple[int, str]] = []
+
+    async def refunder(user_id: int, charge_id: str) -> None:
+        refunds.append((user_id, charge_id))
+
+    result = await service.credit_telegram_payment(ALICE, "tg-odd", "", currency, total,
+                                                   invoice.payload, refunder=refunder)
+
+    assert isinstance(result, Disputed) and result.reason is DisputeReason.MISMATCH
+    refundable = currency == "XTR" and total > 0
+    assert result.refunded is refundable
+    assert refunds == ([(ALICE, "tg-odd")] if refundable else [])
+    assert await service.available(ALICE) == Money(0, "USD")
+    assert await count(db, ledger_entries) == 0
+    async with db.read() as conn:
+        (row,) = (await conn.execute(select(payment_disputes))).mappings().all()
+    assert (row["reason"], row["paid_minor"], row["paid_currency"]) == (
+        "mismatch", total, currency)
+    assert row["status"] == ("refunded" if refundable else "held")
+    assert "tg-odd" not in str(dict(row))  # the charge id is kept encrypted
+    assert [n["chat_id"] for n in await outbox(db) if n["kind"] == "payment_disputed"] == \
+        list(ADMINS)
+    # The invoice is still payable at its price.
+    paid = await service.credit_telegram_payment(ALICE, "tg-right", "", "XTR", 250,
+                                                 invoice.payload)
+    assert isinstance(paid, Credited) and paid.amount == USD5
+
+
+async def test_a_failed_refund_holds_the_dispute_and_an_admin_can_refund_it_once(
+        db: Database, clock: ManualClock, cipher: FieldCipher) -> None:
+    service = WalletService(db, clock, stars_settings(), cipher, admin_chat_ids=ADMINS)
+    invoice = await service.issue_invoice(ALICE, USD5)
+
+    async def refused(user_id: int, charge_id: str) -> None:
+        raise RefundRejected("CHARGE_NOT_FOUND")
+
+    result = await service.credit_telegram_payment(ALICE, "tg-1", "", "XTR", 1,
+                                                   invoice.payload, refunder=refused)
+    assert isinstance(result, Disputed) and not result.refunded
+    assert await count(db, payment_disputes, status="held") == 1
+    held = [n for n in await outbox(db) if n["kind"] == "payment_dispute_held"]
+    assert [n["chat_id"] for n in held] == list(ADMINS)
+    # A replay of the same update does nothing more.
+    assert await service.credit_telegram_payment(ALICE, "tg-1", "", "XTR", 1,
+                                                 invoice.payload, refunder=refused) is None
+    assert len([n for n in await outbox(db) if n["kind"] == "payment_disputed"]) == 2
+
+    calls: list[str] = []
+
+    async def works(user_id: int, charge_id: str) -> None:
+        calls.append(charge_id)
+
+    first = await service.refund_stars("tg-1", actor="admin:1", refunder=works)
+    again = await service.refund_stars("tg-1", actor="admin:1", refunder=works)
+    assert first.status is RefundStatus.DISPUTE_REFUNDED
+    assert again.status is RefundStatus.ALREADY_REFUNDED
+    assert calls == ["tg-1"]
+    assert await service.available(ALICE) == Money(0, "USD")
+
+
+async def test_pre_checkout_refuses_a_paid_invoice(service: WalletService) -> None:
+    invoice = await service.issue_invoice(ALICE, USD5)
+    await service.credit_telegram_payment(ALICE, "tg-1", "", "XTR", 250, invoice.payload)
+    assert await service.validate_pre_checkout(ALICE, invoice.payload, "XTR", 250) is \
+        PaymentProblem.ALREADY_PAID
 
 
 async def test_a_payment_at_an_outdated_price_credits_what_the_invoice_said(
         db: Database, clock: ManualClock, cipher: FieldCipher) -> None:
-    invoice = WalletService(db, clock, stars_settings(50), cipher).invoice_for(ALICE, USD5)
+    invoice = await WalletService(db, clock, stars_settings(50), cipher).issue_invoice(
+        ALICE, USD5)
     service = WalletService(db, clock, stars_settings(60), cipher)
 
     credited = await service.credit_telegram_payment(ALICE, "tg-old", "", "XTR", 250,

@@ -1,7 +1,7 @@
 """hardening: issued wallet invoices, disputed payments, encrypted conversation data
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005_one_open_charge
 Create Date: 2026-12-06 19:40:00
 
 Conversation drafts were stored as plain JSON; they become encrypted text. A migration has
@@ -12,6 +12,8 @@ flow at the upgrade starts it again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -19,7 +21,7 @@ from alembic import op
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005_one_open_charge"
 branch_labels = None
 depends_on = None
 
@@ -28,20 +30,20 @@ DATA_TABLES = (("ptb_user_data", "user_id", sa.BigInteger()),
                ("ptb_bot_data", "id", sa.SmallInteger()))
 
 
-def _recreate_data_tables(column: sa.Column[object]) -> None:
+def _recreate_data_tables(data_column: Callable[[], sa.Column[object]]) -> None:
     op.execute(sa.text("DELETE FROM ptb_conversations"))
     for table, key, key_type in DATA_TABLES:
         op.drop_table(table)
         op.create_table(
             table,
             sa.Column(key, key_type, autoincrement=False, nullable=False),
-            column.copy(),
+            data_column(),
             sa.PrimaryKeyConstraint(key, name=op.f(f"pk_{table}")),
         )
 
 
 def upgrade() -> None:
-    _recreate_data_tables(sa.Column("data_enc", sa.Text(), nullable=False))
+    _recreate_data_tables(lambda: sa.Column("data_enc", sa.Text(), nullable=False))
 
     op.create_table(
         "wallet_invoices",
@@ -102,4 +104,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_wallet_invoices_user_id"))
     op.drop_table("wallet_invoices")
     # Encrypted drafts cannot be turned back into plain JSON here either.
-    _recreate_data_tables(sa.Column("data", sa.JSON(), nullable=False))
+    _recreate_data_tables(lambda: sa.Column("data", sa.JSON(), nullable=False))
