@@ -212,7 +212,7 @@ def _schema_status(revision: str | None) -> str:
 
 async def _migrate(components: Components) -> int:
     before = await migrate.current_revision(components.db)
-    await migrate.upgrade(components.db)
+    await migrate.upgrade(components.db, cipher=components.cipher)
     after = await migrate.current_revision(components.db)
     print(f"Database at schema revision {after}" + ("" if before == after
                                                     else f" (was {before or 'empty'})"))

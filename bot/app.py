@@ -204,7 +204,7 @@ async def prepare_database(components: Components, bot: Bot | None = None) -> No
     ``StartupFailure`` before anything is changed."""
     try:
         await check_start_up(components.settings, components.db, bot)
-        await migrate.upgrade(components.db)
+        await migrate.upgrade(components.db, cipher=components.cipher)
     finally:
         await components.db.dispose()  # the running bot opens its connections afresh
 

@@ -84,8 +84,8 @@ def _movement_label(ui: Ui, entry: Entry) -> str:
         EntryKind.REFUND: _("Refunded to you"),
     }
     label = labels[entry.kind]
-    if entry.kind is EntryKind.OPERATOR_CREDIT and entry.memo:
-        label = _("{label} (ref. {reference})").format(label=label, reference=entry.memo)
+    if entry.kind is EntryKind.OPERATOR_CREDIT and entry.reference:
+        label = _("{label} (ref. {reference})").format(label=label, reference=entry.reference)
     return label
 
 
@@ -202,11 +202,11 @@ def render_credit(ui: Ui, params: dict[str, Any]) -> Rendered:
         paid = _money_param(params, "paid_minor", "paid_currency")
         if paid is not None:
             out.append(_("Paid through Telegram: {price}").format(price=ui.money(paid)))
-        if params.get("charge_id"):
-            out.append(_("Telegram payment: {charge}").format(charge=params["charge_id"]))
+        if params.get("charge_shown"):  # only its end: the outbox is plain text
+            out.append(_("Telegram payment: {charge}").format(charge=params["charge_shown"]))
     else:
         out.append(_("Cash or bank transfer, reference {reference}").format(
-            reference=params.get("reference", "")))
+            reference=params.get("reference_shown", "")))
     when = _when_param(ui, params)
     if when:
         out.append(_("Time: {when}").format(when=when))

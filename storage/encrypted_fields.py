@@ -14,6 +14,7 @@ from storage.tables import (
     ptb_chat_data,
     ptb_user_data,
     sim_lines,
+    wallet_payments,
 )
 
 
@@ -28,6 +29,8 @@ class EncryptedColumns:
 ENCRYPTED: tuple[EncryptedColumns, ...] = (
     EncryptedColumns(lines, lines.c.id, (lines.c.phone_enc, lines.c.iccid_enc)),
     EncryptedColumns(sim_lines, sim_lines.c.phone_index, (sim_lines.c.phone_enc,)),
+    EncryptedColumns(wallet_payments, wallet_payments.c.id,
+                     (wallet_payments.c.external_ref_enc, wallet_payments.c.provider_charge_enc)),
     EncryptedColumns(payment_disputes, payment_disputes.c.id,
                      (payment_disputes.c.charge_enc, payment_disputes.c.provider_charge_enc)),
     # Conversation drafts (numbers being proven, forwarded SMS texts), whole.

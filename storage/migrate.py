@@ -10,6 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+from storage.crypto import FieldCipher
 from storage.db import Database
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -19,10 +20,13 @@ class SchemaError(RuntimeError):
     """The database holds a schema this version of the bot does not know."""
 
 
-def _config(connection: Connection | None = None) -> Config:
+def _config(connection: Connection | None = None,
+            cipher: FieldCipher | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
+    # Migrations that encrypt old rows need the keys (0007); they refuse without them.
+    config.attributes["cipher"] = cipher
     return config
 
 
@@ -43,15 +47,16 @@ async def current_revision(db: Database) -> str | None:
             lambda sync: MigrationContext.configure(sync).get_current_revision())
 
 
-async def upgrade(db: Database, target: str = "head") -> None:
+async def upgrade(db: Database, target: str = "head", *,
+                  cipher: FieldCipher | None = None) -> None:
     await ensure_known(db)
     async with db.write() as conn:
-        await conn.run_sync(lambda sync: command.upgrade(_config(sync), target))
+        await conn.run_sync(lambda sync: command.upgrade(_config(sync, cipher), target))
 
 
-async def downgrade(db: Database, target: str) -> None:
+async def downgrade(db: Database, target: str, *, cipher: FieldCipher | None = None) -> None:
     async with db.write() as conn:
-        await conn.run_sync(lambda sync: command.downgrade(_config(sync), target))
+        await conn.run_sync(lambda sync: command.downgrade(_config(sync, cipher), target))
 
 
 async def ensure_known(db: Database) -> str | None:

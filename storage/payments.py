@@ -1,8 +1,10 @@
-"""Wallet payments after the fact: find one by its external id, record its refund once.
+"""Wallet payments: record one and credit it, find it again by its external id, record its
+refund once.
 
-A payment is credited by ``WalletRepository.record_payment``; this module reads it back
-(for a repeated operator credit, a refund) and adds the refund's ledger entry. The unique
-(payment, kind) index on the ledger makes a second refund of one payment impossible.
+The external id (Telegram's charge id, or "operator:<reference>") is a payment reference:
+it is stored encrypted, and found through its blind index (UNIQUE: a replayed update or a
+repeated operator credit credits nothing). The unique (payment, kind) index on the ledger
+makes a second refund of one payment impossible.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.money import Money
 from storage.common import insert_ignoring_conflict
+from storage.crypto import FieldCipher
 from storage.tables import ledger_entries, wallet_payments
 from storage.wallet import EntryKind
+
+_INDEX_LABEL = "wallet-payment"  # migration 0007 computes the same index for old rows
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,7 @@ class PaymentRecord:
     id: int
     user_id: int
     source: str  # telegram, operator
-    external_id: str
+    external_id: str  # decrypted
     amount: Money  # what the wallet was credited
     payload: str | None
     actor: str
@@ -34,8 +39,37 @@ class PaymentRecord:
 
 
 class PaymentsRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, cipher: FieldCipher) -> None:
         self._conn = conn
+        self._cipher = cipher
+
+    def external_index(self, external_id: str) -> str:
+        return self._cipher.blind_index(f"{_INDEX_LABEL}|{external_id}")
+
+    async def record_payment(self, *, user_id: int, source: str, external_id: str,
+                             amount: Money, now: datetime, actor: str,
+                             provider_charge_id: str | None = None,
+                             payload: str | None = None, memo: str | None = None) -> int | None:
+        """Records a payment and credits it; None (nothing credited) when ``external_id``
+        was recorded before - a replayed update or a repeated operator credit."""
+        index = self.external_index(external_id)
+        inserted = await insert_ignoring_conflict(self._conn, wallet_payments, {
+            "user_id": user_id, "source": source, "external_id": index,
+            "external_ref_enc": self._cipher.encrypt(external_id),
+            "provider_charge_enc": (self._cipher.encrypt(provider_charge_id)
+                                    if provider_charge_id else None),
+            "amount_minor": amount.minor, "currency": amount.currency, "payload": payload,
+            "actor": actor, "created_at": now,
+        })
+        if not inserted:
+            return None
+        payment_id = int((await self._conn.execute(select(wallet_payments.c.id).where(
+            wallet_payments.c.external_id == index))).scalar_one())
+        kind = EntryKind.PAYMENT if source == "telegram" else EntryKind.OPERATOR_CREDIT
+        await self._conn.execute(insert(ledger_entries).values(
+            user_id=user_id, currency=amount.currency, amount_minor=amount.minor,
+            kind=kind.value, payment_id=payment_id, memo=memo, created_at=now))
+        return payment_id
 
     async def by_external_id(self, external_id: str) -> PaymentRecord | None:
         credit = ledger_entries.alias("credit")
@@ -44,13 +78,14 @@ class PaymentsRepository:
             .select_from(wallet_payments.outerjoin(credit, and_(
                 credit.c.payment_id == wallet_payments.c.id,
                 credit.c.kind.in_((EntryKind.PAYMENT.value, EntryKind.OPERATOR_CREDIT.value)))))
-            .where(wallet_payments.c.external_id == external_id))
+            .where(wallet_payments.c.external_id == self.external_index(external_id)))
         row = (await self._conn.execute(query)).mappings().first()
         if row is None:
             return None
         return PaymentRecord(
             id=row["id"], user_id=row["user_id"], source=row["source"],
-            external_id=row["external_id"], amount=Money(row["amount_minor"], row["currency"]),
+            external_id=self._cipher.decrypt(row["external_ref_enc"]),
+            amount=Money(row["amount_minor"], row["currency"]),
             payload=row["payload"], actor=row["actor"], created_at=row["created_at"],
             refunded_at=row["refunded_at"], credit_memo=row["credit_memo"])
 

@@ -251,9 +251,13 @@ wallet_payments = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
     Column("source", String(16), nullable=False),  # telegram, operator
-    # Telegram's charge id, or "operator:<reference>": a replay credits nothing.
+    # The blind index of Telegram's charge id or of "operator:<reference>" (UNIQUE: a
+    # replay credits nothing); the reference itself is encrypted beside it.
     Column("external_id", String(160), nullable=False, unique=True),
-    Column("provider_charge_id", String(160)),
+    # Nullable only because SQLite cannot tighten a column of a table others reference
+    # without rebuilding it (migration 0007); every write sets it.
+    Column("external_ref_enc", Text),
+    Column("provider_charge_enc", Text),
     Column("amount_minor", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("payload", String(128)),

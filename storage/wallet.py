@@ -3,7 +3,8 @@
 available = the sum of the user's ledger entries in that currency (a hold is a negative
 entry, its release a positive one; a capture adds no entry: the held money is spent).
 held = the sum of the user's open holds. Nothing here is ever updated in place except a
-hold's status, which records what the ledger entries already say.
+hold's status, which records what the ledger entries already say. Payments themselves
+(Telegram charges, operator credits) are recorded by storage.payments.
 """
 
 from __future__ import annotations
@@ -12,12 +13,20 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.money import Money
 from storage.common import insert_ignoring_conflict
+from storage.crypto import FieldCipher
 from storage.tables import holds, ledger_entries, wallet_payments
+
+OPERATOR_PREFIX = "operator:"
+
+
+def operator_reference(external_id: str) -> str:
+    """The operator's reference inside a payment's external id ("operator:<reference>")."""
+    return external_id.removeprefix(OPERATOR_PREFIX)
 
 
 class EntryKind(enum.StrEnum):
@@ -40,7 +49,8 @@ class Entry:
     kind: EntryKind
     charge_id: int | None
     payment_id: int | None
-    memo: str | None
+    memo: str | None  # a Telegram payment's "<minor> <CUR>" as paid
+    reference: str | None  # an operator credit's reference (stored encrypted)
     created_at: datetime
 
 
@@ -70,35 +80,22 @@ class WalletRepository:
                 holds.c.status == HoldStatus.OPEN.value))).scalar_one()
         return Money(int(total), currency)
 
-    async def entries(self, user_id: int, currency: str, limit: int = 10) -> list[Entry]:
-        rows = (await self._conn.execute(
-            select(ledger_entries).where(ledger_entries.c.user_id == user_id,
-                                         ledger_entries.c.currency == currency)
-            .order_by(ledger_entries.c.id.desc()).limit(limit))).mappings()
+    async def entries(self, user_id: int, currency: str, cipher: FieldCipher,
+                      limit: int = 10) -> list[Entry]:
+        """The newest entries; an operator credit's reference decrypted from its payment."""
+        query = (
+            select(ledger_entries, wallet_payments.c.external_ref_enc)
+            .select_from(ledger_entries.outerjoin(wallet_payments, and_(
+                wallet_payments.c.id == ledger_entries.c.payment_id,
+                ledger_entries.c.kind == EntryKind.OPERATOR_CREDIT.value)))
+            .where(ledger_entries.c.user_id == user_id, ledger_entries.c.currency == currency)
+            .order_by(ledger_entries.c.id.desc()).limit(limit))
+        rows = (await self._conn.execute(query)).mappings()
         return [Entry(amount=Money(r["amount_minor"], r["currency"]), kind=EntryKind(r["kind"]),
                       charge_id=r["charge_id"], payment_id=r["payment_id"], memo=r["memo"],
+                      reference=(operator_reference(cipher.decrypt(r["external_ref_enc"]))
+                                 if r["external_ref_enc"] else None),
                       created_at=r["created_at"]) for r in rows]
-
-    async def record_payment(self, *, user_id: int, source: str, external_id: str,
-                             amount: Money, now: datetime, actor: str,
-                             provider_charge_id: str | None = None,
-                             payload: str | None = None, memo: str | None = None) -> int | None:
-        """Records a payment and credits it; None (nothing credited) when ``external_id``
-        was recorded before - a replayed update or a repeated operator credit."""
-        inserted = await insert_ignoring_conflict(self._conn, wallet_payments, {
-            "user_id": user_id, "source": source, "external_id": external_id,
-            "provider_charge_id": provider_charge_id, "amount_minor": amount.minor,
-            "currency": amount.currency, "payload": payload, "actor": actor, "created_at": now,
-        })
-        if not inserted:
-            return None
-        payment_id = int((await self._conn.execute(select(wallet_payments.c.id).where(
-            wallet_payments.c.external_id == external_id))).scalar_one())
-        kind = EntryKind.PAYMENT if source == "telegram" else EntryKind.OPERATOR_CREDIT
-        await self._conn.execute(insert(ledger_entries).values(
-            user_id=user_id, currency=amount.currency, amount_minor=amount.minor,
-            kind=kind.value, payment_id=payment_id, memo=memo, created_at=now))
-        return payment_id
 
     async def hold(self, *, charge_id: int, user_id: int, amount: Money, now: datetime) -> bool:
         """Sets funds aside for a charge; False when this charge already has a hold."""

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.clock import Clock
 from bot.domain.invariants import present
 from bot.domain.money import CURRENCIES, Money
+from bot.domain.references import masked_reference
 from bot.settings import PaymentsSettings
 from storage.audit import AuditRepository
 from storage.crypto import FieldCipher
@@ -222,7 +223,8 @@ class WalletService:
             wallet = WalletRepository(conn)
             return WalletSummary(available=await wallet.available(user_id, self.currency),
                                  held=await wallet.held(user_id, self.currency),
-                                 movements=await wallet.entries(user_id, self.currency, limit))
+                                 movements=await wallet.entries(user_id, self.currency,
+                                                                 self._cipher, limit))
 
     async def available(self, user_id: int) -> Money:
         async with self._db.read() as conn:
@@ -320,11 +322,14 @@ class WalletService:
         async with self._db.write() as conn:
             await UsersRepository(conn).ensure(user_id, language=None, now=now)
             invoices = InvoicesRepository(conn, self._cipher)
-            if (await PaymentsRepository(conn).by_external_id(telegram_charge_id) is not None
-                    or await invoices.dispute_by_charge(telegram_charge_id) is not None):
-                return None
+            payments = PaymentsRepository(conn, self._cipher)
+            # The invoice's lock first, then the replay check: a concurrent delivery of this
+            # same update may have credited it while we waited (READ COMMITTED sees it).
             invoice = (await invoices.get(invoice_id, lock=True)
                        if invoice_id is not None else None)
+            if (await payments.by_external_id(telegram_charge_id) is not None
+                    or await invoices.dispute_by_charge(telegram_charge_id) is not None):
+                return None
             reason = _dispute_reason(invoice, user_id, paid_currency, total_amount)
             if reason is None:
                 assert invoice is not None  # narrowing: no reason means an invoice
@@ -368,7 +373,7 @@ class WalletService:
         user_id, amount = invoice.user_id, invoice.amount
         paid = {"paid_minor": int(total_amount), "paid_currency": invoice.price.currency}
         wallet = WalletRepository(conn)
-        payment_id = await wallet.record_payment(
+        payment_id = await PaymentsRepository(conn, self._cipher).record_payment(
             user_id=user_id, source=SOURCE_TELEGRAM, external_id=charge_id,
             amount=amount, now=now, actor=f"user:{user_id}",
             provider_charge_id=(provider_charge_id or None), payload=payload,
@@ -386,7 +391,7 @@ class WalletService:
         await self._notify(conn, CREDIT_NOTIFICATION, payment_id, user_id, now, {
             "source": SOURCE_TELEGRAM, "amount_minor": amount.minor,
             "currency": amount.currency, "balance_minor": balance.minor,
-            "charge_id": charge_id, **paid})
+            "charge_shown": masked_reference(charge_id), **paid})
         return Credited(payment_id=payment_id, user_id=user_id, amount=amount, balance=balance)
 
     async def _refund_dispute(self, dispute_id: int, user_id: int, charge_id: str,
@@ -438,13 +443,14 @@ class WalletService:
         async with self._db.write() as conn:
             await UsersRepository(conn).ensure(user_id, language=None, now=now)
             wallet = WalletRepository(conn)
-            payment_id = await wallet.record_payment(
+            payment_id = await PaymentsRepository(conn, self._cipher).record_payment(
                 user_id=user_id, source=SOURCE_OPERATOR, external_id=external_id,
-                amount=amount, now=now, actor=actor, memo=reference)
+                amount=amount, now=now, actor=actor)
             if payment_id is None:
                 # The conflicting row is committed and visible.
-                earlier = present(await PaymentsRepository(conn).by_external_id(external_id),
-                                  f"payment {external_id} that conflicted exists")
+                earlier = present(
+                    await PaymentsRepository(conn, self._cipher).by_external_id(external_id),
+                    f"payment {external_id} that conflicted exists")
                 return AlreadyCredited(payment_id=earlier.id, user_id=earlier.user_id,
                                        amount=earlier.amount, created_at=earlier.created_at,
                                        actor=earlier.actor)
@@ -452,11 +458,11 @@ class WalletService:
             await AuditRepository(conn).record(
                 at=now, actor=actor, action="wallet.credit", subject=f"payment:{payment_id}",
                 details={"user_id": user_id, "amount_minor": amount.minor,
-                         "currency": amount.currency, "reference": reference})
+                         "currency": amount.currency})  # the reference is in the payment
             await self._notify(conn, CREDIT_NOTIFICATION, payment_id, user_id, now, {
                 "source": SOURCE_OPERATOR, "amount_minor": amount.minor,
                 "currency": amount.currency, "balance_minor": balance.minor,
-                "reference": reference})
+                "reference_shown": masked_reference(reference)})
         return Credited(payment_id=payment_id, user_id=user_id, amount=amount, balance=balance)
 
     # --- refunds ------------------------------------------------------------------------
@@ -473,7 +479,7 @@ class WalletService:
         """
         charge_id = telegram_charge_id.strip()
         async with self._db.read() as conn:
-            payment = await PaymentsRepository(conn).by_external_id(charge_id)
+            payment = await PaymentsRepository(conn, self._cipher).by_external_id(charge_id)
             if payment is None or payment.source != SOURCE_TELEGRAM:
                 dispute = await InvoicesRepository(conn, self._cipher).dispute_by_charge(
                     charge_id)
@@ -521,7 +527,8 @@ class WalletService:
         """Telegram says this payment was refunded (a ``refunded_payment`` message): records
         the refund unless it is recorded already. True when it was recorded now."""
         async with self._db.read() as conn:
-            payment = await PaymentsRepository(conn).by_external_id(telegram_charge_id)
+            payments = PaymentsRepository(conn, self._cipher)
+            payment = await payments.by_external_id(telegram_charge_id)
         if (payment is None or payment.source != SOURCE_TELEGRAM
                 or payment.user_id != user_id or payment.refunded_at is not None):
             return False
@@ -532,7 +539,7 @@ class WalletService:
                              actor: str) -> tuple[bool, Money]:
         now = self._clock.now()
         async with self._db.write() as conn:
-            recorded = await PaymentsRepository(conn).record_refund(
+            recorded = await PaymentsRepository(conn, self._cipher).record_refund(
                 payment, now=now, memo=payment.credit_memo)
             balance = await WalletRepository(conn).available(payment.user_id,
                                                              payment.amount.currency)

@@ -18,8 +18,8 @@ from handlers.approvals import ApprovalsFlow, top_up_now_buttons
 from handlers.common import Ui
 from handlers.notification_views import render
 from storage.charges import ChargesRepository
+from storage.payments import PaymentsRepository
 from storage.tables import notifications
-from storage.wallet import WalletRepository
 from tests.flow.conftest import BotHarness
 from tests.flow.helpers import bind
 from tests.flow.recording import callback_update, text_update
@@ -44,7 +44,7 @@ def ui(clock: ManualClock) -> Ui:
 
 async def fund(harness: BotHarness, cents: int, ref: str = "1") -> None:
     async with harness.components.db.write() as conn:
-        await WalletRepository(conn).record_payment(
+        await PaymentsRepository(conn, harness.components.cipher).record_payment(
             user_id=OWNER, source="operator", external_id=f"operator:{ref}",
             amount=Money(cents, "USD"), now=harness.components.clock.now(), actor="cli")
 

@@ -21,6 +21,7 @@ from handlers.wallet import PAYMENT_GROUP, WalletFlow
 from storage.tables import ledger_entries, notifications
 from storage.wallet import WalletRepository
 from tests.flow.conftest import BotHarness
+from tests.flow.test_drafts_at_rest import database_bytes
 from tests.flow.recording import (
     callback_update,
     pre_checkout_update,
@@ -196,7 +197,7 @@ async def test_the_receipt_renders_from_its_plain_params(harness: BotHarness,
 
     assert "$5.00 added to your wallet" in text
     assert "250 ⭐" in text
-    assert "stxTEST-r" in text
+    assert "Telegram payment: …ST-r" in text  # its end only: the outbox is not encrypted
     assert "Available after this: $5.00" in text
     assert markup is None
 
@@ -467,3 +468,27 @@ async def test_telegrams_refund_notice_is_recorded(harness: BotHarness,
     assert len(harness.api.texts()) == before  # no "I did not understand that"
     assert await balance(harness) == Money(0, "USD")
     assert await entries(harness, "refund") == 1
+
+
+async def test_payment_references_are_not_readable_in_the_database_files(
+        harness: BotHarness, wallet: WalletService) -> None:
+    """Issue 12: charge ids, provider charge ids and operators' references are payment
+    references; the raw SQLite file and its WAL must not hold them in plain text."""
+    payload = str((await buy(harness, 5))["payload"])
+    await harness.send(successful_payment_update(
+        payload, total_amount=250, charge_id="stxPAIDREF8812", provider_charge_id="PRV-55017"))
+    await harness.send(successful_payment_update(
+        payload, total_amount=250, charge_id="stxDISPUTED4471", provider_charge_id="PRV-66028"))
+    await harness.send(text_update("/credit 555 3 BANKTX-90210", user_id=ADMIN))
+    assert await balance(harness) == Money(800, "USD")
+
+    await harness.send(text_update("/wallet"))  # the user still sees their own reference
+    assert "BANKTX-90210" in harness.api.texts()[-1]
+    await harness.app.update_persistence()
+
+    files = database_bytes(harness)
+    assert "topup.db-wal" in files
+    for name, content in files.items():
+        for secret in ("stxPAIDREF8812", "PRV-55017", "stxDISPUTED4471", "PRV-66028",
+                       "BANKTX-90210"):
+            assert secret.encode() not in content, f"{secret!r} readable in {name}"

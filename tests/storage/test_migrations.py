@@ -26,9 +26,11 @@ from storage.crypto import FieldCipher
 from storage.db import Database
 from storage.lines import LinesRepository
 from storage.notifications import NotificationsRepository
+from storage.payments import PaymentsRepository
 from storage.sim_carrier import SimCarrierRepository
 from storage.tables import charges, metadata
 from storage.users import UsersRepository
+from storage.wallet import WalletRepository
 
 FOUNDATION_TABLES = {"users", "lines", "otp_challenges", "audit_log", "sim_lines", "sim_topups"}
 SCHEMA_TABLES = set(metadata.tables)
@@ -332,3 +334,65 @@ async def test_two_charges_in_flight_on_one_line_refuse_the_upgrade(
                            .values(state="failed"))
     await migrate.upgrade(empty_db)
     assert await migrate.current_revision(empty_db) == migrate.head_revision()
+
+
+BEFORE_PAYMENT_REFERENCES = "0006"
+
+
+async def test_upgrading_encrypts_payment_references_and_masks_their_copies(
+        empty_db: Database, cipher: FieldCipher, clock: ManualClock) -> None:
+    await migrate.upgrade(empty_db, BEFORE_PAYMENT_REFERENCES)
+    now = clock.now()
+    async with empty_db.write() as conn:
+        await UsersRepository(conn).ensure(42, language="en", now=now)
+        for external_id, provider in (("stxCHARGE-0001", "prov-77"), ("operator:BANK-9911", None)):
+            await conn.execute(sqlalchemy.text(
+                "INSERT INTO wallet_payments (user_id, source, external_id, provider_charge_id,"
+                " amount_minor, currency, actor, created_at) VALUES (42, :source, :ext, :prov,"
+                " 500, 'USD', 'cli', :now)"), {
+                    "source": "operator" if provider is None else "telegram",
+                    "ext": external_id, "prov": provider, "now": now})
+        await conn.execute(sqlalchemy.text(
+            "INSERT INTO ledger_entries (user_id, currency, amount_minor, kind, payment_id, memo,"
+            " created_at) SELECT 42, 'USD', 500, 'operator_credit', id, 'BANK-9911', :now"
+            " FROM wallet_payments WHERE source = 'operator'"), {"now": now})
+        await AuditRepository(conn).record(at=now, actor="cli", action="wallet.credit",
+                                           subject="payment:2",
+                                           details={"user_id": 42, "reference": "BANK-9911"})
+        await NotificationsRepository(conn).enqueue(
+            user_id=42, chat_id=42, dedupe_key="wallet_credit:1", kind="wallet_credit",
+            params={"charge_id": "stxCHARGE-0001", "amount_minor": 500}, now=now)
+
+    with pytest.raises(migrate.SchemaError, match="ENCRYPTION_KEYS"):
+        await migrate.upgrade(empty_db)  # without the keys: refused, nothing changed
+    assert await migrate.current_revision(empty_db) == BEFORE_PAYMENT_REFERENCES
+
+    await migrate.upgrade(empty_db, cipher=cipher)
+
+    async with empty_db.read() as conn:
+        dump = repr([list(map(tuple, (await conn.execute(select(metadata.tables[table]))).all()))
+                     for table in ("wallet_payments", "ledger_entries", "audit_log",
+                                   "notifications")])
+        payments = PaymentsRepository(conn, cipher)
+        telegram = await payments.by_external_id("stxCHARGE-0001")
+        operator = await payments.by_external_id("operator:BANK-9911")
+        receipt = await NotificationsRepository(conn).by_key("wallet_credit:1")
+        movements = await WalletRepository(conn).entries(42, "USD", cipher)
+    for secret in ("stxCHARGE-0001", "prov-77", "BANK-9911"):
+        assert secret not in dump
+    assert telegram is not None and operator is not None
+    assert (telegram.source, operator.source) == ("telegram", "operator")
+    assert receipt is not None and receipt.params["charge_shown"] == "…0001"
+    assert [m.reference for m in movements] == ["BANK-9911"]
+
+    await migrate.downgrade(empty_db, BEFORE_PAYMENT_REFERENCES, cipher=cipher)
+    async with empty_db.read() as conn:
+        restored = set((await conn.execute(sqlalchemy.text(
+            "SELECT external_id, provider_charge_id FROM wallet_payments"))).all())
+        memo = (await conn.execute(sqlalchemy.text(
+            "SELECT memo FROM ledger_entries"))).scalar_one()
+    assert restored == {("stxCHARGE-0001", "prov-77"), ("operator:BANK-9911", None)}
+    assert memo == "BANK-9911"
+    await migrate.upgrade(empty_db, cipher=cipher)
+    async with empty_db.read() as conn:
+        assert await PaymentsRepository(conn, cipher).by_external_id("stxCHARGE-0001")

@@ -23,6 +23,7 @@ from storage.charges import ChargeRecord, ChargesRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
 from storage.lines import LinesRepository
+from storage.payments import PaymentsRepository
 from storage.tables import holds, notifications, wallet_payments
 from storage.users import UsersRepository
 from storage.wallet import WalletRepository
@@ -143,7 +144,7 @@ class World:
 
     async def fund(self, user_id: int, cents: int) -> None:
         async with self.db.write() as conn:
-            await WalletRepository(conn).record_payment(
+            await PaymentsRepository(conn, self.cipher).record_payment(
                 user_id=user_id, source="operator", external_id=f"operator:{next(_payments)}",
                 amount=usd(cents), now=self.clock.now(), actor="cli")
 

@@ -32,6 +32,7 @@ from storage.audit import AuditRepository
 from storage.crypto import FieldCipher, KeyMaterial, generate_fernet_key
 from storage.db import Database
 from storage.lines import LinesRepository
+from storage.payments import PaymentsRepository
 from storage.tables import (
     charges,
     ledger_entries,
@@ -129,7 +130,7 @@ async def test_the_balance_is_the_sum_of_the_ledger(service: WalletService, db: 
     assert summary.held == Money(300, "USD")
     assert [e.kind for e in summary.movements] == [
         EntryKind.HOLD, EntryKind.PAYMENT, EntryKind.OPERATOR_CREDIT]
-    assert summary.movements[2].memo == "cash-1"
+    assert summary.movements[2].reference == "cash-1"
 
     clock.advance(timedelta(minutes=1))
     async with db.write() as conn:
@@ -265,7 +266,7 @@ async def test_a_changed_rate_refuses_old_invoices_at_pre_checkout(
 
 
 async def test_a_payment_credits_once_with_audit_and_one_receipt(
-        service: WalletService, db: Database) -> None:
+        service: WalletService, db: Database, cipher: FieldCipher) -> None:
     invoice = await service.issue_invoice(ALICE, USD5)
 
     first = await service.credit_telegram_payment(ALICE, "tg-charge-1", "prov-1", "XTR", 250,
@@ -278,7 +279,9 @@ async def test_a_payment_credits_once_with_audit_and_one_receipt(
     assert replay is None
     assert await service.available(ALICE) == USD5
     assert await count(db, ledger_entries) == 1
-    assert await count(db, wallet_payments, external_id="tg-charge-1") == 1
+    async with db.read() as conn:  # stored by its blind index, found by the charge id
+        assert await PaymentsRepository(conn, cipher).by_external_id("tg-charge-1")
+    assert await count(db, wallet_payments, external_id="tg-charge-1") == 0
     [receipt] = await outbox(db)
     assert receipt["kind"] == "wallet_credit"
     assert receipt["dedupe_key"] == f"wallet_credit:{first.payment_id}"
@@ -449,10 +452,10 @@ async def test_an_operator_credit_makes_the_user_and_sends_a_receipt(
         assert await UsersRepository(conn).get(BOB) is not None
         [audit] = await AuditRepository(conn).latest(action="wallet.credit")
     assert audit.actor == "admin:1"
-    assert audit.details["reference"] == "bank TX 42"
+    assert "reference" not in audit.details  # a payment reference: only encrypted
     [receipt] = await outbox(db)
     assert receipt["params"]["source"] == "operator"
-    assert receipt["params"]["reference"] == "bank TX 42"
+    assert receipt["params"]["reference_shown"] == "…X 42"
     assert receipt["dedupe_key"] == f"wallet_credit:{result.payment_id}"
 
 
