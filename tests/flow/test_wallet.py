@@ -21,7 +21,6 @@ from handlers.wallet import PAYMENT_GROUP, WalletFlow
 from storage.tables import ledger_entries, notifications
 from storage.wallet import WalletRepository
 from tests.flow.conftest import BotHarness
-from tests.flow.test_drafts_at_rest import database_bytes
 from tests.flow.recording import (
     callback_update,
     pre_checkout_update,
@@ -30,6 +29,7 @@ from tests.flow.recording import (
     successful_payment_update,
     text_update,
 )
+from tests.flow.test_drafts_at_rest import database_bytes
 
 USER = 555
 ADMIN = 900
