@@ -10,4 +10,4 @@ def masked_reference(reference: str) -> str:
     """``stxAbCdEf123`` -> ``…f123``; a short reference shows at most half of itself."""
     text = reference.strip()
     shown = min(SHOWN_CHARS, len(text) // 2)
-    return "…" + text[len(text) - shown:] if shown else "…"
+    return "…" + text[len(text) - shown:].strip() if shown else "…"
