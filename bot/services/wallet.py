@@ -283,24 +283,20 @@ class WalletService:
                                     total_amount: int) -> PaymentProblem | None:
         """None when the query may be answered ok; otherwise why it must be refused."""
         invoice_id = self._read_payload(payload)
-        if invoice_id is None:
-            return PaymentProblem.FORGED
-        async with self._db.read() as conn:
-            invoice = await InvoicesRepository(conn, self._cipher).get(invoice_id)
-        if invoice is None:
-            return PaymentProblem.FORGED
-        if invoice.user_id != user_id:
-            return PaymentProblem.WRONG_USER
-        if invoice.paid_at is not None:
-            return PaymentProblem.ALREADY_PAID
+        invoice = None
+        if invoice_id is not None:
+            async with self._db.read() as conn:
+                invoice = await InvoicesRepository(conn, self._cipher).get(invoice_id)
+        # The same rules that dispute a payment refuse its pre-checkout.
+        reason = _dispute_reason(invoice, user_id, currency, total_amount)
+        if reason is not None:
+            return _REFUSAL_OF[reason]
+        invoice = present(invoice, "an invoice when nothing is disputed")
         try:
             today = self.price_of(invoice.amount)
         except PaymentsUnavailable:
             return PaymentProblem.UNAVAILABLE
-        if (currency, total_amount) != (invoice.price.currency, invoice.price.minor) \
-                or today != invoice.price:
-            return PaymentProblem.PRICE_CHANGED
-        return None
+        return PaymentProblem.PRICE_CHANGED if today != invoice.price else None
 
     async def credit_telegram_payment(self, user_id: int, telegram_charge_id: str,
                                       provider_charge_id: str | None, currency: str,
@@ -590,6 +586,13 @@ class WalletService:
                 dedupe_key=f"{kind}:{dispute_id}:admin:{chat_id}", kind=kind,
                 params={**params, "dispute_id": dispute_id, "audience": "admin",
                         "at": now.isoformat()}, now=now)
+
+
+# A pre-checkout refused for what would make its payment disputed.
+_REFUSAL_OF = {DisputeReason.FORGED: PaymentProblem.FORGED,
+               DisputeReason.WRONG_USER: PaymentProblem.WRONG_USER,
+               DisputeReason.ALREADY_PAID: PaymentProblem.ALREADY_PAID,
+               DisputeReason.MISMATCH: PaymentProblem.PRICE_CHANGED}
 
 
 def _dispute_reason(invoice: InvoiceRecord | None, user_id: int, currency: str,

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.clock import ManualClock
 from bot.domain.charges import ChargeState
 from bot.domain.operators import Operator
 from bot.gateways.simulated_carrier import ReplayBehaviour, SimulatorKnobs
@@ -33,8 +32,6 @@ from bot.services.charging import (
 )
 from storage.audit import AuditRepository
 from storage.charges import reference_for
-from storage.crypto import FieldCipher
-from storage.db import Database
 from storage.tables import audit_log, charges, holds, ledger_entries, notifications
 from storage.wallet import WalletRepository
 from tests.unit.charging_world import (
@@ -46,14 +43,8 @@ from tests.unit.charging_world import (
     World,
     check_invariants,
     drive_to_completion,
-    make_world,
     usd,
 )
-
-
-@pytest.fixture
-async def world(db: Database, cipher: FieldCipher, clock: ManualClock) -> World:
-    return await make_world(db, cipher, clock)
 
 
 async def requested(world: World, user_id: int = ALICE, cents: int = 500,

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from bot.clock import ManualClock
 from bot.domain.charges import ChargeState
 from bot.domain.money import Money
 from bot.domain.rules import Approval, CalendarKind, RuleSpec, RuleStatus, Trigger
@@ -24,8 +23,6 @@ from bot.services.charging import (
     SkipReason,
 )
 from storage.charges import ChargesRepository
-from storage.crypto import FieldCipher
-from storage.db import Database
 from storage.lines import LinesRepository
 from storage.rules import RuleRecord, RulesRepository
 from storage.tables import charges, holds, notifications
@@ -33,14 +30,8 @@ from tests.unit.charging_world import (
     ALICE,
     World,
     check_invariants,
-    make_world,
     usd,
 )
-
-
-@pytest.fixture
-async def world(db: Database, cipher: FieldCipher, clock: ManualClock) -> World:
-    return await make_world(db, cipher, clock)
 
 
 async def add_rule(world: World, *, approval: Approval = Approval.AUTO, cap: int = 800,

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from bot.cli_status import format_status
-from bot.clock import ManualClock
 from bot.domain.operators import Operator
 from bot.domain.readings import LineReading
 from bot.gateways.topup import GatewayTimeout
-from storage.crypto import FieldCipher
-from storage.db import Database
-from tests.unit.charging_world import World, make_world
+from tests.unit.charging_world import World
 from tests.unit.scheduler_world import make_due, scheduler
 
 
@@ -25,11 +20,6 @@ class Unreachable:
 
     async def read(self, phone_e164: str, operator: Operator) -> LineReading:
         raise GatewayTimeout("no answer")
-
-
-@pytest.fixture
-async def world(db: Database, cipher: FieldCipher, clock: ManualClock) -> World:
-    return await make_world(db, cipher, clock)
 
 
 async def test_status_shows_what_is_due_how_late_and_what_failed(world: World) -> None:

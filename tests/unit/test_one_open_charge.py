@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from bot.clock import ManualClock
 from bot.domain.charges import ChargeState
 from bot.domain.rules import Approval, CalendarKind, Trigger
 from bot.services.charging import (
@@ -29,7 +28,6 @@ from bot.services.charging import (
 )
 from bot.services.scheduler import WARNING
 from storage.charges import ChargeRecord, ChargesRepository
-from storage.crypto import FieldCipher
 from storage.db import Database
 from storage.rules import RuleRecord
 from storage.tables import audit_log, charges, holds, notifications
@@ -41,7 +39,6 @@ from tests.unit.charging_world import (
     BOB_NUMBER,
     World,
     check_invariants,
-    make_world,
     usd,
 )
 from tests.unit.scheduler_world import (
@@ -53,16 +50,6 @@ from tests.unit.scheduler_world import (
     scheduler,
     warn_below,
 )
-
-
-@pytest.fixture
-async def world(db: Database, cipher: FieldCipher, clock: ManualClock) -> World:
-    return await make_world(db, cipher, clock)
-
-
-@pytest.fixture
-def fake(clock: ManualClock) -> FakeReadings:
-    return FakeReadings(clock)
 
 
 async def written(world: World) -> dict[str, int]:

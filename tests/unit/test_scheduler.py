@@ -5,15 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
-from bot.clock import ManualClock
 from bot.domain.charges import ChargeState
 from bot.domain.rules import Approval, Trigger
 from bot.services.charging import APPROVAL_REQUEST
-from storage.crypto import FieldCipher
-from storage.db import Database
-from tests.unit.charging_world import ALICE, ALICE_NUMBER, World, check_invariants, make_world
+from tests.unit.charging_world import ALICE, ALICE_NUMBER, World, check_invariants
 from tests.unit.scheduler_world import (
     FakeReadings,
     add_rule,
@@ -25,11 +20,6 @@ from tests.unit.scheduler_world import (
     set_balance,
     warn_below,
 )
-
-
-@pytest.fixture
-async def world(db: Database, cipher: FieldCipher, clock: ManualClock) -> World:
-    return await make_world(db, cipher, clock)
 
 
 async def test_a_low_balance_warns_once_per_episode(world: World) -> None:

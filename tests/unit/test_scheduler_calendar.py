@@ -11,13 +11,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.clock import ManualClock
 from bot.domain.charges import ChargeState
 from bot.domain.rules import Approval, CalendarKind, RuleStatus, Trigger, first_run_at
 from bot.services.charging import APPROVAL_REQUEST, CHARGE_EXPIRED
 from bot.services.scheduler import RUN_REMINDER, RUN_SKIPPED, RUNS_MISSED
-from storage.crypto import FieldCipher
-from storage.db import Database
 from storage.rules import RuleRecord, RulesRepository
 from storage.users import UsersRepository
 from tests.unit.charging_world import (
@@ -26,7 +23,6 @@ from tests.unit.charging_world import (
     World,
     check_invariants,
     crash_at,
-    make_world,
 )
 from tests.unit.scheduler_world import add_rule, charges_of, queued, rule, scheduler
 
@@ -36,11 +32,6 @@ MONTH_ENDS = [NOV_30, datetime(2026, 12, 31, 2, 0, tzinfo=UTC),
               datetime(2027, 1, 31, 2, 0, tzinfo=UTC), datetime(2027, 2, 28, 2, 0, tzinfo=UTC),
               datetime(2027, 3, 31, 2, 0, tzinfo=UTC), datetime(2027, 4, 30, 2, 0, tzinfo=UTC),
               datetime(2027, 5, 31, 2, 0, tzinfo=UTC)]
-
-
-@pytest.fixture
-async def world(db: Database, cipher: FieldCipher, clock: ManualClock) -> World:
-    return await make_world(db, cipher, clock)
 
 
 async def monthly_on_the_31st(world: World, *, approval: Approval = Approval.AUTO,

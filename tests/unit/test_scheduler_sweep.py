@@ -7,21 +7,17 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
-import pytest
 from sqlalchemy import func, select
 
-from bot.clock import ManualClock
 from bot.domain.charges import ChargeState
 from bot.domain.money import Money
 from bot.domain.readings import LineReading, ReadingSource
 from bot.domain.rules import Trigger
 from bot.services.scheduler import LINE_UNREADABLE, WARNING
-from storage.crypto import FieldCipher
-from storage.db import Database
 from storage.lines import LinesRepository
 from storage.readings import ReadingsRepository
 from storage.tables import line_readings
-from tests.unit.charging_world import ALICE, ALICE_NUMBER, BOB, BOB_NUMBER, World, make_world
+from tests.unit.charging_world import ALICE, ALICE_NUMBER, BOB, BOB_NUMBER, World
 from tests.unit.scheduler_world import (
     FakeReadings,
     add_rule,
@@ -33,16 +29,6 @@ from tests.unit.scheduler_world import (
 )
 
 BACKOFF_MINUTES = (5, 10, 20, 40, 80)  # watch.FIRST_RETRY doubling
-
-
-@pytest.fixture
-async def world(db: Database, cipher: FieldCipher, clock: ManualClock) -> World:
-    return await make_world(db, cipher, clock)
-
-
-@pytest.fixture
-def fake(clock: ManualClock) -> FakeReadings:
-    return FakeReadings(clock)
 
 
 def within(actual: timedelta, expected: timedelta, spread: float = 0.1) -> bool:

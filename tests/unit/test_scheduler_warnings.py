@@ -9,15 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.clock import ManualClock
 from bot.domain.rules import Approval, Trigger
 from bot.services.charging import APPROVAL_REQUEST
 from bot.services.notifications import Delivered, NotificationDispatcher, Outgoing
 from bot.services.scheduler import WARNING
-from storage.crypto import FieldCipher
-from storage.db import Database
 from storage.users import UsersRepository
-from tests.unit.charging_world import ALICE, ALICE_NUMBER, BOB_NUMBER, World, make_world
+from tests.unit.charging_world import ALICE, ALICE_NUMBER, BOB_NUMBER, World
 from tests.unit.scheduler_world import (
     FakeReadings,
     add_rule,
@@ -43,11 +40,6 @@ class Chat:
 
     def kinds(self) -> list[tuple[str, object]]:
         return [(m.kind, m.params.get("warning")) for m in self.delivered]
-
-
-@pytest.fixture
-async def world(db: Database, cipher: FieldCipher, clock: ManualClock) -> World:
-    return await make_world(db, cipher, clock)
 
 
 async def warnings_of(world: World, line_id: int) -> list[dict[str, object]]:
