@@ -307,7 +307,7 @@ async def _run(spec: Spec) -> dict[str, Any]:
     _prepare_environment(data_dir)
     components = build_components(load_settings(env_file=None), sms=RecordingSms())
     await migrate.upgrade(components.db)
-    components.carrier.knobs = dataclasses.replace(components.carrier.knobs,
+    components.simulator.knobs = dataclasses.replace(components.simulator.knobs,
                                                    latency_ms=spec.latency_ms)
 
     tracker = _Tracker()

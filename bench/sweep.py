@@ -270,7 +270,7 @@ async def _start_ours(job: Job) -> tuple[Any, Any, float]:
 
 
 def _set_latency(components: Any, latency_ms: int) -> None:
-    components.carrier.knobs = dataclasses.replace(components.carrier.knobs,
+    components.simulator.knobs = dataclasses.replace(components.simulator.knobs,
                                                    latency_ms=latency_ms)
 
 
@@ -462,7 +462,7 @@ def _use_memory_reader(components: Any, latency_ms: int) -> None:
                            balance=Money(state["balance_minor"], state["currency"]),
                            data_mb=state["data_mb"], validity_end=state["validity_end"])
 
-    components.carrier.read = read
+    components.simulator.read = read
 
 
 async def _verify_only(job: Job) -> dict[str, Any]:
@@ -565,7 +565,7 @@ async def _jobqueue(job: Job) -> dict[str, Any]:
            .get_updates_request(request).updater(None).build())
     await app.initialize()
     assert app.job_queue is not None
-    carrier, db, clock = components.carrier, components.db, components.clock
+    carrier, db, clock = components.simulator, components.db, components.clock
     due = set(_due_ids(job.lines, job.due))
     done = asyncio.Event()
     finished: list[float] = []

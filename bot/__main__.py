@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from bot.cli_charges import STATES, list_charges
+from bot.cli_providers import ProviderCheckFailed, providers_check
 from bot.cli_status import scheduler_status
 from bot.cli_wallet import WalletCliError, wallet_credit
 from bot.domain.money import Money, MoneyError, parse_money
@@ -78,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     charges.add_argument("state", nargs="?", choices=STATES, metavar="STATE",
                          help=f"only this state: {', '.join(STATES)}")
     charges.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
+    providers = commands.add_parser("providers", help="the top-up provider (CARRIER_BACKEND)")
+    providers_commands = providers.add_subparsers(dest="providers_command",
+                                                  metavar="PROVIDERS_COMMAND", required=True)
+    providers_commands.add_parser("check", help="get a token, read the balance and the KH "
+                                                "operators' catalogs, and print them")
 
     sim = commands.add_parser("sim", help="inspect or change a line on the simulated carrier")
     sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
@@ -146,6 +153,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _with_components(settings, _rotate_keys)
     if args.command == "sim":
         return _sim(args, settings)
+    if args.command == "providers":
+        return _providers_check(settings)
     if args.command == "wallet":
         return _with_components(settings, lambda c: _wallet_credit(c, args))
     if args.command == "charges":
@@ -162,6 +171,24 @@ def _with_components(settings: Settings,
             return await action(components)
         finally:
             await components.db.dispose()
+
+    return asyncio.run(go())
+
+
+def _providers_check(settings: Settings) -> int:
+    """No database needed: only the provider is asked."""
+    async def go() -> int:
+        components = build_components(settings)
+        try:
+            for line in await providers_check(components):
+                print(line)
+        except ProviderCheckFailed as exc:
+            print(f"topup-bot: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            await components.aclose()
+        print("The provider answers.")
+        return EXIT_OK
 
     return asyncio.run(go())
 
@@ -275,15 +302,15 @@ def _sim_change(args: argparse.Namespace,
     e164, operator = number.e164, number.operator
     if args.sim_command == "set-balance":
         amount = _usd(args.amount)
-        return lambda c: c.carrier.set_balance(e164, operator, amount)
+        return lambda c: c.simulator.set_balance(e164, operator, amount)
     if args.sim_command == "use-data":
         megabytes = _whole_number(args.megabytes, "megabytes", minimum=1, maximum=10_000_000)
-        return lambda c: c.carrier.use_data(e164, operator, megabytes)
+        return lambda c: c.simulator.use_data(e164, operator, megabytes)
     if args.sim_command == "set-validity":
         days = _whole_number(args.days, "days", minimum=0, maximum=3650)
-        return lambda c: c.carrier.set_validity(e164, operator,
+        return lambda c: c.simulator.set_validity(e164, operator,
                                                 c.clock.now() + timedelta(days=days))
-    return lambda c: c.carrier.show(e164, operator)
+    return lambda c: c.simulator.show(e164, operator)
 
 
 def _phone(text: str) -> MobileNumber:

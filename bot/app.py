@@ -64,7 +64,7 @@ def build_application(components: Components,
         freeze_start_up_objects()
 
     async def post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
-        await components.db.dispose()
+        await components.aclose()
 
     app = (
         _builder(components, request)
@@ -142,7 +142,7 @@ def build_worker(components: Components,
     """An Application without the Telegram front: no updates, no handlers, only the
     pollers; it sends what the outbox holds through the same rate limiter."""
     async def post_shutdown(app: Application) -> None:  # type: ignore[type-arg]
-        await components.db.dispose()
+        await components.aclose()
 
     app = _builder(components, request).updater(None).post_shutdown(post_shutdown).build()
     _schedule_work(app, components)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bot.domain.money import CURRENCIES
+from bot.domain.money import CURRENCIES, Money
 
 _TOKEN_SHAPE = re.compile(r"^\d{3,20}:[A-Za-z0-9_-]{20,}$")
 # Telegram's rule for setWebhook's secret_token (sent back in X-Telegram-Bot-Api-Secret-Token).
@@ -157,13 +158,51 @@ class LocaleSettings(_Section):
 
 
 class GatewaySettings(_Section):
-    carrier_backend: Literal["simulated"] = Field("simulated", alias="CARRIER_BACKEND")
+    carrier_backend: Literal["simulated", "reloadly", "dingconnect"] = Field(
+        "simulated", alias="CARRIER_BACKEND")
     sms_backend: Literal["console"] = Field("console", alias="SMS_BACKEND")
     sim_latency_ms: int = Field(0, ge=0, le=60_000, alias="SIM_LATENCY_MS")
     sim_timeout_rate: float = Field(0.0, ge=0, le=1, alias="SIM_TIMEOUT_RATE")
     sim_decline_rate: float = Field(0.0, ge=0, le=1, alias="SIM_DECLINE_RATE")
     sim_pending_rate: float = Field(0.0, ge=0, le=1, alias="SIM_PENDING_RATE")
     sim_settle_seconds: int = Field(30, ge=0, le=86_400, alias="SIM_SETTLE_SECONDS")
+
+
+class ProviderSettings(_Section):
+    """The real top-up providers; only the chosen CARRIER_BACKEND's credentials are needed."""
+
+    reloadly_client_id: str | None = Field(None, alias="RELOADLY_CLIENT_ID")
+    reloadly_client_secret: SecretStr | None = Field(None, alias="RELOADLY_CLIENT_SECRET")
+    reloadly_sandbox: bool = Field(True, alias="RELOADLY_SANDBOX")
+    reloadly_auth_url: AnyHttpUrl | None = Field(None, alias="RELOADLY_AUTH_URL")
+    reloadly_api_url: AnyHttpUrl | None = Field(None, alias="RELOADLY_API_URL")
+    dingconnect_api_key: SecretStr | None = Field(None, alias="DINGCONNECT_API_KEY")
+    dingconnect_api_url: AnyHttpUrl | None = Field(None, alias="DINGCONNECT_API_URL")
+    # Below this balance at the provider the admins are told (once per episode).
+    float_alert_usd: Decimal = Field(Decimal(50), ge=0, le=1_000_000, decimal_places=2,
+                                     alias="PROVIDER_FLOAT_ALERT")
+    catalog_ttl_minutes: int = Field(60, ge=1, le=24 * 60, alias="PROVIDER_CATALOG_TTL_MINUTES")
+
+    @field_validator("reloadly_client_id", "reloadly_client_secret", "dingconnect_api_key",
+                     "reloadly_auth_url", "reloadly_api_url", "dingconnect_api_url",
+                     mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def float_alert(self) -> Money:
+        return Money.from_decimal(self.float_alert_usd, "USD")
+
+    def missing_for(self, backend: str) -> str | None:
+        """The first credential ``backend`` needs that is not set."""
+        needed = {"reloadly": (("RELOADLY_CLIENT_ID", self.reloadly_client_id),
+                               ("RELOADLY_CLIENT_SECRET", self.reloadly_client_secret)),
+                  "dingconnect": (("DINGCONNECT_API_KEY", self.dingconnect_api_key),)}
+        for name, value in needed.get(backend, ()):
+            if value is None:
+                return name
+        return None
 
 
 class PaymentsSettings(_Section):
@@ -219,6 +258,7 @@ class Settings(BaseModel):
     security: SecuritySettings
     locale: LocaleSettings
     gateways: GatewaySettings
+    providers: ProviderSettings
     payments: PaymentsSettings
     scheduler: SchedulerSettings
     logging: LoggingSettings
@@ -227,7 +267,8 @@ class Settings(BaseModel):
         """Every effective setting by its environment name, secrets shown as ***."""
         shown: dict[str, str] = {}
         for section in (self.telegram, self.storage, self.security, self.locale,
-                        self.gateways, self.payments, self.scheduler, self.logging):
+                        self.gateways, self.providers, self.payments, self.scheduler,
+                        self.logging):
             for name, field in type(section).model_fields.items():
                 value = getattr(section, name)
                 shown[field.alias or name] = _mask(value)
@@ -252,7 +293,8 @@ def _mask_url(url: str) -> str:
 
 _SECTIONS: dict[str, type[_Section]] = {
     "telegram": TelegramSettings, "storage": StorageSettings, "security": SecuritySettings,
-    "locale": LocaleSettings, "gateways": GatewaySettings, "payments": PaymentsSettings,
+    "locale": LocaleSettings, "gateways": GatewaySettings, "providers": ProviderSettings,
+    "payments": PaymentsSettings,
     "scheduler": SchedulerSettings,
     "logging": LoggingSettings,
 }
@@ -269,4 +311,9 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
             name = str(first["loc"][0]) if first["loc"] else key
             message = str(first["msg"]).removeprefix("Value error, ")
             raise SettingsError(f"{name}: {message}") from None
-    return Settings(**sections)
+    settings = Settings(**sections)
+    backend = settings.gateways.carrier_backend
+    missing = settings.providers.missing_for(backend)
+    if missing is not None:
+        raise SettingsError(f"{missing}: needed when CARRIER_BACKEND={backend}")
+    return settings

@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.clock import Clock, SystemClock
+from bot.gateways.dingconnect import DingConfig, DingConnectGateway
+from bot.gateways.readings import LineReadings, NoLineReadings
+from bot.gateways.reloadly import ReloadlyConfig, ReloadlyGateway
 from bot.gateways.simulated_carrier import SimulatedCarrier, SimulatorKnobs
 from bot.gateways.sms import ConsoleSms, SmsSender
+from bot.gateways.topup import TopUpProvider
 from bot.i18n import Translations
 from bot.services.binding import BindingService
 from bot.services.charging import ChargingService
@@ -35,7 +39,9 @@ class Components:
     clock: Clock
     db: Database
     cipher: FieldCipher
-    carrier: SimulatedCarrier
+    simulator: SimulatedCarrier  # the embedded carrier (CARRIER_BACKEND=simulated; `sim`)
+    provider: TopUpProvider  # who tops lines up: the simulator, Reloadly or DingConnect
+    line_readings: LineReadings  # who can read a line's balance: the simulator, or nobody
     sms: SmsSender
     i18n: Translations
     users: UsersService = field(init=False)
@@ -50,12 +56,19 @@ class Components:
     scheduler: SchedulerService = field(init=False)
     worker: str = "bot"  # names this process's sweeps in `topup-bot status`
 
+    async def aclose(self) -> None:
+        """What shutting down releases: the provider's HTTP connections, the database."""
+        close = getattr(self.provider, "aclose", None)
+        if close is not None and self.provider is not self.simulator:
+            await close()
+        await self.db.dispose()
+
     def __post_init__(self) -> None:
         self.users = UsersService(self.db, self.clock, self.settings.locale.zone)
         self.keys = KeyRotationService(self.db, self.cipher, self.clock)
         self.otp = OtpService(self.db, self.cipher, self.sms, self.clock)
         self.binding = BindingService(self.db, self.cipher, self.otp, self.clock)
-        self.lines = LinesService(self.db, self.cipher, self.carrier, self.clock)
+        self.lines = LinesService(self.db, self.cipher, self.provider, self.clock)
         self.readings = ReadingsService(self.db, self.cipher, self.clock)
         self.rules = RulesService(self.db, self.cipher, self.otp, self.clock,
                                   zone_for=self.users.zone_of)
@@ -64,12 +77,12 @@ class Components:
         self.wallet = WalletService(self.db, self.clock, payments, self.cipher,
                                     admin_chat_ids=self.settings.telegram.admin_chat_ids)
         self.charging = ChargingService(
-            self.db, self.cipher, self.carrier, self.clock,
+            self.db, self.cipher, self.provider, self.clock,
             approval_timeout=timedelta(minutes=payments.approval_timeout_minutes),
             admin_chat_ids=self.settings.telegram.admin_chat_ids, zone_for=self.users.zone_of)
         scheduler = self.settings.scheduler
         self.scheduler = SchedulerService(
-            self.db, self.cipher, self.carrier, self.charging, self.clock,
+            self.db, self.cipher, self.line_readings, self.charging, self.clock,
             default_zone=self.settings.locale.zone,
             settings=SweepSettings(
                 batch=scheduler.sweep_batch, concurrency=scheduler.sweep_concurrency,
@@ -91,6 +104,33 @@ def build_components(settings: Settings, *, clock: Clock | None = None,
         latency_ms=gateways.sim_latency_ms, timeout_rate=gateways.sim_timeout_rate,
         decline_rate=gateways.sim_decline_rate, pending_rate=gateways.sim_pending_rate,
         settle_seconds=gateways.sim_settle_seconds)
-    carrier = SimulatedCarrier(db, cipher, clock, knobs, rng)
-    return Components(settings=settings, clock=clock, db=db, cipher=cipher, carrier=carrier,
+    simulator = SimulatedCarrier(db, cipher, clock, knobs, rng)
+    provider, line_readings = build_provider(settings, simulator, clock)
+    return Components(settings=settings, clock=clock, db=db, cipher=cipher,
+                      simulator=simulator, provider=provider, line_readings=line_readings,
                       sms=sms or ConsoleSms(), i18n=Translations(), worker=worker)
+
+
+def build_provider(settings: Settings, simulator: SimulatedCarrier,
+                   clock: Clock) -> tuple[TopUpProvider, LineReadings]:
+    """The top-up backend CARRIER_BACKEND names, and who can read lines with it. Builds
+    clients only: nothing is called until a top-up is asked for."""
+    chosen = settings.providers
+    ttl = timedelta(minutes=chosen.catalog_ttl_minutes)
+    backend = settings.gateways.carrier_backend
+    if backend == "reloadly":
+        secret = chosen.reloadly_client_secret
+        return ReloadlyGateway(ReloadlyConfig(
+            client_id=chosen.reloadly_client_id or "",
+            client_secret=secret.get_secret_value() if secret else "",
+            sandbox=chosen.reloadly_sandbox,
+            auth_url=str(chosen.reloadly_auth_url) if chosen.reloadly_auth_url else None,
+            api_url=str(chosen.reloadly_api_url) if chosen.reloadly_api_url else None,
+            catalog_ttl=ttl), clock), NoLineReadings()
+    if backend == "dingconnect":
+        key = chosen.dingconnect_api_key
+        return DingConnectGateway(DingConfig(
+            api_key=key.get_secret_value() if key else "",
+            api_url=str(chosen.dingconnect_api_url) if chosen.dingconnect_api_url else None,
+            catalog_ttl=ttl), clock), NoLineReadings()
+    return simulator, simulator

@@ -22,7 +22,7 @@ from telegram.ext import ApplicationHandlerStop, BaseHandler, CallbackQueryHandl
 
 from bot.domain.charges import ChargeState
 from bot.domain.money import Money
-from bot.gateways.topup import Product, ProductKind
+from bot.gateways.topup import DeclineReason, Product, ProductKind
 from bot.i18n import Translations
 from bot.services.charging import (
     APPROVAL_REQUEST,
@@ -105,6 +105,14 @@ def failure_text(ui: Ui, reason: str | None) -> str:
         "unknown_product": _("that plan is not sold for this line"),
         "product_of_another_operator": _("that plan is not sold for this line"),
         "unsupported_currency": _("the carrier does not take that currency"),
+        DeclineReason.INVALID_NUMBER: _("the carrier says this number cannot be topped up"),
+        DeclineReason.OPERATOR_UNAVAILABLE: _("the carrier is not taking top-ups at the moment"),
+        DeclineReason.PROVIDER_BALANCE: _("our top-up service is out of credit; the team "
+                                          "has been told"),
+        DeclineReason.AMOUNT_NOT_OFFERED: _("the carrier does not sell that amount"),
+        DeclineReason.PRODUCT_UNAVAILABLE: _("that plan is no longer sold"),
+        DeclineReason.OPERATOR_TIMED_OUT: _("the carrier did not answer in time; nothing "
+                                            "was taken"),
         NOT_ACCEPTED: _("the carrier could not be reached, even after several tries"),
         LINE_UNAVAILABLE: _("the line is no longer bound to you"),
     }

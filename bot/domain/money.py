@@ -9,7 +9,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from babel.numbers import format_currency, format_decimal
 
@@ -70,6 +70,25 @@ class Money:
     @classmethod
     def of_major(cls, major: int, currency: str) -> Money:
         return cls(major * 10 ** CURRENCIES[currency].exponent, currency)
+
+    @classmethod
+    def from_decimal(cls, major: Decimal | int | str, currency: str) -> Money:
+        """Major units as a provider gives them ("4.99", 4100) in minor units, rounded half
+        up to the currency's minor unit. MoneyError for an unknown currency or a non-number;
+        never a float: parse JSON with ``parse_float=Decimal``."""
+        if currency not in CURRENCIES:
+            raise MoneyError(MoneyError.Reason.UNKNOWN_CURRENCY, str(currency))
+        if isinstance(major, float | bool):
+            raise TypeError("amounts are Decimal, int or str, never float")
+        try:
+            value = Decimal(major)
+        except ArithmeticError as exc:
+            raise MoneyError(MoneyError.Reason.NOT_A_NUMBER, str(major)) from exc
+        if not value.is_finite():
+            raise MoneyError(MoneyError.Reason.NOT_A_NUMBER, str(major))
+        minor = value.scaleb(CURRENCIES[currency].exponent).quantize(
+            Decimal(1), rounding=ROUND_HALF_UP)
+        return cls(int(minor), currency)
 
     def _same(self, other: Money) -> None:
         if other.currency != self.currency:

@@ -22,3 +22,14 @@ class LineReadings(Protocol):
     async def read(self, phone_e164: str, operator: Operator) -> LineReading:
         """A reading with source PROVIDER; raises GatewayError or LineNotReadable."""
         ...
+
+
+class NoLineReadings:
+    """For a real top-up provider: it sells airtime and cannot read a physical line, so
+    every line is tracked from what its user reports."""
+
+    def can_read(self, operator: Operator) -> bool:
+        return False
+
+    async def read(self, phone_e164: str, operator: Operator) -> LineReading:
+        raise LineNotReadable(f"{operator.display_name} lines are not readable here")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 from bot.domain.money import Money
 from bot.domain.operators import Operator
@@ -30,6 +30,19 @@ class Product:
     validity_days: int
     airtime: Money | None = None  # credit it adds to the line's balance
     data_mb: int | None = None
+
+
+class DeclineReason(enum.StrEnum):
+    """Why a provider declined a top-up (a FAILED result's failure_reason); each has a text
+    the user can read in every language (handlers/approvals.py)."""
+
+    INVALID_NUMBER = "invalid_number"  # not a number the operator serves
+    OPERATOR_UNAVAILABLE = "operator_unavailable"  # the operator is down or inactive
+    PROVIDER_BALANCE = "provider_balance"  # our float at the provider ran out
+    AMOUNT_NOT_OFFERED = "amount_not_offered"  # not a denomination the operator sells
+    PRODUCT_UNAVAILABLE = "product_unavailable"  # the plan left the provider's catalog
+    OPERATOR_TIMED_OUT = "operator_timed_out"  # the operator did not answer; not charged
+    DECLINED = "declined_by_operator"  # any other refusal
 
 
 class TopUpStatus(enum.StrEnum):
@@ -59,6 +72,10 @@ class TopUpResult:
     balance_after: Money | None = None  # where the provider tells
     data_after_mb: int | None = None
     validity_end: datetime | None = None
+    delivered: Money | None = None  # what the line received, in its operator's currency
+    provider_cost: Money | None = None  # what the provider took from our account for it
+    provider_fee: Money | None = None  # a fee the provider reports on top
+    provider_discount: Money | None = None  # a discount (commission) the provider gave us
 
 
 class GatewayError(Exception):
@@ -77,6 +94,16 @@ class DuplicateReference(GatewayError):
     transient = False
 
 
+class TryLater(GatewayError):
+    """The provider refused for now and did nothing (Reloadly refuses a second top-up of a
+    number within about two minutes): the charge waits and goes again."""
+
+    def __init__(self, reason: str, retry_after: timedelta) -> None:
+        super().__init__(f"{reason}; try again in {retry_after}")
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class TopUpProvider(Protocol):
     async def catalog(self, operator: Operator) -> list[Product]: ...
 
@@ -86,4 +113,18 @@ class TopUpProvider(Protocol):
 
     async def lookup(self, reference: str) -> TopUpResult | None:
         """The top-up made under our reference, or None if the provider never saw it."""
+        ...
+
+
+@runtime_checkable
+class ProviderAccount(Protocol):
+    async def balance(self) -> Money:
+        """What is left of our float at the provider."""
+        ...
+
+
+@runtime_checkable
+class ProviderReports(Protocol):
+    async def transactions(self, start: datetime, end: datetime) -> list[TopUpResult]:
+        """Every top-up the provider made for us in [start, end), for reconciliation."""
         ...

@@ -218,8 +218,8 @@ async def low_line(harness: BotHarness) -> int:
     c = harness.components
     line_id = await bind(harness, CELLCARD, user_id=OWNER)
     now = c.clock.now()
-    await c.carrier.set_balance(CELLCARD, Operator.CELLCARD, Money(50, "USD"))
-    await c.carrier.set_validity(CELLCARD, Operator.CELLCARD, now + timedelta(days=30))
+    await c.simulator.set_balance(CELLCARD, Operator.CELLCARD, Money(50, "USD"))
+    await c.simulator.set_validity(CELLCARD, Operator.CELLCARD, now + timedelta(days=30))
     async with c.db.write() as conn:
         await LinesRepository(conn, c.cipher).set_warnings(
             line_id, balance_minor=100, data_mb=100 * 1024, now=now)
@@ -695,7 +695,7 @@ async def low_line_with_an_ask_rule(harness: BotHarness) -> tuple[int, RuleRecor
                                                now=now, status=RuleStatus.ACTIVE)
         await LinesRepository(conn, c.cipher).set_warnings(line_id, balance_minor=100,
                                                            data_mb=None, now=now)
-    await c.carrier.set_balance(CELLCARD, Operator.CELLCARD, Money(50, "USD"))
+    await c.simulator.set_balance(CELLCARD, Operator.CELLCARD, Money(50, "USD"))
     await c.scheduler.check_lines()
     return line_id, rule
 

@@ -31,7 +31,7 @@ CELLCARD = "+85512345678"
 @pytest.fixture
 def charging(harness: BotHarness, clock: ManualClock) -> ChargingService:
     c = harness.components
-    service = ChargingService(c.db, c.cipher, c.carrier, clock, admin_chat_ids=[4242],
+    service = ChargingService(c.db, c.cipher, c.simulator, clock, admin_chat_ids=[4242],
                               approval_timeout=timedelta(hours=1))
     harness.app.add_handlers(ApprovalsFlow(c.users, c.i18n, service).handlers(), group=-1)
     return service
@@ -100,7 +100,7 @@ async def test_the_owner_approves_and_the_request_becomes_the_outcome(
 
     await harness.send(callback_update(f"v1:ap:{charge_id}:ok", user_id=OWNER, message_id=50))
     assert "Already done" in edits(harness)[-1]
-    assert await harness.components.carrier.times_paid(
+    assert await harness.components.simulator.times_paid(
         (await charging.get(charge_id)).reference) == 1  # type: ignore[union-attr]
 
 

@@ -1,0 +1,51 @@
+"""`topup-bot providers check`: is the chosen top-up provider usable with these settings?
+
+It gets a token (the first call does), reads our balance at the provider and the Cambodian
+operators' catalogs, and prints them; any failure is named, and the command exits 1.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.domain.operators import Operator
+from bot.gateways.topup import GatewayError, ProviderAccount
+
+if TYPE_CHECKING:
+    from bot.wiring import Components
+
+SHOWN_PRODUCTS = 6
+
+
+class ProviderCheckFailed(Exception):
+    """What failed, in one line."""
+
+
+async def providers_check(components: Components) -> list[str]:
+    """The lines to print; ProviderCheckFailed naming the step that failed."""
+    backend = components.settings.gateways.carrier_backend
+    provider = components.provider
+    lines = [f"Provider: {backend}"]
+    if isinstance(provider, ProviderAccount) and backend != "simulated":
+        try:
+            balance = await provider.balance()
+        except GatewayError as exc:
+            raise ProviderCheckFailed(f"{backend}: reading the balance failed: {exc}") from exc
+        alert = components.settings.providers.float_alert
+        low = (" - below PROVIDER_FLOAT_ALERT " + alert.plain()
+               if balance.currency == alert.currency and balance < alert else "")
+        lines.append(f"Balance: {balance.plain()}{low}")
+    else:
+        lines.append("Balance: none to read (the simulated carrier needs no float)")
+    for operator in Operator:
+        try:
+            products = await provider.catalog(operator)
+        except GatewayError as exc:
+            raise ProviderCheckFailed(
+                f"{backend}: reading the {operator.display_name} catalog failed: {exc}") from exc
+        shown = ", ".join(f"{p.name} ({p.price.plain()})" for p in products[:SHOWN_PRODUCTS])
+        more = f" and {len(products) - SHOWN_PRODUCTS} more" \
+            if len(products) > SHOWN_PRODUCTS else ""
+        lines.append(f"{operator.display_name}: {len(products)} products"
+                     + (f": {shown}{more}" if products else ""))
+    return lines
