@@ -54,6 +54,7 @@ from bot.gateways.topup import (
     TopUpRequest,
     TopUpResult,
     TopUpStatus,
+    TryLater,
 )
 from storage.audit import AuditRepository
 from storage.charges import ChargeRecord, ChargesRepository, Creation, lock_wallet_of
@@ -113,6 +114,8 @@ class RetryPolicy:
     multiplier: float = 2.0
     max_delay: timedelta = timedelta(minutes=30)
     poll_interval: timedelta = timedelta(seconds=30)  # how often a pending top-up is looked up
+    # How long "come back later" refusals (TryLater) use up no attempt of a charge.
+    try_later_for: timedelta = timedelta(minutes=30)
     # How long a worker owns a charge it is working on. Longer than any provider call: a
     # sweep never looks up (and so never re-sends) a charge whose call may be in flight.
     lease: timedelta = timedelta(minutes=2)
@@ -752,6 +755,8 @@ class ChargingService:
     async def _after_unknown(self, charge: ChargeRecord,
                              error: GatewayError) -> ChargeRecord | None:
         """The outcome is unknown: look it up; never send again from here."""
+        if isinstance(error, TryLater):
+            return await self._wait_and_resend(charge, error)
         found = await self._lookup(charge.reference)
         if isinstance(found, TopUpResult):
             return await self._apply_result(charge.id, found)
@@ -759,6 +764,29 @@ class ChargingService:
                   else "duplicate_reference" if isinstance(error, DuplicateReference)
                   else "gateway_error")
         return await self._retry_later(charge, reason, lookup_failed=found is LOOKUP_FAILED)
+
+    async def _wait_and_resend(self, charge: ChargeRecord,
+                               refusal: TryLater) -> ChargeRecord | None:
+        """The provider did nothing and asks us to come back (the same number within two
+        minutes at Reloadly): the charge waits that long and goes again. Within
+        ``RetryPolicy.try_later_for`` of its creation such a refusal uses up no attempt, so
+        it does not fail for it; after that it counts like any other."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            repo = self._repo(conn)
+            current = await repo.get(charge.id, lock=True)
+            if current is None or current.state is not ChargeState.SUBMITTED:
+                return current
+            at = now + max(refusal.retry_after, self.retry.first_delay)
+            free = now - current.created_at < self.retry.try_later_for
+            attempts = current.attempts - 1 if free and current.attempts > 0 \
+                else current.attempts
+            await repo.reschedule(current.id, ChargeState.SUBMITTED, now, next_attempt_at=at,
+                                  failure_reason=refusal.reason[:64], attempts=attempts)
+            await self._audit(conn, now, "system", "charge.retry_scheduled", current,
+                              reason=refusal.reason, attempts=attempts, at=at.isoformat(),
+                              provider_asked_to_wait=True)
+            return await repo.get(current.id)
 
     async def _retry_later(self, charge: ChargeRecord, reason: str, *,
                            lookup_failed: bool) -> ChargeRecord | None:

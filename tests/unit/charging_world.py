@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -17,7 +18,13 @@ from bot.domain.money import Money
 from bot.domain.operators import Operator
 from bot.domain.phone import parse_cambodian_mobile
 from bot.gateways.simulated_carrier import SimulatedCarrier, SimulatorKnobs
-from bot.gateways.topup import GatewayTimeout, Product, TopUpRequest, TopUpResult
+from bot.gateways.topup import (
+    GatewayTimeout,
+    Product,
+    TopUpProvider,
+    TopUpRequest,
+    TopUpResult,
+)
 from bot.services.charging import ChargingService, Checkpoint, RetryPolicy
 from storage.charges import ChargeRecord, ChargesRepository
 from storage.crypto import FieldCipher
@@ -56,7 +63,7 @@ class FaultyProvider:
     time out.
     """
 
-    inner: SimulatedCarrier
+    inner: TopUpProvider  # the simulated carrier, or an adapter against its fake
     crash_after_apply: bool = False
     lookup_misses: int = 0
     lookup_errors: int = 0
@@ -124,6 +131,13 @@ class World:
     carrier: SimulatedCarrier
     provider: FaultyProvider
     lines: dict[int, int]  # user -> line id
+    # Successful top-ups under a reference, where the provider keeps them.
+    times_paid: Callable[[str], Awaitable[int]] | None = None
+
+    async def paid(self, reference: str) -> int:
+        if self.times_paid is not None:
+            return await self.times_paid(reference)
+        return await self.carrier.times_paid(reference)
 
     def service(self, *, checkpoint: Checkpoint | None = None,
                 retry: RetryPolicy = RETRY, provider: object | None = None,
@@ -176,7 +190,11 @@ class World:
 
 
 async def make_world(db: Database, cipher: FieldCipher, clock: ManualClock, *,
-                     knobs: SimulatorKnobs | None = None, seed: int = 7) -> World:
+                     knobs: SimulatorKnobs | None = None, seed: int = 7,
+                     provider: TopUpProvider | None = None,
+                     times_paid: Callable[[str], Awaitable[int]] | None = None) -> World:
+    """Alice and Bob with a line each; top-ups go to the simulated carrier, or to
+    ``provider`` (an adapter against its fake, with its own ``times_paid``)."""
     carrier = SimulatedCarrier(db, cipher, clock, knobs or SimulatorKnobs(), random.Random(seed))
     lines = {}
     async with db.write() as conn:
@@ -186,7 +204,8 @@ async def make_world(db: Database, cipher: FieldCipher, clock: ManualClock, *,
                 owner_id=user_id, number=number, now=clock.now(), verified_at=clock.now())
             lines[user_id] = line.id
     return World(db=db, cipher=cipher, clock=clock, carrier=carrier,
-                 provider=FaultyProvider(carrier), lines=lines)
+                 provider=FaultyProvider(provider or carrier), lines=lines,
+                 times_paid=times_paid)
 
 
 async def check_invariants(world: World, *, settled: bool = False) -> None:
@@ -212,7 +231,7 @@ async def check_invariants(world: World, *, settled: bool = False) -> None:
     for charge in everything:
         hold = hold_rows.get(charge.id)
         status = hold.status if hold is not None else None
-        paid = await world.carrier.times_paid(charge.reference)
+        paid = await world.paid(charge.reference)
         assert paid <= 1, f"charge {charge.id} paid {paid} times"
         if charge.state is ChargeState.SUCCEEDED:
             assert status == "captured", charge
