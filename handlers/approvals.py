@@ -196,6 +196,9 @@ def render_receipt(ui: Ui, params: dict[str, Any]) -> Rendered:
         headline = _("✅ Topped up {line} with {amount} of airtime.").format(
             line=params.get("line", "?"), amount=_amount(ui, params))
     parts = [headline]
+    delivered = _money(params, "delivered_minor", "delivered_currency")
+    if delivered is not None and delivered != _money(params, "amount_minor", "currency"):
+        parts.append(_("The line received: {amount}").format(amount=ui.money(delivered)))
     balance = _money(params, "balance_after_minor", "balance_currency")
     if balance is not None:
         parts.append(_("Line balance now: {amount}").format(amount=ui.money(balance)))
@@ -209,6 +212,9 @@ def render_receipt(ui: Ui, params: dict[str, Any]) -> Rendered:
         parts.append(_("Wallet: {wallet}").format(wallet=ui.money(wallet)))
     if params.get("reference"):
         parts.append(_("Reference: {reference}").format(reference=params["reference"]))
+    if params.get("provider_tx_shown"):
+        parts.append(_("Carrier's transaction: {transaction}").format(
+            transaction=params["provider_tx_shown"]))
     return "\n".join(parts), None
 
 

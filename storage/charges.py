@@ -38,7 +38,8 @@ _CREATE_ATTEMPTS = 3
 
 # Columns a transition or a reschedule may set besides the state.
 _SETTABLE = frozenset({"expires_at", "next_attempt_at", "failure_reason", "provider_tx",
-                       "balance_after_minor", "validity_end_after", "attempts"})
+                       "balance_after_minor", "validity_end_after", "attempts",
+                       "delivered", "provider_money"})
 
 
 def reference_for(idempotency_key: str) -> str:
@@ -65,6 +66,16 @@ class Creation(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class ProviderMoney:
+    """What a provider reports it took for a top-up, in its account currency."""
+
+    currency: str
+    cost_minor: int | None
+    fee_minor: int | None
+    discount_minor: int | None
+
+
+@dataclass(frozen=True)
 class ChargeRecord:
     id: int
     idempotency_key: str
@@ -85,6 +96,8 @@ class ChargeRecord:
     validity_end_after: datetime | None
     created_at: datetime
     updated_at: datetime
+    delivered: Money | None = None  # what the line received, as the provider reports it
+    provider_money: ProviderMoney | None = None
 
 
 class ChargesRepository:
@@ -106,7 +119,14 @@ class ChargesRepository:
             provider_tx_id=self._cipher.decrypt(tx_enc) if tx_enc else None,
             balance_after=Money(balance, currency) if balance is not None else None,
             validity_end_after=row["validity_end_after"], created_at=row["created_at"],
-            updated_at=row["updated_at"])
+            updated_at=row["updated_at"],
+            delivered=(Money(row["delivered_minor"], row["delivered_currency"])
+                       if row["delivered_minor"] is not None else None),
+            provider_money=(ProviderMoney(
+                currency=row["provider_currency"], cost_minor=row["provider_cost_minor"],
+                fee_minor=row["provider_fee_minor"],
+                discount_minor=row["provider_discount_minor"])
+                if row["provider_currency"] is not None else None))
 
     def _values(self, values: dict[str, Any]) -> dict[str, Any]:
         unknown = set(values) - _SETTABLE
@@ -116,6 +136,16 @@ class ChargesRepository:
         if "provider_tx" in out:
             tx = out.pop("provider_tx")
             out["provider_tx_enc"] = self._cipher.encrypt(tx) if tx is not None else None
+        if "delivered" in out:
+            delivered: Money | None = out.pop("delivered")
+            out["delivered_minor"] = delivered.minor if delivered else None
+            out["delivered_currency"] = delivered.currency if delivered else None
+        if "provider_money" in out:
+            money: ProviderMoney | None = out.pop("provider_money")
+            out.update(provider_cost_minor=money.cost_minor if money else None,
+                       provider_fee_minor=money.fee_minor if money else None,
+                       provider_discount_minor=money.discount_minor if money else None,
+                       provider_currency=money.currency if money else None)
         return out
 
     async def create(self, *, idempotency_key: str, user_id: int, line_id: int,

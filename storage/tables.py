@@ -204,6 +204,14 @@ charges = Table(
     Column("provider_tx_enc", Text),  # the provider's transaction id, encrypted
     Column("balance_after_minor", BigInteger),
     Column("validity_end_after", UtcDateTime),
+    # What a real provider reports (migration 0008): the line received, it took, its fee
+    # or discount (in provider_currency).
+    Column("delivered_minor", BigInteger),
+    Column("delivered_currency", String(3)),
+    Column("provider_cost_minor", BigInteger),
+    Column("provider_fee_minor", BigInteger),
+    Column("provider_discount_minor", BigInteger),
+    Column("provider_currency", String(3)),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     CheckConstraint("amount_minor > 0", name="amount_positive"),

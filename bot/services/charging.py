@@ -43,6 +43,7 @@ from bot.domain.invariants import holds, present
 from bot.domain.money import CURRENCIES, Money, MoneyError
 from bot.domain.operators import MIN_AIRTIME_USD_CENTS
 from bot.domain.readings import LineReading, ReadingSource
+from bot.domain.references import masked_reference
 from bot.domain.rules import Approval, RuleError, RuleStatus, Trigger, charge_amount
 from bot.gateways.simulated_catalog import PRODUCTS
 from bot.gateways.topup import (
@@ -57,7 +58,13 @@ from bot.gateways.topup import (
     TryLater,
 )
 from storage.audit import AuditRepository
-from storage.charges import ChargeRecord, ChargesRepository, Creation, lock_wallet_of
+from storage.charges import (
+    ChargeRecord,
+    ChargesRepository,
+    Creation,
+    ProviderMoney,
+    lock_wallet_of,
+)
 from storage.crypto import FieldCipher
 from storage.db import Database
 from storage.lines import LineRecord, LinesRepository
@@ -241,6 +248,19 @@ class _LookupFailed:
 
 LOOKUP_FAILED = _LookupFailed()
 Lookup = TopUpResult | None | _LookupFailed
+
+
+def _provider_money(result: TopUpResult) -> ProviderMoney | None:
+    """The provider's cost, fee and discount, kept when they share one currency."""
+    reported = [m for m in (result.provider_cost, result.provider_fee,
+                            result.provider_discount) if m is not None]
+    if not reported or len({m.currency for m in reported}) != 1:
+        return None
+    return ProviderMoney(
+        currency=reported[0].currency,
+        cost_minor=result.provider_cost.minor if result.provider_cost else None,
+        fee_minor=result.provider_fee.minor if result.provider_fee else None,
+        discount_minor=result.provider_discount.minor if result.provider_discount else None)
 
 
 def rule_charge_key(rule_id: int, *, period_key: str | None = None,
@@ -836,6 +856,7 @@ class ChargingService:
         moved = await repo.transition(
             charge.id, ChargeState.SUBMITTED, ChargeState.SUCCEEDED, now,
             provider_tx=result.provider_tx_id, next_attempt_at=None, failure_reason=None,
+            delivered=result.delivered, provider_money=_provider_money(result),
             balance_after_minor=(result.balance_after.minor
                                  if result.balance_after is not None else None),
             validity_end_after=result.validity_end)
@@ -860,7 +881,14 @@ class ChargingService:
                   "validity_end": (result.validity_end.isoformat()
                                    if result.validity_end is not None else None),
                   "wallet_minor": wallet_left.minor, "wallet_currency": wallet_left.currency,
-                  "at": result.at.isoformat()}
+                  "at": result.at.isoformat(),
+                  # What the line received, when the provider says (riel or dollars), and
+                  # the end of its transaction id: the outbox keeps no reference whole.
+                  "delivered_minor": result.delivered.minor if result.delivered else None,
+                  "delivered_currency": (result.delivered.currency if result.delivered
+                                         else None),
+                  "provider_tx_shown": (masked_reference(result.provider_tx_id)
+                                        if result.provider_tx_id else None)}
         await NotificationsRepository(conn).enqueue(
             user_id=charge.user_id, chat_id=charge.user_id, dedupe_key=f"receipt:{charge.id}",
             kind=RECEIPT, params=params, now=now)

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from bot.clock import ManualClock
 from bot.domain.charges import ChargeState
+from bot.domain.money import Money
 from bot.gateways.topup import DeclineReason
 from bot.services.charging import Requested
+from handlers.approvals import render_receipt
+from handlers.common import Ui
 from storage.crypto import FieldCipher
 from storage.db import Database
 from tests.providers.backends import Backend, dingconnect_fake, reloadly_fake
@@ -55,9 +59,10 @@ async def world(db: Database, cipher: FieldCipher, clock: ManualClock,
                             times_paid=backend.times_paid)
 
 
-async def ask(world: World, nonce: str = "n", line_id: int | None = None) -> int:
+async def ask(world: World, nonce: str = "n", line_id: int | None = None,
+              cents: int = 500) -> int:
     result = await world.service().request_manual(
-        ALICE, world.lines[ALICE] if line_id is None else line_id, usd(500), None, nonce)
+        ALICE, world.lines[ALICE] if line_id is None else line_id, usd(cents), None, nonce)
     assert isinstance(result, Requested)
     return result.charge.id
 
@@ -141,3 +146,31 @@ async def test_the_same_number_again_within_two_minutes_waits_and_goes_again(
     assert (await world.charge(second)).state is ChargeState.SUCCEEDED
     assert await world.paid(waiting.reference) == 1
     await check_invariants(world, settled=True)
+
+
+async def test_a_charge_keeps_what_the_line_received_and_what_the_provider_took(
+        world: World, backend: Backend) -> None:
+    await world.fund(ALICE, 2000)
+    seatel = await world.add_line(ALICE, "018234567")  # Seatel lines receive riel
+    # $3: no fixed product at Ding, so its range product, which pays out riel, as Reloadly's
+    charge_id = await ask(world, "riel", line_id=seatel, cents=300)
+
+    await world.service().approve(ALICE, charge_id)
+
+    charge = await world.charge(charge_id)
+    assert charge.state is ChargeState.SUCCEEDED and charge.provider_tx_id
+    assert charge.delivered == Money.from_decimal(3 * 4100, "KHR")
+    assert charge.provider_money is not None and charge.provider_money.currency == "USD"
+    assert charge.provider_money.cost_minor is not None
+    assert 0 < charge.provider_money.cost_minor < 300  # the provider's discount or commission
+    [receipt] = await world.notifications("receipt")
+    params = receipt["params"]
+    assert isinstance(params, dict)
+    assert (params["delivered_minor"], params["delivered_currency"]) == (
+        charge.delivered.minor, "KHR")
+    assert charge.provider_tx_id.endswith(params["provider_tx_shown"].removeprefix("…"))
+    text, _ = render_receipt(Ui(language="en", _=lambda m: m, locale="en",
+                                zone=ZoneInfo("Asia/Phnom_Penh"), now=world.clock.now()),
+                             params)
+    assert "The line received: 12,300៛" in text
+    assert f"Carrier's transaction: {params['provider_tx_shown']}" in text
