@@ -9,15 +9,16 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from bot.cli_charges import STATES, list_charges
-from bot.cli_providers import ProviderCheckFailed, providers_check
+from bot.cli_providers import ProviderCheckFailed, format_reconciliation, providers_check
 from bot.cli_status import scheduler_status
 from bot.cli_wallet import WalletCliError, wallet_credit
 from bot.domain.money import Money, MoneyError, parse_money
 from bot.domain.phone import MobileNumber, PhoneError, describe_phone_error, parse_cambodian_mobile
 from bot.gateways.simulated_carrier import SimLineState
+from bot.gateways.topup import GatewayError
 from bot.settings import Settings, SettingsError, load_settings
 from bot.startup import (
     EXIT_BAD_SETTING,
@@ -85,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
                                                   metavar="PROVIDERS_COMMAND", required=True)
     providers_commands.add_parser("check", help="get a token, read the balance and the KH "
                                                 "operators' catalogs, and print them")
+
+    reconcile = commands.add_parser(
+        "reconcile", help="match a day's charges against the provider's transactions; "
+                          "print and store every difference (exit 1 when there are any)")
+    reconcile.add_argument("--date", help="YYYY-MM-DD in DEFAULT_TIMEZONE (default: yesterday)")
 
     sim = commands.add_parser("sim", help="inspect or change a line on the simulated carrier")
     sim_commands = sim.add_subparsers(dest="sim_command", metavar="SIM_COMMAND", required=True)
@@ -155,6 +161,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _sim(args, settings)
     if args.command == "providers":
         return _providers_check(settings)
+    if args.command == "reconcile":
+        day = _reconcile_day(args.date, settings)
+        return _with_components(settings, lambda c: _reconcile(c, day))
     if args.command == "wallet":
         return _with_components(settings, lambda c: _wallet_credit(c, args))
     if args.command == "charges":
@@ -173,6 +182,27 @@ def _with_components(settings: Settings,
             await components.db.dispose()
 
     return asyncio.run(go())
+
+
+def _reconcile_day(text: str | None, settings: Settings) -> date:
+    if text is None:
+        return datetime.now(settings.locale.zone).date() - timedelta(days=1)
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--date {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+async def _reconcile(components: Components, day: date) -> int:
+    await _require_schema(components)
+    try:
+        report = await components.reconciliation.reconcile(day, actor="cli")
+    except GatewayError as exc:
+        print(f"topup-bot: the provider could not list {day}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in format_reconciliation(report):
+        print(line)
+    return EXIT_FAILED if report.differences else EXIT_OK
 
 
 def _providers_check(settings: Settings) -> int:

@@ -20,7 +20,7 @@ from telegram.ext import (
 from telegram.request import BaseRequest
 from telegram.warnings import PTBUserWarning
 
-from bot.jobs import schedule_pollers
+from bot.jobs import schedule_pollers, schedule_provider_jobs
 from bot.services.notifications import NotificationDispatcher
 from bot.startup import check_start_up
 from bot.update_processor import PerChatUpdateProcessor
@@ -135,6 +135,7 @@ def _schedule_work(app: Application, components: Components) -> None:  # type: i
         TelegramDeliverer(app.bot, components.users, components.i18n))
     schedule_pollers(app.job_queue, components.charging, dispatcher, components.scheduler,
                      sweep_seconds=components.settings.scheduler.sweep_interval_seconds)
+    schedule_provider_jobs(app.job_queue, components.provider_float, components.reconciliation)
 
 
 def build_worker(components: Components,

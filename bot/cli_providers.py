@@ -1,15 +1,17 @@
-"""`topup-bot providers check`: is the chosen top-up provider usable with these settings?
-
-It gets a token (the first call does), reads our balance at the provider and the Cambodian
-operators' catalogs, and prints them; any failure is named, and the command exits 1.
+"""The provider commands: `topup-bot providers check` (is the chosen top-up provider
+usable with these settings? It gets a token - the first call does -, reads our balance at
+the provider and the Cambodian operators' catalogs, and prints them; any failure is named,
+and the command exits 1) and how `topup-bot reconcile` prints a day's differences.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bot.domain.money import Money
 from bot.domain.operators import Operator
 from bot.gateways.topup import GatewayError, ProviderAccount
+from bot.services.reconciliation import ReconciliationReport
 
 if TYPE_CHECKING:
     from bot.wiring import Components
@@ -48,4 +50,19 @@ async def providers_check(components: Components) -> list[str]:
             if len(products) > SHOWN_PRODUCTS else ""
         lines.append(f"{operator.display_name}: {len(products)} products"
                      + (f": {shown}{more}" if products else ""))
+    return lines
+
+
+def format_reconciliation(report: ReconciliationReport) -> list[str]:
+    lines = [f"Reconciled {report.backend} for {report.day}: {report.ours} charges of ours "
+             f"succeeded, {report.theirs} transactions at the provider, "
+             f"{len(report.differences)} differences."]
+    for d in report.differences:
+        ours = (Money(d.our_amount_minor, d.currency).plain()
+                if d.our_amount_minor is not None and d.currency else "-")
+        theirs = (Money(d.their_amount_minor, d.currency).plain()
+                  if d.their_amount_minor is not None and d.currency else "-")
+        lines.append(f"  {d.kind:<20} {d.reference}  charge {d.charge_id or '-'}: "
+                     f"ours {d.our_state or '-'} {ours}, theirs {d.their_status or '-'} "
+                     f"{theirs}")
     return lines

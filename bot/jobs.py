@@ -12,13 +12,18 @@ from typing import Any
 
 from telegram.ext import ContextTypes, JobQueue
 
+from bot.gateways.topup import GatewayError
 from bot.services.charging import ChargingService
 from bot.services.notifications import NotificationDispatcher
+from bot.services.provider_float import ProviderFloatService
+from bot.services.reconciliation import ReconciliationService
 from bot.services.scheduler import SchedulerService
 
 log = logging.getLogger(__name__)
 
 DISPATCH_INTERVAL_SECONDS = 1.0
+FLOAT_CHECK_SECONDS = 15 * 60
+RECONCILE_CHECK_SECONDS = 60 * 60
 # A late run still runs (never skipped), runs that piled up run once, and a second run may
 # start while a long drain goes on (the dispatcher returns at once then), so APScheduler
 # never logs "maximum number of running instances reached".
@@ -57,6 +62,33 @@ def schedule_pollers(job_queue: JobQueue[Any], charging: ChargingService,
     _every(job_queue, sweep_rules, sweep_seconds, "calendar_rules")
     _every(job_queue, dispatch, DISPATCH_INTERVAL_SECONDS, "notifications")
     _every(job_queue, sweep_charges, sweep_seconds, "charges")
+
+
+def schedule_provider_jobs(job_queue: JobQueue[Any], float_check: ProviderFloatService | None,
+                           reconciliation: ReconciliationService) -> None:
+    """Our float at the provider every 15 minutes (real providers only), and yesterday's
+    reconciliation once a day (asked every hour: the database says whether it is done)."""
+    async def check_float(_context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert float_check is not None  # narrowing: only scheduled with one
+        try:
+            await float_check.check()
+        except GatewayError as error:
+            log.warning("Provider float not read: %s", error)
+
+    async def reconcile(_context: ContextTypes.DEFAULT_TYPE) -> None:
+        try:
+            report = await reconciliation.reconcile_yesterday_if_due()
+        except GatewayError as error:
+            log.warning("Reconciliation not run: %s", error)
+            return
+        if report is not None:
+            log.info("Reconciled %s for %s: ours %d, theirs %d, %d differences",
+                     report.backend, report.day, report.ours, report.theirs,
+                     len(report.differences))
+
+    if float_check is not None:
+        _every(job_queue, check_float, FLOAT_CHECK_SECONDS, "provider_float")
+    _every(job_queue, reconcile, RECONCILE_CHECK_SECONDS, "reconciliation")
 
 
 def _every(job_queue: JobQueue[Any], callback: Any, seconds: float, name: str) -> None:

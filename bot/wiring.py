@@ -15,14 +15,16 @@ from bot.gateways.readings import LineReadings, NoLineReadings
 from bot.gateways.reloadly import ReloadlyConfig, ReloadlyGateway
 from bot.gateways.simulated_carrier import SimulatedCarrier, SimulatorKnobs
 from bot.gateways.sms import ConsoleSms, SmsSender
-from bot.gateways.topup import TopUpProvider
+from bot.gateways.topup import ProviderAccount, TopUpBackend
 from bot.i18n import Translations
 from bot.services.binding import BindingService
 from bot.services.charging import ChargingService
 from bot.services.keys import KeyRotationService
 from bot.services.lines import LinesService
 from bot.services.otp import OtpService
+from bot.services.provider_float import ProviderFloatService
 from bot.services.readings import ReadingsService
+from bot.services.reconciliation import ReconciliationService
 from bot.services.rules import RulesService
 from bot.services.scheduler import SchedulerService, SweepSettings
 from bot.services.users import UsersService
@@ -40,7 +42,7 @@ class Components:
     db: Database
     cipher: FieldCipher
     simulator: SimulatedCarrier  # the embedded carrier (CARRIER_BACKEND=simulated; `sim`)
-    provider: TopUpProvider  # who tops lines up: the simulator, Reloadly or DingConnect
+    provider: TopUpBackend  # who tops lines up: the simulator, Reloadly or DingConnect
     line_readings: LineReadings  # who can read a line's balance: the simulator, or nobody
     sms: SmsSender
     i18n: Translations
@@ -54,7 +56,22 @@ class Components:
     wallet: WalletService = field(init=False)
     charging: ChargingService = field(init=False)
     scheduler: SchedulerService = field(init=False)
+    reconciliation: ReconciliationService = field(init=False)
+    provider_float: ProviderFloatService | None = field(init=False)  # real providers only
     worker: str = "bot"  # names this process's sweeps in `topup-bot status`
+
+    def _provider_services(self) -> None:
+        backend = self.settings.gateways.carrier_backend
+        provider = self.provider
+        self.reconciliation = ReconciliationService(
+            self.db, self.cipher, provider, self.clock,
+            backend=backend, zone=self.settings.locale.zone)
+        self.provider_float = None
+        if backend != "simulated" and isinstance(provider, ProviderAccount):
+            self.provider_float = ProviderFloatService(
+                self.db, provider, self.clock, backend=backend,
+                threshold=self.settings.providers.float_alert,
+                admin_chat_ids=self.settings.telegram.admin_chat_ids)
 
     async def aclose(self) -> None:
         """What shutting down releases: the provider's HTTP connections, the database."""
@@ -88,6 +105,7 @@ class Components:
                 batch=scheduler.sweep_batch, concurrency=scheduler.sweep_concurrency,
                 read_timeout=timedelta(seconds=scheduler.read_timeout_seconds),
                 worker=self.worker))
+        self._provider_services()
 
 
 def build_components(settings: Settings, *, clock: Clock | None = None,
@@ -112,7 +130,7 @@ def build_components(settings: Settings, *, clock: Clock | None = None,
 
 
 def build_provider(settings: Settings, simulator: SimulatedCarrier,
-                   clock: Clock) -> tuple[TopUpProvider, LineReadings]:
+                   clock: Clock) -> tuple[TopUpBackend, LineReadings]:
     """The top-up backend CARRIER_BACKEND names, and who can read lines with it. Builds
     clients only: nothing is called until a top-up is asked for."""
     chosen = settings.providers

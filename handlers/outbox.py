@@ -22,7 +22,12 @@ from bot.services.notifications import (
     Unreachable,
 )
 from bot.services.users import UsersService
-from handlers import alerts, approvals, wallet  # noqa: F401  (renderers register on import)
+from handlers import (  # noqa: F401  (renderers register on import)
+    alerts,
+    approvals,
+    provider_notices,
+    wallet,
+)
 from handlers.common import user_ui
 from handlers.notification_views import RENDERERS, render
 

@@ -325,6 +325,14 @@ class ChargesRepository:
             query = query.where(charges.c.id > after_id)
         return [self._record(r) for r in (await self._conn.execute(query)).mappings()]
 
+    async def succeeded_between(self, start: datetime, end: datetime) -> list[ChargeRecord]:
+        """Charges that succeeded (settled) in [start, end): what a day's reconciliation
+        expects to find at the provider."""
+        query = select(charges).where(
+            charges.c.state == ChargeState.SUCCEEDED.value, charges.c.updated_at >= start,
+            charges.c.updated_at < end).order_by(charges.c.id)
+        return [self._record(r) for r in (await self._conn.execute(query)).mappings()]
+
     async def latest(self, states: Iterable[ChargeState] | None = None,
                      limit: int = 50) -> list[ChargeRecord]:
         """The newest charges (in ``states`` when given), newest first: for operators."""

@@ -152,6 +152,13 @@ class SimCarrierRepository:
             .limit(limit))).mappings()
         return [_topup(r) for r in rows]
 
+    async def topups_between(self, start: datetime, end: datetime) -> list[SimTopupRow]:
+        """Every top-up made in [start, end), oldest first (the simulator's "reports")."""
+        rows = (await self._conn.execute(select(sim_topups).where(
+            sim_topups.c.created_at >= start, sim_topups.c.created_at < end)
+            .order_by(sim_topups.c.id))).mappings()
+        return [_topup(r) for r in rows]
+
     async def count_topups(self, reference: str) -> int:
         """How many times a reference was paid (more than 1 only under the pay-twice fault)."""
         rows = (await self._conn.execute(select(sim_topups.c.id).where(

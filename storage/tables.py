@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     false,
     text,
     true,
@@ -344,6 +345,54 @@ scheduler_runs = Table(
     Column("duration_ms", Integer, nullable=False),
     Column("processed", Integer, nullable=False),
     Column("failures", JSON, nullable=False),  # kind -> count, in that run
+)
+
+# Our float at the top-up provider (issue 13): an episode opens when a sweep reads it below
+# PROVIDER_FLOAT_ALERT (the admins are told once) and closes when it is back above.
+provider_float_episodes = Table(
+    "provider_float_episodes", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("backend", String(16), nullable=False),  # reloadly, dingconnect
+    Column("currency", String(3), nullable=False),
+    Column("threshold_minor", BigInteger, nullable=False),
+    Column("lowest_minor", BigInteger, nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("closed_at", UtcDateTime),
+)
+OPEN_EPISODE_PREDICATE = "closed_at IS NULL"
+Index("uq_provider_float_episodes_backend_open", provider_float_episodes.c.backend,
+      unique=True, sqlite_where=text(OPEN_EPISODE_PREDICATE),
+      postgresql_where=text(OPEN_EPISODE_PREDICATE))
+
+# A day's reconciliation of our charges against the provider's transactions: one run per
+# backend and day (run again, it is replaced), with every difference it found.
+reconciliation_runs = Table(
+    "reconciliation_runs", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("backend", String(16), nullable=False),
+    Column("day", String(10), nullable=False),  # YYYY-MM-DD, in the bot's default zone
+    Column("ours", Integer, nullable=False),  # our charges sent that day
+    Column("theirs", Integer, nullable=False),  # the provider's transactions that day
+    Column("differences", Integer, nullable=False),
+    Column("ran_at", UtcDateTime, nullable=False),
+    Column("actor", String(64), nullable=False),  # cli, system
+    UniqueConstraint("backend", "day", name="uq_reconciliation_runs_backend_day"),
+)
+
+reconciliation_differences = Table(
+    "reconciliation_differences", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", BigId, ForeignKey("reconciliation_runs.id", ondelete="CASCADE"),
+           nullable=False, index=True),
+    # missing_at_provider, unknown_to_us, status_mismatch, amount_mismatch
+    Column("kind", String(24), nullable=False),
+    Column("reference", String(150), nullable=False),  # ours (a hash of the charge's cause)
+    Column("charge_id", BigId),
+    Column("our_state", String(20)),
+    Column("their_status", String(16)),
+    Column("our_amount_minor", BigInteger),
+    Column("their_amount_minor", BigInteger),
+    Column("currency", String(3)),
 )
 
 # The simulated carrier's own world: it stands in for the carriers and the aggregator,

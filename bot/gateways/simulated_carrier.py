@@ -143,6 +143,12 @@ class SimulatedCarrier:
             row = await self._settle_if_due(repo, row, self._clock.now())
         return self._result(row)
 
+    async def transactions(self, start: datetime, end: datetime) -> list[TopUpResult]:
+        """Its top-ups made in [start, end), as a provider's daily report lists them."""
+        async with self._db.read() as conn:
+            rows = await SimCarrierRepository(conn, self._cipher).topups_between(start, end)
+        return [self._result(row) for row in rows]
+
     # -- LineReadings --------------------------------------------------------------------
 
     def can_read(self, operator: Operator) -> bool:

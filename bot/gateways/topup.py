@@ -128,3 +128,8 @@ class ProviderReports(Protocol):
     async def transactions(self, start: datetime, end: datetime) -> list[TopUpResult]:
         """Every top-up the provider made for us in [start, end), for reconciliation."""
         ...
+
+
+class TopUpBackend(TopUpProvider, ProviderReports, Protocol):
+    """What CARRIER_BACKEND names: tops lines up and lists what it did (the simulated
+    carrier, Reloadly, DingConnect). Real providers are a ProviderAccount too."""

@@ -20,7 +20,7 @@ from storage.crypto import FieldCipher
 from storage.db import Database
 from tests.fakes import dingconnect as ding
 from tests.fakes import reloadly
-from tests.fakes.http import Fault
+from tests.fakes.http import FakeHttpServer, Fault
 
 NAMES = ("simulated", "reloadly", "dingconnect")
 SMART_NUMBER = "+85510234567"
@@ -38,6 +38,7 @@ class Backend:
     operator_down: Callable[[bool], None]  # Smart declines top-ups while down
     times_paid: Callable[[str], Awaitable[int]]  # successful top-ups under a reference
     requests: Callable[[], int]  # HTTP requests so far (0 for the simulator)
+    fake: FakeHttpServer | None = None  # the fake server, for tests that steer it further
 
 
 @asynccontextmanager
@@ -83,7 +84,7 @@ async def reloadly_fake(clock: ManualClock) -> AsyncIterator[Backend]:
                 lambda: fake.faults.add(Fault.drop_after_processing(), path="/topups",
                                         method="POST"),
                 lambda down: fake.set_operator_down(reloadly.SMART_ID, down),
-                times_paid, lambda: len(fake.requests))
+                times_paid, lambda: len(fake.requests), fake)
         finally:
             await gateway.aclose()
 
@@ -104,6 +105,6 @@ async def dingconnect_fake(clock: ManualClock) -> AsyncIterator[Backend]:
                 lambda: fake.faults.add(Fault.drop_after_processing(),
                                         path="/api/V1/SendTransfer"),
                 lambda down: fake.set_provider_down(ding.SMART, down),
-                times_paid, lambda: len(fake.requests))
+                times_paid, lambda: len(fake.requests), fake)
         finally:
             await gateway.aclose()

@@ -1,0 +1,102 @@
+"""The provider commands: `providers check` against the Reloadly fake (and with a refused
+secret), `check-config` naming a missing credential, and `reconcile --date`."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.__main__ import main
+from bot.settings import GatewaySettings, ProviderSettings
+from tests.fakes import dingconnect as ding
+from tests.fakes import reloadly
+
+TOKEN = "123456789:AAH-example_token_abcdefghijklmnop"
+PROVIDER_VARIABLES = {f.alias for section in (GatewaySettings, ProviderSettings)
+                      for f in section.model_fields.values() if f.alias}
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in [*PROVIDER_VARIABLES, "DATABASE_URL", "ENCRYPTION_KEYS", "BLIND_INDEX_KEY"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def fake_reloadly(monkeypatch: pytest.MonkeyPatch) -> Iterator[reloadly.FakeReloadly]:
+    with reloadly.FakeReloadly() as fake:
+        monkeypatch.setenv("CARRIER_BACKEND", "reloadly")
+        monkeypatch.setenv("RELOADLY_CLIENT_ID", fake.client_id)
+        monkeypatch.setenv("RELOADLY_CLIENT_SECRET", fake.client_secret)
+        monkeypatch.setenv("RELOADLY_AUTH_URL", fake.base_url)
+        monkeypatch.setenv("RELOADLY_API_URL", fake.base_url)
+        yield fake
+
+
+def test_providers_check_prints_the_balance_and_the_catalogs(
+        fake_reloadly: reloadly.FakeReloadly, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--env-file", os.devnull, "providers", "check"]) == 0
+
+    out = capsys.readouterr().out
+    assert "Provider: reloadly" in out
+    assert "Balance: 1000.00 USD" in out
+    assert "Smart: 8 products" in out and "Seatel:" in out
+    assert "The provider answers." in out
+    assert fake_reloadly.issued_tokens == 1
+
+
+def test_a_low_float_is_said_by_providers_check(
+        fake_reloadly: reloadly.FakeReloadly, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_reloadly.set_balance(Decimal("12.50"))
+    assert main(["--env-file", os.devnull, "providers", "check"]) == 0
+    assert "Balance: 12.50 USD - below PROVIDER_FLOAT_ALERT 50.00 USD" in capsys.readouterr().out
+
+
+def test_providers_check_names_a_refused_secret(
+        fake_reloadly: reloadly.FakeReloadly, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RELOADLY_CLIENT_SECRET", "not-the-secret")
+
+    assert main(["--env-file", os.devnull, "providers", "check"]) == 1
+    assert "RELOADLY_CLIENT_SECRET" in capsys.readouterr().err
+
+
+def test_providers_check_over_dingconnect(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with ding.FakeDingConnect() as fake:
+        monkeypatch.setenv("CARRIER_BACKEND", "dingconnect")
+        monkeypatch.setenv("DINGCONNECT_API_KEY", ding.DEFAULT_API_KEY)
+        monkeypatch.setenv("DINGCONNECT_API_URL", fake.base_url)
+        assert main(["--env-file", os.devnull, "providers", "check"]) == 0
+    assert "Balance: 1000.00 USD" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("backend", "missing"), [
+    ("reloadly", "RELOADLY_CLIENT_ID"), ("dingconnect", "DINGCONNECT_API_KEY")])
+def test_check_config_names_a_missing_credential(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], backend: str,
+        missing: str) -> None:
+    monkeypatch.setenv("CARRIER_BACKEND", backend)
+
+    assert main(["--env-file", os.devnull, "check-config"]) == 2
+    assert f"{missing}: needed when CARRIER_BACKEND={backend}" in capsys.readouterr().err
+
+
+def test_reconcile_prints_a_day_without_differences(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--env-file", os.devnull, "migrate"]) == 0
+    assert main(["--env-file", os.devnull, "reconcile", "--date", "2026-12-06"]) == 0
+    assert "Reconciled simulated for 2026-12-06: 0 charges of ours succeeded, 0 " \
+           "transactions at the provider, 0 differences." in capsys.readouterr().out
+
+
+def test_reconcile_refuses_a_date_that_is_not_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--env-file", os.devnull, "reconcile", "--date", "06/12/2026"]) == 2
+    assert "--date '06/12/2026' is not a date" in capsys.readouterr().err
