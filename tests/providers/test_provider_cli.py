@@ -4,8 +4,8 @@ secret), `check-config` naming a missing credential, and `reconcile --date`."""
 from __future__ import annotations
 
 import os
-from decimal import Decimal
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
