@@ -140,7 +140,7 @@ class _Connections:
             counter.count += 1
             return original(server, stream, address)
 
-        tornado.httpserver.HTTPServer.handle_stream = handle_stream  # type: ignore[method-assign]
+        tornado.httpserver.HTTPServer.handle_stream = handle_stream  # type: ignore[method-assign,assignment]
 
 
 def _number(index: int) -> str:
@@ -372,6 +372,7 @@ def _result(job: Job, ends: Counter[str], states: dict[str, int], paid: int, sec
         "max": charge_ms[-1] if charge_ms else float("nan"),
         "top_up_p50": _percentile(top_up_ms, 50), "top_up_p99": _percentile(top_up_ms, 99),
         "cpu_ms": 1000 * cpu / job.charges, "fake_cpu_ms": 1000 * fake_cpu / job.charges,
+        "cpu_share": cpu / seconds if seconds > 0 else float("nan"),
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "requests": len(requests),
         "by_path": dict(Counter(f"{m} {p}" for m, p in requests).most_common()),
@@ -402,6 +403,7 @@ def _run_child(job: Job) -> dict[str, Any]:
     return {"backend": job.backend, "latency_ms": job.latency_ms, "charges": job.charges,
             "succeeded": 0, "seconds": nan, "rate": 0.0, "p50": nan, "p99": nan, "max": nan,
             "top_up_p50": nan, "top_up_p99": nan, "cpu_ms": nan, "fake_cpu_ms": nan,
+            "cpu_share": nan,
             "rss_mb": nan, "requests": 0, "by_path": {}, "connections": 0,
             "problems": [f"child exited {completed.returncode}: " + " | ".join(tail)]}
 
@@ -433,10 +435,11 @@ def _print_table(jobs: list[Job], results: list[dict[str, Any]]) -> bool:
     header = (f"{'backend':<12} {'latency':>7} {'ok/charges':>10} {'seconds':>7} "
               f"{'charges/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'top_up p50':>10} "
               f"{'÷sim':>5} {'HTTP/charge':>11} {'TCP conns':>9} {'CPU ms/ch':>9} "
-              f"{'of it fake':>10} {'RSS MB':>6}  result")
+              f"{'of it fake':>10} {'CPU %':>5} {'RSS MB':>6}  result")
     print(header)
     print("-" * len(header))
-    ok, notes = True, []
+    ok = True
+    notes: list[str] = []
     baselines = {r["latency_ms"]: r for r in results if r["backend"] == BASELINE}
     for job, result in zip(jobs, results, strict=True):
         ratio, verdict = _verdict(result, baselines.get(job.latency_ms))
@@ -448,7 +451,8 @@ def _print_table(jobs: list[Job], results: list[dict[str, Any]]) -> bool:
               f"{str(result['succeeded']) + '/' + str(job.charges):>10} "
               f"{result['seconds']:>7.2f} {result['rate']:>9.1f} {result['p50']:>7.1f} "
               f"{result['p99']:>7.1f} {result['top_up_p50']:>10.1f} {ratio:>5} {http:>11} "
-              f"{conns:>9} {result['cpu_ms']:>9.2f} {fake:>10} {result['rss_mb']:>6.0f}  "
+              f"{conns:>9} {result['cpu_ms']:>9.2f} {fake:>10} {100 * result['cpu_share']:>5.0f} "
+              f"{result['rss_mb']:>6.0f}  "
               f"{verdict}")
         where = f"{job.backend} {job.latency_ms} ms"
         notes.extend(f"  {where}: {problem}" for problem in result["problems"])
@@ -463,7 +467,9 @@ def _print_table(jobs: list[Job], results: list[dict[str, Any]]) -> bool:
     print("HTTP/charge: requests in the fake's log / charges (token or catalog reads included); "
           "TCP conns: connections the fake accepted")
     print("CPU ms/ch: the child process's CPU (every thread) per charge; of it fake: the fake "
-          "server's thread; RSS: the child's peak, fake and setup included")
+          "server's thread; CPU %: that CPU over the run's wall time (100 = one core: the run "
+          "is CPU-bound; well below the baseline's: the machine was busy)")
+    print("RSS: the child's peak (the fake, the setup and the imports included)")
     if notes:
         print()
         print("\n".join(notes))

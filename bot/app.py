@@ -58,6 +58,7 @@ def build_application(components: Components,
         await _set_commands(app, components)
         # Charges a crash left half-way are looked up by reference (never re-sent blind);
         # unsent messages go out with the dispatcher's first run.
+        await components.catalog.warm()  # plans are looked up inside transactions
         await components.charging.reconcile_on_start()
         log.info("Running as @%s against %s; database schema %s", app.bot.username, root,
                  await migrate.current_revision(components.db))

@@ -18,6 +18,7 @@ from bot.gateways.sms import ConsoleSms, SmsSender
 from bot.gateways.topup import ProviderAccount, TopUpBackend
 from bot.i18n import Translations
 from bot.services.binding import BindingService
+from bot.services.catalog import CatalogService
 from bot.services.charging import ChargingService
 from bot.services.keys import KeyRotationService
 from bot.services.lines import LinesService
@@ -47,6 +48,7 @@ class Components:
     sms: SmsSender
     i18n: Translations
     users: UsersService = field(init=False)
+    catalog: CatalogService = field(init=False)
     keys: KeyRotationService = field(init=False)
     otp: OtpService = field(init=False)
     binding: BindingService = field(init=False)
@@ -85,10 +87,14 @@ class Components:
         self.keys = KeyRotationService(self.db, self.cipher, self.clock)
         self.otp = OtpService(self.db, self.cipher, self.sms, self.clock)
         self.binding = BindingService(self.db, self.cipher, self.otp, self.clock)
-        self.lines = LinesService(self.db, self.cipher, self.provider, self.clock)
+        # One catalog of plans for every service, read from the provider and cached.
+        self.catalog = CatalogService(
+            self.provider, self.clock,
+            ttl=timedelta(minutes=self.settings.providers.catalog_ttl_minutes))
+        self.lines = LinesService(self.db, self.cipher, self.catalog, self.clock)
         self.readings = ReadingsService(self.db, self.cipher, self.clock)
         self.rules = RulesService(self.db, self.cipher, self.otp, self.clock,
-                                  zone_for=self.users.zone_of)
+                                  zone_for=self.users.zone_of, catalog=self.catalog)
         payments = self.settings.payments
         # Airtime is sold in US dollars, so the wallet that pays for it is kept in them.
         self.wallet = WalletService(self.db, self.clock, payments, self.cipher,
@@ -96,7 +102,8 @@ class Components:
         self.charging = ChargingService(
             self.db, self.cipher, self.provider, self.clock,
             approval_timeout=timedelta(minutes=payments.approval_timeout_minutes),
-            admin_chat_ids=self.settings.telegram.admin_chat_ids, zone_for=self.users.zone_of)
+            admin_chat_ids=self.settings.telegram.admin_chat_ids, zone_for=self.users.zone_of,
+            catalog=self.catalog)
         scheduler = self.settings.scheduler
         self.scheduler = SchedulerService(
             self.db, self.cipher, self.line_readings, self.charging, self.clock,

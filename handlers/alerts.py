@@ -14,7 +14,6 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, ContextTypes
 from bot.domain.money import Money
 from bot.domain.readings import LineReading, ReadingSource
 from bot.domain.watch import WarningKind
-from bot.gateways.simulated_catalog import PRODUCTS
 from bot.i18n import Translations
 from bot.services.lines import LinesService
 from bot.services.rules import RulesService
@@ -27,7 +26,7 @@ from bot.services.scheduler import (
 )
 from bot.services.users import UsersService
 from handlers import callback_data as cb
-from handlers.approvals import top_up_now_buttons
+from handlers.approvals import PlanOffer, top_up_now_buttons
 from handlers.common import Flow, Ui
 from handlers.notification_views import Rendered, renders
 from handlers.render import data_text, reading_text
@@ -90,7 +89,7 @@ def render_warning(ui: Ui, params: dict[str, Any]) -> Rendered:
     line_id = params.get("line_id")
     if not isinstance(line_id, int):
         return text, None
-    rows = top_up_now_buttons(ui, line_id, PRODUCTS.get(params.get("plan_id") or ""))
+    rows = top_up_now_buttons(ui, line_id, PlanOffer.from_params(params, "plan_id"))
     if params.get("warning") in (WarningKind.LOW_BALANCE, WarningKind.LOW_DATA):
         rows.append([InlineKeyboardButton(_("💤 Remind me later"),
                                           callback_data=cb.encode(SNOOZE_KIND, line_id))])
@@ -109,9 +108,8 @@ def render_line_unreadable(ui: Ui, params: dict[str, Any]) -> Rendered:
 def render_run_reminder(ui: Ui, params: dict[str, Any]) -> Rendered:
     _ = ui._
     run_at = _moment(params.get("run_at"))
-    product = PRODUCTS.get(params.get("product_id") or "")
-    if product is not None:
-        what = product.name
+    if isinstance(params.get("plan_name"), str):
+        what = params["plan_name"]
     elif params.get("amount_minor") is not None:
         what = ui.money(Money(params["amount_minor"], params.get("currency") or "USD"))
     else:

@@ -13,6 +13,7 @@ charge, and a request still waiting is posted again with its buttons.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -128,8 +129,30 @@ def approval_buttons(ui: Ui, charge_id: int) -> InlineKeyboardMarkup:
                                                                      "no"))]])
 
 
+@dataclass(frozen=True)
+class PlanOffer:
+    """A plan as a "Buy now" button offers it: from the catalog, or from a notification's
+    params (renderers read no catalog)."""
+
+    id: str
+    name: str
+    price: Money
+
+    @classmethod
+    def of(cls, plan: Product | None) -> PlanOffer | None:
+        return cls(plan.id, plan.name, plan.price) if plan is not None else None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], id_key: str) -> PlanOffer | None:
+        plan_id, name = params.get(id_key), params.get("plan_name")
+        price = _money(params, "plan_price_minor", "plan_currency")
+        if not isinstance(plan_id, str) or not isinstance(name, str) or price is None:
+            return None
+        return cls(plan_id, name, price)
+
+
 def top_up_now_buttons(ui: Ui, line_id: int,
-                       plan: Product | None = None) -> list[list[InlineKeyboardButton]]:
+                       plan: PlanOffer | None = None) -> list[list[InlineKeyboardButton]]:
     """Rows for a line card: the line's plan (when it has one) and a few airtime amounts."""
     _ = ui._
     rows: list[list[InlineKeyboardButton]] = []

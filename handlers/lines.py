@@ -21,7 +21,7 @@ from bot.i18n import Translations
 from bot.services.lines import MAX_NICKNAME_CHARS, LineCard, LinesService
 from bot.services.users import UsersService
 from handlers import callback_data as cb
-from handlers.approvals import top_up_now_buttons
+from handlers.approvals import PlanOffer, top_up_now_buttons
 from handlers.balance import REPORT_KIND
 from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, too_long
 from handlers.render import plan_label, reading_text
@@ -115,7 +115,7 @@ class LinesFlow(Flow):
                       plan: Product | None) -> InlineKeyboardMarkup:
         _ = ui._
         return InlineKeyboardMarkup([
-            *top_up_now_buttons(ui, line_id, plan),
+            *top_up_now_buttons(ui, line_id, PlanOffer.of(plan)),
             [InlineKeyboardButton(_("📋 Choose plan"), callback_data=cb.encode("pl", line_id, 0)),
              InlineKeyboardButton(_("💬 Report balance"),
                                   callback_data=cb.encode(REPORT_KIND, line_id))],

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,6 +57,7 @@ from bot.gateways.topup import (
     TopUpStatus,
     TryLater,
 )
+from bot.services.catalog import CatalogService
 from storage.audit import AuditRepository
 from storage.charges import (
     ChargeRecord,
@@ -286,7 +287,7 @@ class ChargingService:
                  clock: Clock, *, approval_timeout: timedelta = timedelta(hours=1),
                  admin_chat_ids: Sequence[int] = (), retry: RetryPolicy | None = None,
                  zone_for: Callable[[int], Awaitable[ZoneInfo]] | None = None,
-                 catalog: Mapping[str, Product] | None = None, concurrency: int = 8,
+                 catalog: CatalogService | None = None, concurrency: int = 8,
                  checkpoint: Checkpoint | None = None) -> None:
         """``checkpoint(point, charge_id)`` is awaited at the points a crash matters
         ("approved", "submitted", "settling" - inside the settling transaction, before the
@@ -299,7 +300,7 @@ class ChargingService:
         self._admins = tuple(dict.fromkeys(admin_chat_ids))
         self.retry = retry or RetryPolicy()
         self._zone_for = zone_for
-        self._catalog = PRODUCTS if catalog is None else catalog
+        self._catalog = CatalogService.of(PRODUCTS) if catalog is None else catalog
         self._concurrency = max(1, concurrency)
         self._checkpoint = checkpoint
 
@@ -316,7 +317,11 @@ class ChargingService:
         return await self._zone_for(user_id) if self._zone_for is not None else DEFAULT_ZONE
 
     def _product(self, product_id: str | None) -> Product | None:
-        return self._catalog.get(product_id) if product_id is not None else None
+        return self._catalog.get(product_id)
+
+    def known_plan(self, product_id: str | None) -> Product | None:
+        """A plan as the last catalog read had it (no provider call)."""
+        return self._catalog.get(product_id)
 
     def _what(self, charge: ChargeRecord) -> dict[str, Any]:
         """What a charge buys, as plain notification params."""
@@ -434,6 +439,7 @@ class ChargingService:
         flight) nothing is asked: AlreadyOpen names that charge."""
         if not nonce or len(nonce) > MAX_NONCE_CHARS:
             raise ValueError("a nonce is 1 to 80 characters")
+        await self._catalog.warm()  # before the transaction: plans are looked up in it
         now = self._clock.now()
         key = f"manual:{user_id}:{nonce}"
         async with self._db.write() as conn:
@@ -513,6 +519,7 @@ class ChargingService:
         rule_id = rule if isinstance(rule, int) else rule.id
         key = rule_charge_key(rule_id, period_key=period_key, episode=episode)
         now = now or self._clock.now()
+        await self._catalog.warm()
         async with self._db.write() as conn:
             outcome = await self.create_for_rule_in(conn, rule_id, key, now)
         if submit:
@@ -960,11 +967,17 @@ class ChargingService:
             return await self._fail(charge, NOT_ACCEPTED)
         return await self._send(charge, ChargeState.SUBMITTED)
 
+    async def warm_catalog(self) -> None:
+        """Reads stale plans before work that looks them up inside a transaction (a sweep
+        that creates rule charges in its own)."""
+        await self._catalog.warm()
+
     async def process_due(self, now: datetime | None = None, limit: int = 100) -> int:
         """Submits approved charges, looks up pending and unknown ones, re-sends what the
         provider never saw (with back-off) and fails what ran out of attempts. Each charge is
         claimed with a lease first. Returns how many charges were worked on."""
         now = now or self._clock.now()
+        await self._catalog.warm()
         async with self._db.read() as conn:
             due = await self._repo(conn).due_retries(now, limit)
         gate = asyncio.Semaphore(self._concurrency)

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 
 from bot.clock import Clock
 from bot.domain.readings import LineReading, shown_to_owner
-from bot.gateways.topup import Product, TopUpProvider
+from bot.gateways.topup import Product
+from bot.services.catalog import PlanSource
 from storage.audit import AuditRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
@@ -36,7 +37,7 @@ def _owned(line: LineRecord | None, user_id: int) -> bool:
 
 
 class LinesService:
-    def __init__(self, db: Database, cipher: FieldCipher, provider: TopUpProvider,
+    def __init__(self, db: Database, cipher: FieldCipher, provider: PlanSource,
                  clock: Clock) -> None:
         self._db = db
         self._cipher = cipher

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 import enum
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -39,7 +39,7 @@ from bot.domain.rules import (
     validate,
 )
 from bot.gateways.simulated_catalog import PRODUCTS
-from bot.gateways.topup import Product
+from bot.services.catalog import CatalogService
 from bot.services.otp import CheckOutcome, CodeNotSent, CodeSent, OtpPurpose, OtpService
 from storage.audit import AuditRepository
 from storage.crypto import FieldCipher
@@ -131,13 +131,13 @@ async def _watch_now(conn: AsyncConnection, cipher: FieldCipher, rule: RuleRecor
 class RulesService:
     def __init__(self, db: Database, cipher: FieldCipher, otp: OtpService, clock: Clock,
                  zone_for: Callable[[int], Awaitable[ZoneInfo]] | None = None, *,
-                 catalog: Mapping[str, Product] | None = None) -> None:
+                 catalog: CatalogService | None = None) -> None:
         self._db = db
         self._cipher = cipher
         self._otp = otp
         self._clock = clock
         self._zone_for = zone_for
-        self._catalog = PRODUCTS if catalog is None else catalog
+        self._catalog = CatalogService.of(PRODUCTS) if catalog is None else catalog
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -147,7 +147,7 @@ class RulesService:
 
     def _plan_price(self, product_id: str | None, line: LineRecord) -> Money | None:
         """The plan's price when it is in the catalog of the line's operator, else None."""
-        product = self._catalog.get(product_id) if product_id is not None else None
+        product = self._catalog.get(product_id)
         if product is None or product.operator is not line.number.operator:
             return None
         return product.price
@@ -202,6 +202,7 @@ class RulesService:
                       sms_text: str) -> Proposed | NotYourLine | Invalid:
         """Creates the rule, waiting for the code texted to the line (``sms_text`` holds
         ``{code}``). Proposing the same rule again reuses the waiting one."""
+        await self._catalog.warm()  # plans are looked up inside the transaction
         now = self._clock.now()
         zone = await self._zone(user_id)
         async with self._db.write() as conn:
@@ -238,6 +239,7 @@ class RulesService:
 
     async def confirm(self, user_id: int, rule_id: int, typed: str) -> ConfirmResult:
         """Checks the code texted to the rule's line; a right one turns the rule on."""
+        await self._catalog.warm()
         async with self._db.read() as conn:
             owned = await self._owned_rule(conn, user_id, rule_id, lock=False)
         if owned is None:
@@ -363,6 +365,7 @@ class RulesService:
         """Changes what a rule does. Raising its amount or cap above what was confirmed, a
         new currency, or switching to automatic approval puts it back to waiting for a
         code (sent to the line); anything else applies at once."""
+        await self._catalog.warm()
         now = self._clock.now()
         zone = await self._zone(user_id)
         async with self._db.write() as conn:

@@ -53,7 +53,7 @@ from bot.domain.watch import (
     warnings_for,
 )
 from bot.gateways.readings import LineNotReadable, LineReadings
-from bot.gateways.topup import GatewayError
+from bot.gateways.topup import GatewayError, Product
 from bot.services.charging import (
     ChargingService,
     RuleCharge,
@@ -151,6 +151,7 @@ class SchedulerService:
 
     async def check_lines(self, now: datetime | None = None) -> SweepReport:
         """Checks due lines, a batch at a time, until none is due or the budget is spent."""
+        await self._charging.warm_catalog()  # rule charges look plans up in transactions
         started, began = self._clock.now(), self._monotonic()
         report = SweepReport()
         while self._monotonic() - began < self.settings.budget.total_seconds():
@@ -250,7 +251,8 @@ class SchedulerService:
         warnings, episodes = warnings_for(current, thresholds, line.episodes, now,
                                           recycle_at=recycle_at)
         zone, quiet = self._preferences(owner)
-        base = self._line_params(line, current)
+        base = {**self._line_params(line, current),
+                **plan_params(self._charging.known_plan(line.plan_product_id))}
         for warning in warnings:
             report.warnings += await self._notify(
                 conn, line.owner_id, warning.dedupe_key(line.id), WARNING,
@@ -317,6 +319,7 @@ class SchedulerService:
 
     async def run_calendar(self, now: datetime | None = None) -> SweepReport:
         """Runs the calendar rules whose run is due (each in its own transaction)."""
+        await self._charging.warm_catalog()
         started, began = self._clock.now(), self._monotonic()
         report = SweepReport()
         while self._monotonic() - began < self.settings.budget.total_seconds():
@@ -409,6 +412,8 @@ class SchedulerService:
                                        "amount_minor": rule.amount.minor if rule.amount else None,
                                        "currency": rule.currency,
                                        "product_id": rule.product_id,
+                                       **plan_params(self._charging.known_plan(
+                                           rule.product_id)),
                                        "approval": rule.approval.value}, now, now)
             report.processed += 1
         await self._record(SEND_REMINDERS, started, began, report)
@@ -495,3 +500,10 @@ class SchedulerService:
         async with self._db.write() as conn:
             await SchedulerRunsRepository(conn).record(run)
 
+
+def plan_params(plan: Product | None) -> dict[str, Any]:
+    """A plan as a notification shows it (name, price): renderers need no catalog."""
+    if plan is None:
+        return {}
+    return {"plan_name": plan.name, "plan_price_minor": plan.price.minor,
+            "plan_currency": plan.price.currency}

@@ -48,6 +48,7 @@ from bot.services.scheduler import (
     RUNS_MISSED,
     WARNING,
     SchedulerService,
+    plan_params,
 )
 from bot.settings import load_settings
 from bot.wiring import build_components
@@ -148,6 +149,7 @@ def warning_params(line: LineRecord, reading: LineReading | None, kind: WarningK
                    recycle_at: datetime | None = None) -> dict[str, Any]:
     """As SchedulerService._evaluate queues a warning: line params + warning params."""
     return stored({**SchedulerService._line_params(line, reading),
+                   **plan_params(PRODUCTS.get(line.plan_product_id or "")),
                    **SchedulerService._warning_params(Warning(kind, "1"), line, recycle_at)})
 
 
@@ -359,7 +361,8 @@ def test_a_reminder_shows_what_and_when_and_a_skip_button(
     run_at = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
     params = stored({"rule_id": 12, "line": LABEL, "run_at": run_at.isoformat(),
                      "amount_minor": None if product_id else 500, "currency": "USD",
-                     "product_id": product_id, "approval": approval})
+                     "product_id": product_id, "approval": approval,
+                     **plan_params(PRODUCTS.get(product_id or ""))})  # as the service adds
     ui = ui_in(language, now)
     _ = ui._
 

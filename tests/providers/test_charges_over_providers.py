@@ -17,8 +17,10 @@ import pytest
 from bot.clock import ManualClock
 from bot.domain.charges import ChargeState
 from bot.domain.money import Money
-from bot.gateways.topup import DeclineReason
-from bot.services.charging import Requested
+from bot.domain.operators import Operator
+from bot.gateways.topup import DeclineReason, ProductKind
+from bot.services.catalog import CatalogService
+from bot.services.charging import Invalid, Requested
 from handlers.approvals import render_receipt
 from handlers.common import Ui
 from storage.crypto import FieldCipher
@@ -174,3 +176,27 @@ async def test_a_charge_keeps_what_the_line_received_and_what_the_provider_took(
                              params)
     assert "The line received: 12,300៛" in text
     assert f"Carrier's transaction: {params['provider_tx_shown']}" in text
+
+
+async def test_a_plan_from_the_providers_catalog_is_bought_at_its_price(
+        world: World, backend: Backend, clock: ManualClock) -> None:
+    catalog = CatalogService(backend.provider, clock)
+    service = world.service(catalog=catalog)
+    await world.fund(ALICE, 5000)
+    smart_line = await world.add_line(ALICE, "010234567")
+    [plan, *_] = [p for p in await catalog.for_operator(Operator.SMART)
+                  if p.kind is ProductKind.DATA]
+
+    asked = await service.request_manual(ALICE, smart_line, None, plan.id, "plan")
+    assert isinstance(asked, Requested) and asked.charge.amount == plan.price
+    await service.approve(ALICE, asked.charge.id)
+
+    charge = await world.charge(asked.charge.id)
+    assert charge.state is ChargeState.SUCCEEDED and charge.product_id == plan.id
+    assert await world.paid(charge.reference) == 1
+    assert await world.available(ALICE) == usd(5000) - plan.price
+    [receipt] = await world.notifications("receipt")
+    assert receipt["params"]["product_name"] == plan.name  # type: ignore[index]
+    # A plan of another provider's catalog (the simulator's) is not one of these.
+    assert isinstance(await service.request_manual(ALICE, smart_line, None,
+                                                   "smart-air-500", "x"), Invalid)

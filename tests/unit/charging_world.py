@@ -25,6 +25,7 @@ from bot.gateways.topup import (
     TopUpRequest,
     TopUpResult,
 )
+from bot.services.catalog import CatalogService
 from bot.services.charging import ChargingService, Checkpoint, RetryPolicy
 from storage.charges import ChargeRecord, ChargesRepository
 from storage.crypto import FieldCipher
@@ -141,11 +142,14 @@ class World:
 
     def service(self, *, checkpoint: Checkpoint | None = None,
                 retry: RetryPolicy = RETRY, provider: object | None = None,
-                approval_timeout: timedelta = timedelta(hours=1)) -> ChargingService:
-        """A fresh service, as after a restart (it keeps nothing in memory)."""
+                approval_timeout: timedelta = timedelta(hours=1),
+                catalog: CatalogService | None = None) -> ChargingService:
+        """A fresh service, as after a restart (it keeps nothing in memory); its plans are
+        the simulated carrier's unless ``catalog`` says otherwise."""
         return ChargingService(self.db, self.cipher, provider or self.provider,  # type: ignore[arg-type]
                                self.clock, approval_timeout=approval_timeout,
-                               admin_chat_ids=ADMINS, retry=retry, checkpoint=checkpoint)
+                               admin_chat_ids=ADMINS, retry=retry, checkpoint=checkpoint,
+                               catalog=catalog)
 
     async def add_line(self, user_id: int, national: str) -> int:
         """Another line of ``user_id`` (a line has one open charge at a time, so charges

@@ -14,10 +14,13 @@ from sqlalchemy import func, select
 
 from bot.clock import ManualClock
 from bot.domain.money import Money
+from bot.domain.operators import Operator
 from bot.domain.otp import CheckResult
 from bot.domain.phone import parse_cambodian_mobile
 from bot.domain.rules import Approval, CalendarKind, RuleError, RuleSpec, RuleStatus, Trigger
 from bot.gateways.simulated_catalog import PRODUCTS
+from bot.gateways.topup import Product
+from bot.services.catalog import CatalogService
 from bot.services.otp import CodeNotSent, CodeSent, OtpService
 from bot.services.rules import (
     ConfirmStatus,
@@ -301,16 +304,26 @@ async def test_a_balance_rule_round_trips_through_storage(world: World) -> None:
     assert rule.next_run_at is None
 
 
+@dataclass
+class Plans:
+    """A provider's catalog that a test can change."""
+
+    products: dict[str, Product]
+
+    async def catalog(self, operator: Operator) -> list[Product]:
+        return [p for p in self.products.values() if p.operator is operator]
+
+
 async def test_a_plan_withdrawn_before_the_code_is_typed_is_not_turned_on(
         db: Database, cipher: FieldCipher, clock: ManualClock, world: World) -> None:
-    catalog = dict(PRODUCTS)
+    plans = Plans(dict(PRODUCTS))
     sms = FakeSms()
     rules = RulesService(db, cipher, OtpService(db, cipher, sms, clock), clock,
-                         catalog=catalog)
+                         catalog=CatalogService(plans, clock, ttl=timedelta(0)))
     spec = replace(monthly(), amount=None, product_id="cellcard-air-500")
     proposed = await rules.propose(ALICE, world.alice_line, spec, SMS_TEXT)
     assert isinstance(proposed, Proposed)
-    del catalog["cellcard-air-500"]
+    del plans.products["cellcard-air-500"]  # the provider's next catalog lacks it
 
     result = await rules.confirm(ALICE, proposed.rule.id, sms.last_code(ALICE_NUMBER.e164))
 
