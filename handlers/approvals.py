@@ -43,6 +43,7 @@ from bot.services.charging import (
     InsufficientFunds,
     Invalid,
     NotYourLine,
+    PriceChanged,
     Requested,
     RequestProblem,
 )
@@ -371,6 +372,14 @@ class ApprovalsFlow(Flow):
         elif isinstance(result, AlreadyHandled):
             await self._edit(query, self.outcome_text(ui, result.charge, line,
                                                       just_approved=False))
+        elif isinstance(result, PriceChanged):
+            # Dearer than when it was asked: the request again, at today's price.
+            text, markup = render_approval_request(ui, result.request)
+            await self._edit(query, text, markup)
+            await self.reply(update, _(
+                "The price of this plan went up from {was} to {price}. Nothing was charged: "
+                "approve the request again if you still want it.").format(
+                was=ui.money(result.was), price=ui.money(result.charge.amount)))
         elif isinstance(result, InsufficientFunds):
             # The request stays, with today's wallet balance and what is missing.
             text, markup = render_approval_request(ui, result.request)

@@ -39,7 +39,7 @@ _CREATE_ATTEMPTS = 3
 # Columns a transition or a reschedule may set besides the state.
 _SETTABLE = frozenset({"expires_at", "next_attempt_at", "failure_reason", "provider_tx",
                        "balance_after_minor", "validity_end_after", "attempts",
-                       "delivered", "provider_money"})
+                       "delivered", "provider_money", "amount_minor"})
 
 
 def reference_for(idempotency_key: str) -> str:

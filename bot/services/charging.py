@@ -201,6 +201,16 @@ class InsufficientFunds:
 
 
 @dataclass(frozen=True)
+class PriceChanged:
+    """The plan costs more than when it was asked for: the charge now asks for the new
+    price and still awaits approval; nothing was held (never charged silently)."""
+
+    charge: ChargeRecord  # with the new amount
+    was: Money
+    request: dict[str, Any]  # the approval request as it stands now
+
+
+@dataclass(frozen=True)
 class Approved:
     charge: ChargeRecord  # as it is after the submission: succeeded, submitted or failed
 
@@ -627,16 +637,23 @@ class ChargingService:
         return charge
 
     async def approve(self, user_id: int, charge_id: int, *, submit: bool = True,
-                      ) -> Approved | AlreadyHandled | InsufficientFunds | NotYours:
+                      ) -> (Approved | AlreadyHandled | InsufficientFunds | PriceChanged
+                            | NotYours):
         """The user's "Approve": in one transaction the charge is locked, its owner and
-        state checked, the wallet checked and the funds held; then (outside it) the charge
+        state checked, its plan re-priced from the catalog (dearer: asked again; cheaper:
+        charged less), the wallet checked and the funds held; then (outside it) the charge
         is submitted. A second or concurrent tap finds it handled."""
+        await self._catalog.warm()  # before the transaction, which reads today's price
         now = self._clock.now()
         async with self._db.write() as conn:
             repo = self._repo(conn)
             charge = await self._answerable(conn, user_id, charge_id, now)
             if not isinstance(charge, ChargeRecord):
                 return charge
+            repriced = await self._reprice(conn, charge, now)
+            if isinstance(repriced, PriceChanged):
+                return repriced
+            charge = repriced
             await lock_wallet_of(conn, user_id)
             wallet = WalletRepository(conn)
             available = await wallet.available(user_id, charge.amount.currency)
@@ -659,6 +676,27 @@ class ChargingService:
         if not submit:
             return Approved(approved)
         return Approved(await self.submit(charge_id) or approved)
+
+    async def _reprice(self, conn: AsyncConnection, charge: ChargeRecord,
+                       now: datetime) -> ChargeRecord | PriceChanged:
+        """The charge at its plan's price today (the locked charge, in the caller's
+        transaction). A plan no longer listed keeps its price: the provider declines it."""
+        plan = self._product(charge.product_id)
+        if plan is None or plan.price == charge.amount \
+                or plan.price.currency != charge.amount.currency:
+            return charge
+        repo = self._repo(conn)
+        moved = await repo.reschedule(charge.id, ChargeState.AWAITING_APPROVAL, now,
+                                      amount_minor=plan.price.minor)
+        holds(moved, f"charge {charge.id} was re-priced while locked")
+        await self._audit(conn, now, "system", "charge.repriced", charge,
+                          was=charge.amount.plain(), price=plan.price.plain())
+        repriced = present(await repo.get(charge.id), f"charge {charge.id} exists")
+        if plan.price < charge.amount:
+            return repriced  # cheaper: approved at the lower price
+        reason = ApprovalReason.MANUAL if charge.rule_id is None else ApprovalReason.ASK
+        return PriceChanged(repriced, was=charge.amount,
+                            request=await self._approval_params(conn, repriced, reason))
 
     async def decline(self, user_id: int, charge_id: int) -> Declined | AlreadyHandled | NotYours:
         now = self._clock.now()

@@ -233,7 +233,7 @@ class _Handler(tornado.web.RequestHandler):
             return
         answer = self._route(request)
         if fault is not None and fault.kind is FaultKind.DROP_AFTER:
-            stream = self.request.connection.stream  # type: ignore[union-attr]
+            stream = self.request.connection.stream
             stream.close()
             return
         if fault is not None and fault.kind is FaultKind.DELAY_AFTER:
