@@ -42,6 +42,7 @@ from bot.gateways.http import (
     retrying_read,
     transport_error,
 )
+from bot.gateways.provider_text import data_mb_in, days_in, our_operator
 from bot.gateways.topup import (
     DeclineReason,
     DuplicateReference,
@@ -87,7 +88,6 @@ _DECLINES = {
 _DUPLICATE = {"duplicatedistributorref", "duplicatetransfer", "distributorrefalreadyused"}
 _NOT_DONE = {"ratelimited"}  # refused before anything happened: transient
 
-_DATA = re.compile(r"(?P<amount>\d+(?:[.,]\d+)?)\s*(?P<unit>GB|MB)\b", re.IGNORECASE)
 _PERIOD = re.compile(r"P(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?$")
 
 
@@ -191,7 +191,7 @@ class DingConnectGateway:
             providers = await self._read("GetProviders", {"countryIsos": COUNTRY})
             operators = {str(item.get("ProviderCode")): ours
                          for item in providers.get("Items") or [] if isinstance(item, dict)
-                         and (ours := _our_operator(str(item.get("Name") or ""))) is not None}
+                         and (ours := our_operator(str(item.get("Name") or ""))) is not None}
             listed = await self._read("GetProducts", {"countryIsos": COUNTRY})
             found = [parsed for item in listed.get("Items") or [] if isinstance(item, dict)
                      and (parsed := _product(item, operators)) is not None]
@@ -207,7 +207,7 @@ class DingConnectGateway:
                                                  "accountNumber": phone_e164.lstrip("+")})
         for item in body.get("Items") or []:
             if isinstance(item, dict):
-                ours = _our_operator(str(item.get("Name") or ""))
+                ours = our_operator(str(item.get("Name") or ""))
                 if ours is not None:
                     return ours
         return None
@@ -345,13 +345,6 @@ def _codes(body: dict[str, Any]) -> str:
     return ",".join(sorted(_code_names(body))) or f"ResultCode {body.get('ResultCode')}"
 
 
-def _our_operator(name: str) -> Operator | None:
-    lowered = name.lower()
-    for operator in Operator:
-        if operator.value in lowered:
-            return operator
-    return None
-
 
 def _validity_days(period: Any) -> int | None:
     match = _PERIOD.match(str(period or ""))
@@ -385,12 +378,10 @@ def _product(item: dict[str, Any], operators: dict[str, Operator]) -> DingProduc
 def _as_product(product: DingProduct) -> Product:
     price = Money.from_decimal(product.minimum, product.send_currency)
     if product.data:
-        data = _DATA.search(product.text)
-        data_mb = (int(Decimal(data["amount"].replace(",", "."))
-                       * (1024 if data["unit"].upper() == "GB" else 1)) if data else None)
         return Product(id=PRODUCT_PREFIX + product.sku, operator=product.operator,
                        kind=ProductKind.DATA, name=product.text, price=price,
-                       validity_days=product.validity_days or 0, data_mb=data_mb)
+                       validity_days=product.validity_days or days_in(product.text) or 0,
+                       data_mb=data_mb_in(product.text))
     delivered = (Money.from_decimal(product.receive_minimum, product.receive_currency)
                  if product.receive_currency in CURRENCIES else None)
     validity = product.validity_days if product.validity_days is not None else (

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -48,6 +47,7 @@ from bot.gateways.http import (
     retrying_read,
     transport_error,
 )
+from bot.gateways.provider_text import data_mb_in, days_in, our_operator
 from bot.gateways.topup import (
     DeclineReason,
     DuplicateReference,
@@ -97,8 +97,6 @@ _DECLINES = {
 _TRY_LATER = {"PHONE_RECENTLY_RECHARGED", "RECIPIENT_HAS_PENDING_TRANSACTION"}
 _TOKEN_REFUSED = {"TOKEN_EXPIRED", "INVALID_TOKEN", "MISSING_TOKEN"}
 
-_DATA = re.compile(r"(?P<amount>\d+(?:[.,]\d+)?)\s*(?P<unit>GB|MB)\b", re.IGNORECASE)
-_DAYS = re.compile(r"(?P<days>\d+)\s*(?:days?|d)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -427,13 +425,6 @@ def _message(body: Any) -> str:
     return str(body.get("message", "")) if isinstance(body, dict) else ""
 
 
-def _our_operator(name: str) -> Operator | None:
-    lowered = name.lower()
-    for operator in Operator:
-        if operator.value in lowered:
-            return operator
-    return None
-
 
 def _amounts(values: Any) -> tuple[Decimal, ...]:
     return tuple(sorted({decimal_of(v).normalize() for v in values or ()}))
@@ -442,7 +433,7 @@ def _amounts(values: Any) -> tuple[Decimal, ...]:
 def _operator(item: dict[str, Any]) -> ReloadlyOperator | None:
     """The operator object as the adapter keeps it; None for one that is not Cambodian
     or not ours."""
-    ours = _our_operator(str(item.get("name") or ""))
+    ours = our_operator(str(item.get("name") or ""))
     if ours is None or (item.get("country") or {}).get("isoName", COUNTRY) != COUNTRY:
         return None
     try:
@@ -489,14 +480,11 @@ def _products_of(entry: ReloadlyOperator) -> list[Product]:
         price = Money.from_decimal(amount, entry.sender_currency)
         description = entry.descriptions.get(amount, "")
         if entry.bundle:
-            data = _DATA.search(description)
-            days = _DAYS.search(description)
-            data_mb = (int(Decimal(data["amount"].replace(",", "."))
-                           * (1024 if data["unit"].upper() == "GB" else 1)) if data else None)
             products.append(Product(
                 id=_product_id(entry.id, amount), operator=entry.operator,
                 kind=ProductKind.DATA, name=description or f"{entry.name} {price.plain()}",
-                price=price, validity_days=int(days["days"]) if days else 0, data_mb=data_mb))
+                price=price, validity_days=days_in(description) or 0,
+                data_mb=data_mb_in(description)))
             continue
         delivered = (Money.from_decimal(amount * entry.fx_rate, entry.destination_currency)
                      if entry.destination_currency in CURRENCIES else None)

@@ -820,8 +820,9 @@ class ChargingService:
     async def _after_unknown(self, charge: ChargeRecord,
                              error: GatewayError) -> ChargeRecord | None:
         """The outcome is unknown: look it up; never send again from here."""
-        if isinstance(error, TryLater):
-            return await self._wait_and_resend(charge, error)
+        if isinstance(error, TryLater):  # nothing was done: no look-up needed
+            return await self._retry_later(charge, error.reason, lookup_failed=False,
+                                           asked_to_wait=error.retry_after)
         found = await self._lookup(charge.reference)
         if isinstance(found, TopUpResult):
             return await self._apply_result(charge.id, found)
@@ -830,44 +831,32 @@ class ChargingService:
                   else "gateway_error")
         return await self._retry_later(charge, reason, lookup_failed=found is LOOKUP_FAILED)
 
-    async def _wait_and_resend(self, charge: ChargeRecord,
-                               refusal: TryLater) -> ChargeRecord | None:
-        """The provider did nothing and asks us to come back (the same number within two
-        minutes at Reloadly): the charge waits that long and goes again. Within
-        ``RetryPolicy.try_later_for`` of its creation such a refusal uses up no attempt, so
-        it does not fail for it; after that it counts like any other."""
+    async def _retry_later(self, charge: ChargeRecord, reason: str, *, lookup_failed: bool,
+                           asked_to_wait: timedelta | None = None) -> ChargeRecord | None:
+        """The charge is worked again later: after the back-off of its attempts, or after
+        ``asked_to_wait`` when the provider did nothing and asked us to come back (the same
+        number within two minutes at Reloadly). Within ``RetryPolicy.try_later_for`` of its
+        creation such a refusal uses up no attempt, so the charge does not fail for it."""
         now = self._clock.now()
         async with self._db.write() as conn:
             repo = self._repo(conn)
             current = await repo.get(charge.id, lock=True)
             if current is None or current.state is not ChargeState.SUBMITTED:
                 return current
-            at = now + max(refusal.retry_after, self.retry.first_delay)
-            free = now - current.created_at < self.retry.try_later_for
-            attempts = current.attempts - 1 if free and current.attempts > 0 \
-                else current.attempts
+            attempts = current.attempts
+            if asked_to_wait is not None:
+                at = now + max(asked_to_wait, self.retry.first_delay)
+                if attempts > 0 and now - current.created_at < self.retry.try_later_for:
+                    attempts -= 1
+            else:
+                at = now + self.retry.delay(attempts)
             await repo.reschedule(current.id, ChargeState.SUBMITTED, now, next_attempt_at=at,
-                                  failure_reason=refusal.reason[:64], attempts=attempts)
+                                  failure_reason=reason[:64], attempts=attempts)
             await self._audit(conn, now, "system", "charge.retry_scheduled", current,
-                              reason=refusal.reason, attempts=attempts, at=at.isoformat(),
-                              provider_asked_to_wait=True)
-            return await repo.get(current.id)
-
-    async def _retry_later(self, charge: ChargeRecord, reason: str, *,
-                           lookup_failed: bool) -> ChargeRecord | None:
-        now = self._clock.now()
-        async with self._db.write() as conn:
-            repo = self._repo(conn)
-            current = await repo.get(charge.id, lock=True)
-            if current is None or current.state is not ChargeState.SUBMITTED:
-                return current
-            at = now + self.retry.delay(current.attempts)
-            await repo.reschedule(current.id, ChargeState.SUBMITTED, now, next_attempt_at=at,
-                                  failure_reason=reason)
-            await self._audit(conn, now, "system", "charge.retry_scheduled", current,
-                              reason=reason, attempts=current.attempts, at=at.isoformat(),
-                              lookup_failed=lookup_failed)
-            if lookup_failed and current.attempts >= self.retry.max_attempts:
+                              reason=reason, attempts=attempts, at=at.isoformat(),
+                              lookup_failed=lookup_failed,
+                              provider_asked_to_wait=asked_to_wait is not None)
+            if lookup_failed and attempts >= self.retry.max_attempts:
                 await self._tell_admins(conn, current, CHARGE_STUCK,
                                         await self._base_params(conn, current), now,
                                         dedupe=f"stuck:{current.id}")
