@@ -52,6 +52,7 @@ from bot.gateways.topup import (
     TopUpRequest,
     TopUpResult,
     TopUpStatus,
+    declined,
 )
 
 log = logging.getLogger(__name__)
@@ -256,11 +257,9 @@ class DingConnectGateway:
             self._products = None  # the catalog moved: read it again
         failed = _result(record, request.reference, self._clock.now()) \
             if isinstance(record, dict) and record.get("TransferId") else None
-        return TopUpResult(
-            reference=request.reference, status=TopUpStatus.FAILED,
-            provider_tx_id=failed.provider_tx_id if failed else "",
-            amount=Money.from_decimal(value, product.send_currency), at=self._clock.now(),
-            product_id=request.product_id, failure_reason=reason.value)
+        return declined(request, reason, self._clock.now(),
+                        amount=Money.from_decimal(value, product.send_currency),
+                        provider_tx_id=failed.provider_tx_id if failed else "")
 
     async def _what_to_send(self, request: TopUpRequest,
                             ) -> tuple[DingProduct, Decimal] | TopUpResult:
@@ -285,10 +284,7 @@ class DingConnectGateway:
         return airtime[0], value
 
     def _declined(self, request: TopUpRequest, reason: DeclineReason) -> TopUpResult:
-        return TopUpResult(reference=request.reference, status=TopUpStatus.FAILED,
-                           provider_tx_id="", amount=request.amount or Money(0, "USD"),
-                           at=self._clock.now(), product_id=request.product_id,
-                           failure_reason=reason.value)
+        return declined(request, reason, self._clock.now())
 
     async def lookup(self, reference: str) -> TopUpResult | None:
         body = await self._list({"DistributorRef": reference, "Take": 1})

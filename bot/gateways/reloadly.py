@@ -58,6 +58,7 @@ from bot.gateways.topup import (
     TopUpResult,
     TopUpStatus,
     TryLater,
+    declined,
 )
 
 log = logging.getLogger(__name__)
@@ -347,10 +348,7 @@ class ReloadlyGateway:
 
     def _declined(self, request: TopUpRequest, reason: DeclineReason, *,
                   amount: Money | None = None) -> TopUpResult:
-        return TopUpResult(reference=request.reference, status=TopUpStatus.FAILED,
-                           provider_tx_id="", amount=amount or request.amount or Money(0, "USD"),
-                           at=self._clock.now(), product_id=request.product_id,
-                           failure_reason=reason.value)
+        return declined(request, reason, self._clock.now(), amount=amount)
 
     async def lookup(self, reference: str) -> TopUpResult | None:
         status, body = await self._read("/topups/reports/transactions",

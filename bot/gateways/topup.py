@@ -78,6 +78,16 @@ class TopUpResult:
     provider_discount: Money | None = None  # a discount (commission) the provider gave us
 
 
+def declined(request: TopUpRequest, reason: DeclineReason, at: datetime, *,
+             amount: Money | None = None, provider_tx_id: str = "") -> TopUpResult:
+    """The FAILED result of a top-up the provider refused (or would refuse: an adapter
+    that knows the provider does not sell it declines without sending)."""
+    return TopUpResult(reference=request.reference, status=TopUpStatus.FAILED,
+                       provider_tx_id=provider_tx_id,
+                       amount=amount or request.amount or Money(0, "USD"), at=at,
+                       product_id=request.product_id, failure_reason=reason.value)
+
+
 class GatewayError(Exception):
     """A provider call that did not give an answer we can act on."""
 
