@@ -121,10 +121,9 @@ async def test_an_operator_that_is_down_fails_the_charge_and_returns_the_money(
     await check_invariants(world)
 
 
+@pytest.mark.parametrize("backend", ["reloadly"], indirect=True)  # only Reloadly refuses it
 async def test_the_same_number_again_within_two_minutes_waits_and_goes_again(
         world: World, backend: Backend, clock: ManualClock) -> None:
-    if backend.name != "reloadly":
-        pytest.skip("only Reloadly refuses a number topped up in the last two minutes")
     await world.fund(ALICE, 2000)
     service = world.service()
     first = await ask(world, "first")
