@@ -16,7 +16,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.gateways.topup import Product
+from bot.domain.products import Product
 from bot.i18n import Translations
 from bot.services.lines import MAX_NICKNAME_CHARS, LineCard, LinesService
 from bot.services.users import UsersService

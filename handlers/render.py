@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from bot.domain.products import Product, ProductKind
 from bot.domain.readings import LineReading, ReadingSource
-from bot.gateways.topup import Product, ProductKind
 from handlers.common import Ui
 
 

@@ -38,6 +38,7 @@ import httpx
 from bot.clock import Clock
 from bot.domain.money import CURRENCIES, Money, MoneyError
 from bot.domain.operators import Operator, validity_days_for_airtime
+from bot.domain.products import Product, ProductKind
 from bot.gateways.http import (
     ProviderRefused,
     Sleep,
@@ -52,8 +53,6 @@ from bot.gateways.topup import (
     DeclineReason,
     DuplicateReference,
     GatewayError,
-    Product,
-    ProductKind,
     TopUpRequest,
     TopUpResult,
     TopUpStatus,

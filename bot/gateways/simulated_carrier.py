@@ -28,13 +28,13 @@ from bot.domain.operators import (
     Operator,
     validity_days_for_airtime,
 )
+from bot.domain.products import Product
 from bot.domain.readings import LineReading, ReadingSource
 from bot.gateways.readings import LineNotReadable
 from bot.gateways.simulated_catalog import CATALOG, PRODUCTS
 from bot.gateways.topup import (
     DuplicateReference,
     GatewayTimeout,
-    Product,
     TopUpRequest,
     TopUpResult,
     TopUpStatus,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bot.domain.money import Money
 from bot.domain.operators import VALIDITY_TIERS, Operator
-from bot.gateways.topup import Product, ProductKind
+from bot.domain.products import Product, ProductKind
 
 _DATA_PACKS: dict[Operator, tuple[tuple[str, int, int, int], ...]] = {
     # (name, price in cents, data MB, days)

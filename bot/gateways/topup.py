@@ -1,4 +1,5 @@
 """The top-up provider port: what Reloadly, DingConnect, DT One or Airalo can do for us.
+Their plans are read into bot.domain.products.Product.
 
 A top-up carries our own reference. Providers' idempotency is not trusted: a top-up whose
 outcome is unknown is looked up by that reference, never re-sent blind.
@@ -13,23 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from bot.domain.money import Money
 from bot.domain.operators import Operator
-
-
-class ProductKind(enum.StrEnum):
-    AIRTIME = "airtime"
-    DATA = "data"
-
-
-@dataclass(frozen=True)
-class Product:
-    id: str
-    operator: Operator
-    kind: ProductKind
-    name: str
-    price: Money
-    validity_days: int
-    airtime: Money | None = None  # credit it adds to the line's balance
-    data_mb: int | None = None
+from bot.domain.products import Product
 
 
 class DeclineReason(enum.StrEnum):

@@ -16,7 +16,8 @@ from typing import Protocol
 
 from bot.clock import Clock, SystemClock
 from bot.domain.operators import Operator
-from bot.gateways.topup import GatewayError, Product
+from bot.domain.products import Product
+from bot.gateways.topup import GatewayError
 
 log = logging.getLogger(__name__)
 

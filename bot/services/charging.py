@@ -42,6 +42,7 @@ from bot.domain.charges import ChargeState
 from bot.domain.invariants import holds, present
 from bot.domain.money import CURRENCIES, Money, MoneyError
 from bot.domain.operators import MIN_AIRTIME_USD_CENTS
+from bot.domain.products import Product
 from bot.domain.readings import LineReading, ReadingSource
 from bot.domain.references import masked_reference
 from bot.domain.rules import Approval, RuleError, RuleStatus, Trigger, charge_amount
@@ -50,7 +51,6 @@ from bot.gateways.topup import (
     DuplicateReference,
     GatewayError,
     GatewayTimeout,
-    Product,
     TopUpProvider,
     TopUpRequest,
     TopUpResult,

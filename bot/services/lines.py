@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.clock import Clock
+from bot.domain.products import Product
 from bot.domain.readings import LineReading, shown_to_owner
-from bot.gateways.topup import Product
 from bot.services.catalog import PlanSource
 from storage.audit import AuditRepository
 from storage.crypto import FieldCipher

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.clock import Clock
 from bot.domain.invariants import InvariantError, present
 from bot.domain.operators import RECYCLE_AFTER
+from bot.domain.products import Product
 from bot.domain.quiet_hours import QuietHours
 from bot.domain.readings import LineReading, estimate_from_last_topup, shown_to_owner
 from bot.domain.rules import Trigger, schedule_of
@@ -53,7 +54,7 @@ from bot.domain.watch import (
     warnings_for,
 )
 from bot.gateways.readings import LineNotReadable, LineReadings
-from bot.gateways.topup import GatewayError, Product
+from bot.gateways.topup import GatewayError
 from bot.services.charging import (
     ChargingService,
     RuleCharge,

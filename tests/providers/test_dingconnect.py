@@ -13,13 +13,13 @@ import pytest
 from bot.clock import ManualClock
 from bot.domain.money import Money
 from bot.domain.operators import Operator
+from bot.domain.products import ProductKind
 from bot.gateways.dingconnect import DingConfig, DingConnectGateway
 from bot.gateways.http import ProviderRefused
 from bot.gateways.topup import (
     DeclineReason,
     DuplicateReference,
     GatewayError,
-    ProductKind,
     TopUpRequest,
     TopUpStatus,
 )

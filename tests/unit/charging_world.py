@@ -17,10 +17,10 @@ from bot.domain.charges import ChargeState
 from bot.domain.money import Money
 from bot.domain.operators import Operator
 from bot.domain.phone import parse_cambodian_mobile
+from bot.domain.products import Product
 from bot.gateways.simulated_carrier import SimulatedCarrier, SimulatorKnobs
 from bot.gateways.topup import (
     GatewayTimeout,
-    Product,
     TopUpProvider,
     TopUpRequest,
     TopUpResult,

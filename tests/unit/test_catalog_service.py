@@ -10,8 +10,9 @@ import pytest
 
 from bot.clock import ManualClock
 from bot.domain.operators import Operator
+from bot.domain.products import Product
 from bot.gateways.simulated_catalog import CATALOG
-from bot.gateways.topup import GatewayTimeout, Product
+from bot.gateways.topup import GatewayTimeout
 from bot.services.catalog import CatalogService
 
 

@@ -11,8 +11,8 @@ from bot.clock import ManualClock
 from bot.domain.charges import ChargeState
 from bot.domain.money import Money
 from bot.domain.operators import Operator
+from bot.domain.products import Product
 from bot.gateways.simulated_catalog import PRODUCTS
-from bot.gateways.topup import Product
 from bot.services.catalog import CatalogService
 from bot.services.charging import Approved, PriceChanged, Requested
 from tests.unit.charging_world import ALICE, World, check_invariants, usd

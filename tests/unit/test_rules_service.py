@@ -17,9 +17,9 @@ from bot.domain.money import Money
 from bot.domain.operators import Operator
 from bot.domain.otp import CheckResult
 from bot.domain.phone import parse_cambodian_mobile
+from bot.domain.products import Product
 from bot.domain.rules import Approval, CalendarKind, RuleError, RuleSpec, RuleStatus, Trigger
 from bot.gateways.simulated_catalog import PRODUCTS
-from bot.gateways.topup import Product
 from bot.services.catalog import CatalogService
 from bot.services.otp import CodeNotSent, CodeSent, OtpService
 from bot.services.rules import (

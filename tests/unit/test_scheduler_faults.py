@@ -12,9 +12,10 @@ from sqlalchemy import select
 from bot.clock import ManualClock
 from bot.domain.charges import ChargeState
 from bot.domain.operators import Operator
+from bot.domain.products import Product
 from bot.domain.rules import CalendarKind, Trigger
 from bot.gateways.simulated_carrier import SimulatedCarrier, SimulatorKnobs
-from bot.gateways.topup import Product, TopUpRequest, TopUpResult
+from bot.gateways.topup import TopUpRequest, TopUpResult
 from bot.services.charging import CHARGE_FAILED
 from storage.crypto import FieldCipher
 from storage.db import Database

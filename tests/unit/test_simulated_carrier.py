@@ -20,6 +20,7 @@ from sqlalchemy import event
 from bot.clock import ManualClock
 from bot.domain.money import Money
 from bot.domain.operators import RECYCLE_AFTER, VALIDITY_TIERS, Operator
+from bot.domain.products import ProductKind
 from bot.domain.readings import LineReading, ReadingSource
 from bot.gateways import simulated_carrier
 from bot.gateways.simulated_carrier import (
@@ -32,7 +33,6 @@ from bot.gateways.simulated_catalog import CATALOG
 from bot.gateways.topup import (
     DuplicateReference,
     GatewayTimeout,
-    ProductKind,
     TopUpRequest,
     TopUpStatus,
 )
