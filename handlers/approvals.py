@@ -12,6 +12,7 @@ charge, and a request still waiting is posted again with its buttons.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,8 @@ from telegram.ext import ApplicationHandlerStop, BaseHandler, CallbackQueryHandl
 
 from bot.domain.charges import ChargeState
 from bot.domain.money import Money
-from bot.gateways.topup import DeclineReason, Product, ProductKind
+from bot.domain.products import Product, ProductKind
+from bot.gateways.topup import DeclineReason
 from bot.i18n import Translations
 from bot.services.charging import (
     APPROVAL_REQUEST,
@@ -54,7 +56,10 @@ from handlers.notification_views import Rendered, renders
 from handlers.render import data_text
 from storage.charges import ChargeRecord
 
+log = logging.getLogger(__name__)
+
 APPROVE_KIND, TOP_UP_NOW_KIND = "ap", "tn"
+SUBMISSION_TASK = "charge-submission:"  # names the background task that sends a top-up
 APPROVE = cb.register(APPROVE_KIND, "charge", "action")  # ok, no
 TOP_UP_NOW = cb.register(TOP_UP_NOW_KIND, "line", "what")  # a<cents> airtime, or a plan id
 INSUFFICIENT_FUNDS = "insufficient_funds"  # rendered for the user who pressed Approve
@@ -365,10 +370,15 @@ class ApprovalsFlow(Flow):
                 await self._edit(query, self.outcome_text(ui, declined.charge, line,
                                                           just_approved=False))
             raise ApplicationHandlerStop
-        result = await self._charging.approve(user.id, charge_id)
+        # Approved and answered at once; the top-up itself is sent in the background (a
+        # provider may take 90 s). If this process dies first, the charge is approved in the
+        # database and the charges sweep submits it when its lease runs out.
+        result = await self._charging.approve(user.id, charge_id, submit=False)
         if isinstance(result, Approved):
             await self._edit(query, self.outcome_text(ui, result.charge, line,
                                                       just_approved=True))
+            context.application.create_task(self._submit(charge_id),
+                                             name=f"{SUBMISSION_TASK}{charge_id}")
         elif isinstance(result, AlreadyHandled):
             await self._edit(query, self.outcome_text(ui, result.charge, line,
                                                       just_approved=False))
@@ -387,6 +397,13 @@ class ApprovalsFlow(Flow):
             shortfall, _markup = render_insufficient_funds(ui, result.request)
             await self.reply(update, shortfall)
         raise ApplicationHandlerStop
+
+    async def _submit(self, charge_id: int) -> None:
+        try:
+            await self._charging.submit(charge_id)
+        except Exception:
+            log.exception("Charge %s was approved; its submission failed and is left to "
+                          "the charges sweep", charge_id)
 
     async def _line_label(self, user_id: int, charge_id: int) -> str:
         charge = await self._charging.get(charge_id)

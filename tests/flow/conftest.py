@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from bot.app import build_application
 from bot.clock import ManualClock
 from bot.settings import load_settings
 from bot.wiring import Components, build_components
+from handlers.approvals import SUBMISSION_TASK
 from storage import migrate
 from tests.flow.recording import BOT_TOKEN, RecordingRequest, RecordingSms
 
@@ -27,7 +29,14 @@ class BotHarness:
     sms: RecordingSms
 
     async def send(self, update_json: dict[str, Any]) -> None:
+        """Processes the update, and waits for the top-ups it sent in the background (an
+        approval answers at once and submits in a task), as a user would see them."""
+        before = asyncio.all_tasks()
         await self.app.process_update(Update.de_json(update_json, self.app.bot))
+        started = [task for task in asyncio.all_tasks() - before
+                   if task.get_name().startswith(SUBMISSION_TASK)]
+        if started:
+            await asyncio.gather(*started)
 
 
 @pytest.fixture

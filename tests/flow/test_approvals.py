@@ -222,3 +222,51 @@ async def test_malformed_buttons_are_answered(harness: BotHarness, charging: Cha
     await harness.send(callback_update(data, user_id=OWNER))
     assert len(answers(harness)) == before + 1  # answered once, by our handler
     assert answers(harness)[-1]["text"] == "That button is no longer active."
+
+
+async def test_the_tap_is_answered_before_the_carrier_is_called(
+        harness: BotHarness, charging: ChargingService,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    line_id = await bind(harness, CELLCARD, user_id=OWNER)
+    await fund(harness, 2000)
+    charge_id = await ask(charging, line_id)
+    carrier = harness.components.simulator
+    top_up = carrier.top_up
+    seen_when_called: list[list[str]] = []
+
+    async def recording_top_up(request: Any) -> Any:
+        seen_when_called.append(edits(harness))
+        return await top_up(request)
+
+    monkeypatch.setattr(carrier, "top_up", recording_top_up)
+    await harness.send(callback_update(f"v1:ap:{charge_id}:ok", user_id=OWNER, message_id=50))
+
+    [edits_then] = seen_when_called
+    assert edits_then and "Approved: topping up" in edits_then[-1]  # answered first
+    assert await state_of(harness, charge_id) is ChargeState.SUCCEEDED
+
+
+async def test_an_approval_whose_submission_dies_is_submitted_by_the_sweep(
+        harness: BotHarness, charging: ChargingService, clock: ManualClock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    line_id = await bind(harness, CELLCARD, user_id=OWNER)
+    await fund(harness, 2000)
+    charge_id = await ask(charging, line_id)
+
+    async def dies(charge: int) -> None:
+        raise ConnectionResetError("the process went away mid-submission")
+
+    for service in (charging, harness.components.charging):  # whichever flow answers
+        monkeypatch.setattr(service, "submit", dies)
+    await harness.send(callback_update(f"v1:ap:{charge_id}:ok", user_id=OWNER, message_id=50))
+    assert await state_of(harness, charge_id) is ChargeState.APPROVED  # held, in the database
+    monkeypatch.undo()
+
+    clock.advance(charging.retry.lease + timedelta(seconds=1))
+    await charging.process_due()
+
+    assert await state_of(harness, charge_id) is ChargeState.SUCCEEDED
+    async with harness.components.db.read() as conn:
+        receipts = (await conn.execute(notifications.select().where(
+            notifications.c.kind == "receipt"))).all()
+    assert len(receipts) == 1
