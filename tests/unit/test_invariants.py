@@ -26,7 +26,7 @@ GUARDED = ("bot/services", "bot/domain", "bot/gateways", "storage")
 NARROWING_ONLY = {
     ("storage/db.py", "assert driver is not None"),
     ("bot/services/wallet.py", "assert invoice is not None"),
-    ("bot/services/charging.py", "assert amount is not None"),
+    ("bot/services/charging/asking.py", "assert amount is not None"),
 }
 
 
