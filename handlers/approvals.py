@@ -22,10 +22,9 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 from telegram.error import BadRequest
 from telegram.ext import ApplicationHandlerStop, BaseHandler, CallbackQueryHandler, ContextTypes
 
-from bot.domain.charges import ChargeState
+from bot.domain.charges import ChargeState, DeclineReason
 from bot.domain.money import Money
 from bot.domain.products import Product, ProductKind
-from bot.gateways.topup import DeclineReason
 from bot.i18n import Translations
 from bot.services.charging import (
     APPROVAL_REQUEST,
@@ -40,6 +39,7 @@ from bot.services.charging import (
     AlreadyOpen,
     ApprovalReason,
     Approved,
+    ChargeView,
     ChargingService,
     Declined,
     InsufficientFunds,
@@ -54,7 +54,6 @@ from handlers import callback_data as cb
 from handlers.common import Flow, Ui
 from handlers.notification_views import Rendered, renders
 from handlers.render import data_text
-from storage.charges import ChargeRecord
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +309,7 @@ class ApprovalsFlow(Flow):
             if "not modified" not in str(error).lower():
                 raise
 
-    def outcome_text(self, ui: Ui, charge: ChargeRecord, line: str, *,
+    def outcome_text(self, ui: Ui, charge: ChargeView, line: str, *,
                      just_approved: bool) -> str:
         _ = ui._
         amount = ui.money(charge.amount)
@@ -406,10 +405,7 @@ class ApprovalsFlow(Flow):
                           "the charges sweep", charge_id)
 
     async def _line_label(self, user_id: int, charge_id: int) -> str:
-        charge = await self._charging.get(charge_id)
-        if charge is None or charge.user_id != user_id:
-            return "?"
-        return await self._charging.line_label(charge.line_id)
+        return await self._charging.line_label_of_charge(user_id, charge_id) or "?"
 
     async def top_up_now(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """⚡ on a line card: ask for an approval of that top-up (once per button)."""

@@ -32,13 +32,13 @@ from bot.services.rules import (
     NotYourRule,
     Proposed,
     RulesService,
+    RuleView,
     WrongState,
 )
 from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, too_long
 from handlers.render import data_text
-from storage.rules import RuleRecord
 
 PICK_LINE, PICK_BUY, ASK_AMOUNT, PICK_WHEN = "ar:line", "ar:buy", "ar:amount", "ar:when"
 ASK_WHEN_VALUE, ASK_CAP, PICK_APPROVAL = "ar:when_value", "ar:cap", "ar:approval"
@@ -138,7 +138,7 @@ class AutoRechargeFlow(Flow):
                              reply_markup=self._rule_buttons(ui, rule))
         await self.reply(update, _("Add another rule?"), reply_markup=InlineKeyboardMarkup([[new]]))
 
-    def _rule_text(self, ui: Ui, rule: RuleRecord, label: str) -> str:
+    def _rule_text(self, ui: Ui, rule: RuleView, label: str) -> str:
         _ = ui._
         status = {
             RuleStatus.ACTIVE: _("On"), RuleStatus.PAUSED: _("Paused"),
@@ -150,7 +150,7 @@ class AutoRechargeFlow(Flow):
             text += "\n" + _("Next run: {when}").format(when=ui.when(rule.next_run_at))
         return text
 
-    def _rule_buttons(self, ui: Ui, rule: RuleRecord) -> InlineKeyboardMarkup:
+    def _rule_buttons(self, ui: Ui, rule: RuleView) -> InlineKeyboardMarkup:
         _ = ui._
         if rule.status is RuleStatus.ACTIVE:
             toggle = InlineKeyboardButton(_("⏸ Pause"),
@@ -213,7 +213,7 @@ class AutoRechargeFlow(Flow):
         changed = (await self._rules.pause(user.id, rule.id) if action == "pause"
                    else await self._rules.resume(user.id, rule.id) if action == "resume"
                    else None)
-        if not isinstance(changed, RuleRecord):
+        if not isinstance(changed, RuleView):
             await query.answer(_("That button is no longer active."))
             return END
         await query.answer(_("Paused.") if changed.status is RuleStatus.PAUSED else _("On."))

@@ -35,6 +35,7 @@ from telegram.ext import (
 )
 
 from bot.domain.money import Money, MoneyError, parse_money
+from bot.domain.wallet import EntryKind
 from bot.i18n import Translations
 from bot.services.users import UsersService
 from bot.services.wallet import (
@@ -47,6 +48,7 @@ from bot.services.wallet import (
     Credited,
     Disputed,
     DisputeReason,
+    Movement,
     OperatorCreditError,
     PaymentNotRecognised,
     PaymentProblem,
@@ -61,7 +63,6 @@ from bot.services.wallet import (
 from handlers import callback_data as cb
 from handlers.common import Flow, Ui
 from handlers.notification_views import Rendered, renders
-from storage.wallet import Entry, EntryKind
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ CREDIT_RETRY_DELAYS = (0.5, 2.0, 5.0)  # seconds between tries of a payment's cr
 # --- how things read ----------------------------------------------------------------------
 
 
-def _movement_label(ui: Ui, entry: Entry) -> str:
+def _movement_label(ui: Ui, entry: Movement) -> str:
     _ = ui._
     labels = {
         EntryKind.PAYMENT: _("Paid through Telegram"),
@@ -104,7 +105,7 @@ def wallet_text(ui: Ui, summary: WalletSummary) -> str:
     out.append("")
     if summary.movements:
         out.append(_("Last movements:"))
-        out.extend(f"{ui.when(entry.created_at)}  {_signed(ui, entry.amount)}  "
+        out.extend(f"{ui.when(entry.at)}  {_signed(ui, entry.amount)}  "
                    f"{_movement_label(ui, entry)}" for entry in summary.movements)
     else:
         out.append(_("No movements yet."))

@@ -16,10 +16,10 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.money import Money
+from bot.domain.wallet import EntryKind
 from storage.common import insert_ignoring_conflict
 from storage.crypto import FieldCipher
 from storage.tables import ledger_entries, wallet_payments
-from storage.wallet import EntryKind
 
 _INDEX_LABEL = "wallet-payment"  # migration 0007 computes the same index for old rows
 

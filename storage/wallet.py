@@ -17,6 +17,7 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.money import Money
+from bot.domain.wallet import EntryKind
 from storage.common import insert_ignoring_conflict
 from storage.crypto import FieldCipher
 from storage.tables import holds, ledger_entries, wallet_payments
@@ -27,14 +28,6 @@ OPERATOR_PREFIX = "operator:"
 def operator_reference(external_id: str) -> str:
     """The operator's reference inside a payment's external id ("operator:<reference>")."""
     return external_id.removeprefix(OPERATOR_PREFIX)
-
-
-class EntryKind(enum.StrEnum):
-    PAYMENT = "payment"  # the user paid (Telegram Payments)
-    OPERATOR_CREDIT = "operator_credit"  # cash or bank transfer credited by an operator
-    HOLD = "hold"  # funds set aside for an approved charge (negative)
-    RELEASE = "release"  # a hold given back: the charge failed, was declined or expired
-    REFUND = "refund"  # a payment returned to the user (negative)
 
 
 class HoldStatus(enum.StrEnum):

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from bot.clock import Clock
+from bot.domain.charges import DeclineReason
 from bot.domain.money import CURRENCIES, Money, MoneyError
 from bot.domain.operators import Operator, validity_days_for_airtime
 from bot.domain.products import Product, ProductKind
@@ -45,7 +46,6 @@ from bot.gateways.http import (
 )
 from bot.gateways.provider_text import data_mb_in, days_in, our_operator
 from bot.gateways.topup import (
-    DeclineReason,
     DuplicateReference,
     GatewayError,
     TopUpRequest,

@@ -12,22 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
+from bot.domain.charges import DeclineReason
 from bot.domain.money import Money
 from bot.domain.operators import Operator
 from bot.domain.products import Product
-
-
-class DeclineReason(enum.StrEnum):
-    """Why a provider declined a top-up (a FAILED result's failure_reason); each has a text
-    the user can read in every language (handlers/approvals.py)."""
-
-    INVALID_NUMBER = "invalid_number"  # not a number the operator serves
-    OPERATOR_UNAVAILABLE = "operator_unavailable"  # the operator is down or inactive
-    PROVIDER_BALANCE = "provider_balance"  # our float at the provider ran out
-    AMOUNT_NOT_OFFERED = "amount_not_offered"  # not a denomination the operator sells
-    PRODUCT_UNAVAILABLE = "product_unavailable"  # the plan left the provider's catalog
-    OPERATOR_TIMED_OUT = "operator_timed_out"  # the operator did not answer; not charged
-    DECLINED = "declined_by_operator"  # any other refusal
 
 
 class TopUpStatus(enum.StrEnum):

@@ -68,6 +68,24 @@ class WrongState:
 
 
 @dataclass(frozen=True)
+class RuleView:
+    """A rule as the chat shows it: what it says and where it stands."""
+
+    id: int
+    line_id: int
+    spec: RuleSpec
+    status: RuleStatus
+    next_run_at: datetime | None
+    skip_run_at: datetime | None
+
+    @classmethod
+    def of(cls, record: RuleRecord) -> RuleView:
+        return cls(id=record.id, line_id=record.line_id, spec=record.spec,
+                   status=record.status, next_run_at=record.next_run_at,
+                   skip_run_at=record.skip_run_at)
+
+
+@dataclass(frozen=True)
 class Invalid:
     reason: RuleError.Reason
     detail: str = ""
@@ -75,7 +93,7 @@ class Invalid:
 
 @dataclass(frozen=True)
 class Proposed:
-    rule: RuleRecord  # awaiting_otp until the code is confirmed
+    rule: RuleView  # awaiting_otp until the code is confirmed
     code: CodeSent | CodeNotSent
 
 
@@ -93,7 +111,7 @@ class ConfirmStatus(enum.StrEnum):
 @dataclass(frozen=True)
 class ConfirmResult:
     status: ConfirmStatus
-    rule: RuleRecord | None = None  # the rule as it is now (None when not the user's)
+    rule: RuleView | None = None  # the rule as it is now (None when not the user's)
     outcome: CheckOutcome | None = None  # None when no code was checked
 
     @property
@@ -103,7 +121,7 @@ class ConfirmResult:
 
 @dataclass(frozen=True)
 class Edited:
-    rule: RuleRecord
+    rule: RuleView
     code: CodeSent | CodeNotSent | None  # None: applied at once, no code needed
 
     @property
@@ -222,7 +240,7 @@ class RulesService:
                                       status=RuleStatus.AWAITING_OTP)
                 await self._audit(conn, user_id, "rule.proposed", rule.id,
                                   {"line": line_id, **_summary(spec, amount)})
-        return Proposed(rule, await self._send_code(user_id, line, rule.id, sms_text))
+        return Proposed(RuleView.of(rule), await self._send_code(user_id, line, rule.id, sms_text))
 
     async def resend_code(self, user_id: int, rule_id: int, sms_text: str
                           ) -> CodeSent | CodeNotSent | NotYourRule | WrongState:
@@ -248,20 +266,20 @@ class RulesService:
         if line is None:
             return ConfirmResult(ConfirmStatus.NOT_YOURS)
         if rule.status is not RuleStatus.AWAITING_OTP:
-            return ConfirmResult(ConfirmStatus.NOT_AWAITING, rule)
+            return ConfirmResult(ConfirmStatus.NOT_AWAITING, RuleView.of(rule))
         plan_price = self._plan_price(rule.product_id, line)
         try:
             validate(rule.spec, plan_price=plan_price, operator=line.number.operator)
         except RuleError:
-            return ConfirmResult(ConfirmStatus.INVALID, rule)
+            return ConfirmResult(ConfirmStatus.INVALID, RuleView.of(rule))
         amount = charge_amount(rule.spec, plan_price, operator=line.number.operator)
 
         outcome = await self._otp.check(user_id=user_id, number=line.number,
                                         purpose=OtpPurpose.CONFIRM_RULE, typed=typed)
         if outcome.result is not CheckResult.OK:
-            return ConfirmResult(ConfirmStatus.CODE_REJECTED, rule, outcome)
+            return ConfirmResult(ConfirmStatus.CODE_REJECTED, RuleView.of(rule), outcome)
         if outcome.subject != str(rule.id):
-            return ConfirmResult(ConfirmStatus.CODE_FOR_OTHER, rule, outcome)
+            return ConfirmResult(ConfirmStatus.CODE_FOR_OTHER, RuleView.of(rule), outcome)
 
         now = self._clock.now()
         zone = await self._zone(user_id)
@@ -271,9 +289,9 @@ class RulesService:
                 return ConfirmResult(ConfirmStatus.NOT_YOURS, outcome=outcome)
             current = owned[0]
             if current.status is not RuleStatus.AWAITING_OTP:
-                return ConfirmResult(ConfirmStatus.NOT_AWAITING, current, outcome)
+                return ConfirmResult(ConfirmStatus.NOT_AWAITING, RuleView.of(current), outcome)
             if current.updated_at != rule.updated_at:  # edited while the code was typed
-                return ConfirmResult(ConfirmStatus.CODE_FOR_OTHER, current, outcome)
+                return ConfirmResult(ConfirmStatus.CODE_FOR_OTHER, RuleView.of(current), outcome)
             repo = RulesRepository(conn)
             await repo.update(rule.id, now=now, status=RuleStatus.ACTIVE,
                               confirmed_amount_minor=amount.minor,
@@ -283,13 +301,13 @@ class RulesService:
                               {"line": rule.line_id, **_summary(rule.spec, amount)})
             await _watch_now(conn, self._cipher, rule, now)
             enabled = present(await repo.get(rule.id), f"rule {rule.id} exists")
-        return ConfirmResult(ConfirmStatus.ENABLED, enabled, outcome)
+        return ConfirmResult(ConfirmStatus.ENABLED, RuleView.of(enabled), outcome)
 
-    async def own(self, user_id: int, rule_id: int) -> RuleRecord | None:
+    async def own(self, user_id: int, rule_id: int) -> RuleView | None:
         """The rule if it is the user's (deleted ones included); None otherwise."""
         async with self._db.read() as conn:
             owned = await self._owned_rule(conn, user_id, rule_id, lock=False)
-        return owned[0] if owned is not None else None
+        return RuleView.of(owned[0]) if owned is not None else None
 
     async def skip_run(self, user_id: int, rule_id: int, run_at: datetime) -> bool:
         """Skips the rule's run at ``run_at`` (the reminder's button); False when the rule is
@@ -308,7 +326,7 @@ class RulesService:
         return True
 
     async def pause(self, user_id: int, rule_id: int
-                    ) -> RuleRecord | NotYourRule | WrongState:
+                    ) -> RuleView | NotYourRule | WrongState:
         """Stops an active rule from running; pausing a paused rule changes nothing."""
         async with self._db.write() as conn:
             owned = await self._owned_rule(conn, user_id, rule_id, lock=True)
@@ -316,16 +334,16 @@ class RulesService:
                 return NotYourRule()
             rule = owned[0]
             if rule.status is RuleStatus.PAUSED:
-                return rule
+                return RuleView.of(rule)
             if rule.status is not RuleStatus.ACTIVE:
                 return WrongState(rule.status)
             repo = RulesRepository(conn)
             await repo.set_status(rule.id, RuleStatus.PAUSED, self._clock.now())
             await self._audit(conn, user_id, "rule.paused", rule.id, {"line": rule.line_id})
-            return present(await repo.get(rule.id), f"rule {rule.id} exists")
+            return RuleView.of(present(await repo.get(rule.id), f"rule {rule.id} exists"))
 
     async def resume(self, user_id: int, rule_id: int
-                     ) -> RuleRecord | NotYourRule | WrongState:
+                     ) -> RuleView | NotYourRule | WrongState:
         """Turns a paused rule back on; a calendar rule's next run counts from now."""
         now = self._clock.now()
         zone = await self._zone(user_id)
@@ -335,7 +353,7 @@ class RulesService:
                 return NotYourRule()
             rule = owned[0]
             if rule.status is RuleStatus.ACTIVE:
-                return rule
+                return RuleView.of(rule)
             if rule.status is not RuleStatus.PAUSED:
                 return WrongState(rule.status)
             repo = RulesRepository(conn)
@@ -343,9 +361,9 @@ class RulesService:
                               next_run_at=first_run_at(rule.spec, now, zone))
             await self._audit(conn, user_id, "rule.resumed", rule.id, {"line": rule.line_id})
             await _watch_now(conn, self._cipher, rule, now)
-            return present(await repo.get(rule.id), f"rule {rule.id} exists")
+            return RuleView.of(present(await repo.get(rule.id), f"rule {rule.id} exists"))
 
-    async def delete(self, user_id: int, rule_id: int) -> RuleRecord | NotYourRule:
+    async def delete(self, user_id: int, rule_id: int) -> RuleView | NotYourRule:
         """Disables the rule for good (the row stays for history); twice is the same."""
         async with self._db.write() as conn:
             owned = await self._owned_rule(conn, user_id, rule_id, lock=True)
@@ -353,12 +371,12 @@ class RulesService:
                 return NotYourRule()
             rule = owned[0]
             if rule.status is RuleStatus.DISABLED:
-                return rule
+                return RuleView.of(rule)
             repo = RulesRepository(conn)
             await repo.set_status(rule.id, RuleStatus.DISABLED, self._clock.now())
             await self._audit(conn, user_id, "rule.deleted", rule.id,
                               {"line": rule.line_id, "was": rule.status.value})
-            return present(await repo.get(rule.id), f"rule {rule.id} exists")
+            return RuleView.of(present(await repo.get(rule.id), f"rule {rule.id} exists"))
 
     async def edit(self, user_id: int, rule_id: int, spec: RuleSpec, sms_text: str
                    ) -> Edited | NotYourRule | WrongState | Invalid:
@@ -407,8 +425,8 @@ class RulesService:
                 **_summary(spec, amount)})
             edited = present(await repo.get(rule.id), f"rule {rule.id} exists")
         if not needs_code:
-            return Edited(edited, None)
-        return Edited(edited, await self._send_code(user_id, line, rule.id, sms_text))
+            return Edited(RuleView.of(edited), None)
+        return Edited(RuleView.of(edited), await self._send_code(user_id, line, rule.id, sms_text))
 
     async def disable_for_line(self, conn: AsyncConnection, line_id: int) -> int:
         """Within the caller's transaction (a line being unbound): disables the line's rules
@@ -422,10 +440,10 @@ class RulesService:
                                                details={"rules": disabled})
         return disabled
 
-    async def list(self, user_id: int) -> builtins.list[RuleRecord]:
+    async def list(self, user_id: int) -> builtins.list[RuleView]:
         """The user's rules that are not deleted, on lines that are still theirs."""
         async with self._db.read() as conn:
             mine = {line.id for line in
                     await LinesRepository(conn, self._cipher).for_owner(user_id)}
-            return [rule for rule in await RulesRepository(conn).for_owner(user_id)
+            return [RuleView.of(rule) for rule in await RulesRepository(conn).for_owner(user_id)
                     if rule.line_id in mine]

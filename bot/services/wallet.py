@@ -32,6 +32,7 @@ from bot.clock import Clock
 from bot.domain.invariants import present
 from bot.domain.money import CURRENCIES, Money
 from bot.domain.references import masked_reference
+from bot.domain.wallet import EntryKind
 from bot.settings import PaymentsSettings
 from storage.audit import AuditRepository
 from storage.crypto import FieldCipher
@@ -68,10 +69,25 @@ SOURCE_OPERATOR = "operator"
 
 
 @dataclass(frozen=True)
+class Movement:
+    """One line of the wallet's history as the user sees it."""
+
+    amount: Money  # negative when money left the wallet
+    kind: EntryKind
+    reference: str | None  # an operator credit's reference
+    at: datetime
+
+    @classmethod
+    def of(cls, entry: Entry) -> Movement:
+        return cls(amount=entry.amount, kind=entry.kind, reference=entry.reference,
+                   at=entry.created_at)
+
+
+@dataclass(frozen=True)
 class WalletSummary:
     available: Money  # the ledger's sum: what can be spent now
     held: Money  # set aside for charges in progress (already out of ``available``)
-    movements: list[Entry]  # newest first
+    movements: list[Movement]  # newest first
 
 
 @dataclass(frozen=True)
@@ -223,8 +239,9 @@ class WalletService:
             wallet = WalletRepository(conn)
             return WalletSummary(available=await wallet.available(user_id, self.currency),
                                  held=await wallet.held(user_id, self.currency),
-                                 movements=await wallet.entries(user_id, self.currency,
-                                                                 self._cipher, limit))
+                                 movements=[Movement.of(entry) for entry in
+                                            await wallet.entries(user_id, self.currency,
+                                                                 self._cipher, limit)])
 
     async def available(self, user_id: int) -> Money:
         async with self._db.read() as conn:

@@ -41,6 +41,7 @@ from bot.gateways.simulated_catalog import PRODUCTS
 from bot.i18n import Translations
 from bot.services.charging import APPROVAL_REQUEST
 from bot.services.notifications import NotificationDispatcher
+from bot.services.rules import RuleView
 from bot.services.scheduler import (
     LINE_UNREADABLE,
     RUN_REMINDER,
@@ -654,10 +655,10 @@ async def test_a_paused_rule_or_an_unbound_line_has_no_run_to_skip(
         harness: BotHarness) -> None:
     c = harness.components
     rule, _text, data = await reminded(harness)
-    assert isinstance(await c.rules.pause(OWNER, rule.id), RuleRecord)
+    assert isinstance(await c.rules.pause(OWNER, rule.id), RuleView)
     await assert_skip_refused(harness, rule.id, data)
 
-    assert isinstance(await c.rules.resume(OWNER, rule.id), RuleRecord)
+    assert isinstance(await c.rules.resume(OWNER, rule.id), RuleView)
     resumed = await rule_row(harness, rule.id)
     assert resumed.status is RuleStatus.ACTIVE and resumed.next_run_at is not None
     fresh = f"v1:sk:{rule.id}:{int(resumed.next_run_at.timestamp())}"

@@ -15,11 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.clock import ManualClock
-from bot.domain.charges import ChargeState
+from bot.domain.charges import ChargeState, DeclineReason
 from bot.domain.money import Money
 from bot.domain.operators import Operator
 from bot.domain.products import ProductKind
-from bot.gateways.topup import DeclineReason
 from bot.services.catalog import CatalogService
 from bot.services.charging import Invalid, Requested
 from handlers.approvals import render_receipt

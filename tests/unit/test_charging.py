@@ -157,19 +157,21 @@ async def test_approve_holds_submits_captures_and_queues_one_receipt(world: Worl
     assert await world.carrier.times_paid(charge.reference) == 1
     assert world.provider.sent == [charge.reference]
     assert await world.available(ALICE) == usd(1500)
-    assert charge.provider_tx_id is not None and charge.provider_tx_id.startswith("SIM-")
+    stored = await world.service().get(charge.id)
+    assert stored is not None and stored.provider_tx_id is not None
+    assert stored.provider_tx_id.startswith("SIM-")
     async with world.db.read() as conn:
         raw = (await conn.execute(select(charges.c.provider_tx_enc))).scalar_one()
-        assert charge.provider_tx_id not in raw  # stored encrypted
+        assert stored.provider_tx_id not in raw  # stored encrypted
         actions = [e.action for e in await AuditRepository(conn).latest()]
-    assert charge.balance_after is not None and charge.validity_end_after is not None
+    assert stored.balance_after is not None and stored.validity_end_after is not None
     [receipt] = await world.notifications("receipt")
     assert receipt["dedupe_key"] == f"receipt:{charge.id}"
     params: dict[str, Any] = receipt["params"]  # type: ignore[assignment]
     assert params["reference"] == charge.reference
     assert params["wallet_minor"] == 1500
-    assert params["balance_after_minor"] == charge.balance_after.minor
-    assert charge.provider_tx_id not in str(params)
+    assert params["balance_after_minor"] == stored.balance_after.minor
+    assert stored.provider_tx_id not in str(params)
     assert actions[:3] == ["charge.succeeded", "charge.submitted", "charge.approved"]
     await check_invariants(world, settled=True)
 

@@ -30,6 +30,7 @@ from bot.services.rules import (
     NotYourRule,
     Proposed,
     RulesService,
+    RuleView,
     WrongState,
 )
 from storage.audit import AuditRepository
@@ -98,19 +99,25 @@ def monthly(day: int = 31, amount: int = 500, cap: int = 2000,
                     amount=usd(amount), calendar=CalendarKind.MONTHLY, calendar_value=day)
 
 
-async def propose(world: World, spec: RuleSpec | None = None) -> RuleRecord:
+async def propose(world: World, spec: RuleSpec | None = None) -> RuleView:
     result = await world.rules.propose(ALICE, world.alice_line, spec or monthly(), SMS_TEXT)
     assert isinstance(result, Proposed), result
     assert isinstance(result.code, CodeSent)
     return result.rule
 
 
-async def enabled_rule(world: World, spec: RuleSpec | None = None) -> RuleRecord:
+async def enabled_rule(world: World, spec: RuleSpec | None = None) -> RuleView:
     rule = await propose(world, spec)
     result = await world.rules.confirm(ALICE, rule.id, world.sms.last_code(ALICE_NUMBER.e164))
     assert result.status is ConfirmStatus.ENABLED
     assert result.rule is not None
     return result.rule
+
+
+async def confirmed_of(world: World, rule_id: int) -> tuple[int, int]:
+    """The amount and cap (minor units) the rule's last code confirmed."""
+    record = await stored(world, rule_id)
+    return record.confirmed_amount_minor, record.confirmed_cap_minor
 
 
 async def stored(world: World, rule_id: int) -> RuleRecord:
@@ -145,9 +152,10 @@ async def test_propose_texts_the_line_and_the_code_turns_the_rule_on(world: Worl
     rule = result.rule
     assert rule.status is RuleStatus.AWAITING_OTP
     assert rule.next_run_at is None
-    assert (rule.confirmed_amount_minor, rule.confirmed_cap_minor) == (0, 0)
-    assert rule.owner_id == ALICE and rule.line_id == world.alice_line
-    assert rule.amount == usd(500) and rule.monthly_cap == usd(2000)
+    record = await stored(world, rule.id)
+    assert (record.confirmed_amount_minor, record.confirmed_cap_minor) == (0, 0)
+    assert record.owner_id == ALICE and rule.line_id == world.alice_line
+    assert rule.spec.amount == usd(500) and rule.spec.monthly_cap == usd(2000)
     assert [phone for phone, _ in world.sms.sent] == [ALICE_NUMBER.e164]
 
     code = world.sms.last_code(ALICE_NUMBER.e164)
@@ -157,15 +165,15 @@ async def test_propose_texts_the_line_and_the_code_turns_the_rule_on(world: Worl
     assert confirmed.status is ConfirmStatus.ENABLED and confirmed.enabled
     assert confirmed.outcome is not None and confirmed.outcome.result is CheckResult.OK
     active = await stored(world, rule.id)
-    assert confirmed.rule == active
+    assert confirmed.rule == RuleView.of(active)
     assert active.status is RuleStatus.ACTIVE
-    assert (active.confirmed_amount_minor, active.confirmed_cap_minor) == (500, 2000)
+    assert await confirmed_of(world, active.id) == (500, 2000)
     # 2026-11-25 09:01 in Phnom Penh; November has no 31st: its last day, 09:00 local
     assert active.next_run_at == datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
     assert active.next_run_at.astimezone(PHNOM_PENH) == datetime(2026, 11, 30, 9, 0,
                                                                    tzinfo=PHNOM_PENH)
     assert await actions(world.db) == ["rule.proposed", "rule.enabled"]
-    assert await world.rules.list(ALICE) == [active]
+    assert await world.rules.list(ALICE) == [RuleView.of(active)]
 
 
 async def test_a_wrong_code_keeps_the_rule_waiting(world: World) -> None:
@@ -181,7 +189,7 @@ async def test_a_wrong_code_keeps_the_rule_waiting(world: World) -> None:
     after = await stored(world, rule.id)
     assert after.status is RuleStatus.AWAITING_OTP
     assert after.next_run_at is None
-    assert (after.confirmed_amount_minor, after.confirmed_cap_minor) == (0, 0)
+    assert await confirmed_of(world, after.id) == (0, 0)
     assert "rule.enabled" not in await actions(world.db)
     # the right code still works afterwards
     assert (await world.rules.confirm(ALICE, rule.id, right)).enabled
@@ -263,9 +271,9 @@ async def test_a_plan_rule_confirms_the_plan_price(world: World) -> None:
     spec = replace(monthly(), amount=None, product_id="cellcard-data-6144-7d")
     rule = await enabled_rule(world, spec)
 
-    assert rule.product_id == "cellcard-data-6144-7d"
-    assert rule.amount is None
-    assert (rule.confirmed_amount_minor, rule.confirmed_cap_minor) == (100, 2000)
+    assert rule.spec.product_id == "cellcard-data-6144-7d"
+    assert rule.spec.amount is None
+    assert await confirmed_of(world, rule.id) == (100, 2000)
 
 
 async def test_keep_alive_without_an_amount_buys_the_cheapest_extension(world: World) -> None:
@@ -274,12 +282,12 @@ async def test_keep_alive_without_an_amount_buys_the_cheapest_extension(world: W
 
     rule = await enabled_rule(world, spec)
 
-    assert rule.trigger is Trigger.KEEP_ALIVE
-    assert rule.amount == usd(100)  # Cellcard's smallest tier: $1 for 7 days
-    assert rule.days_before == 3
+    assert rule.spec.trigger is Trigger.KEEP_ALIVE
+    assert rule.spec.amount == usd(100)  # Cellcard's smallest tier: $1 for 7 days
+    assert rule.spec.days_before == 3
     assert rule.status is RuleStatus.ACTIVE
     assert rule.next_run_at is None  # the validity sweep finds it, not the calendar
-    assert (rule.confirmed_amount_minor, rule.confirmed_cap_minor) == (100, 500)
+    assert await confirmed_of(world, rule.id) == (100, 500)
 
 
 async def test_every_n_days_counts_from_today_when_no_anchor_is_given(world: World) -> None:
@@ -288,7 +296,7 @@ async def test_every_n_days_counts_from_today_when_no_anchor_is_given(world: Wor
 
     rule = await enabled_rule(world, spec)
 
-    assert rule.calendar_anchor == date(2026, 11, 25)  # local date at 09:00 Phnom Penh
+    assert rule.spec.calendar_anchor == date(2026, 11, 25)  # local date at 09:00 Phnom Penh
     # today's 09:00 run is not after now (09:00 exactly): the next is a week on
     assert rule.next_run_at == datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
 
@@ -300,7 +308,7 @@ async def test_a_balance_rule_round_trips_through_storage(world: World) -> None:
     rule = await enabled_rule(world, spec)
 
     assert rule.spec == spec
-    assert rule.threshold == usd(50)
+    assert rule.spec.threshold == usd(50)
     assert rule.next_run_at is None
 
 
@@ -365,7 +373,8 @@ async def test_bobs_list_holds_only_his_rules(world: World) -> None:
     bob = await world.rules.propose(BOB, world.bob_line, monthly(1), SMS_TEXT)
     assert isinstance(bob, Proposed)
 
-    assert [r.owner_id for r in await world.rules.list(ALICE)] == [ALICE]
+    assert [(await stored(world, r.id)).owner_id for r in await world.rules.list(ALICE)] == [
+        ALICE]
     assert await world.rules.list(BOB) == [bob.rule]
     assert world.sms.sent[-1][0] == BOB_NUMBER.e164  # Bob's code went to Bob's line
 
@@ -377,21 +386,21 @@ async def test_pause_resume_and_delete(world: World) -> None:
     assert rule.next_run_at == datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
 
     paused = await world.rules.pause(ALICE, rule.id)
-    assert isinstance(paused, RuleRecord)
+    assert isinstance(paused, RuleView)
     assert paused.status is RuleStatus.PAUSED
     assert paused.next_run_at is None
     assert await world.rules.pause(ALICE, rule.id) == paused  # a second click: no change
 
     world.clock.set(datetime(2026, 12, 5, 3, 0, tzinfo=UTC))  # past November's run
     resumed = await world.rules.resume(ALICE, rule.id)
-    assert isinstance(resumed, RuleRecord)
+    assert isinstance(resumed, RuleView)
     assert resumed.status is RuleStatus.ACTIVE
     assert resumed.next_run_at == datetime(2026, 12, 31, 2, 0, tzinfo=UTC)  # from now on
-    assert (resumed.confirmed_amount_minor, resumed.confirmed_cap_minor) == (500, 2000)
+    assert await confirmed_of(world, resumed.id) == (500, 2000)
     assert await world.rules.resume(ALICE, rule.id) == resumed
 
     deleted = await world.rules.delete(ALICE, rule.id)
-    assert isinstance(deleted, RuleRecord)
+    assert isinstance(deleted, RuleView)
     assert deleted.status is RuleStatus.DISABLED
     assert deleted.next_run_at is None
     assert await world.rules.list(ALICE) == []
@@ -410,7 +419,7 @@ async def test_a_rule_waiting_for_its_code_cannot_be_paused_or_resumed(world: Wo
     assert await world.rules.pause(ALICE, rule.id) == WrongState(RuleStatus.AWAITING_OTP)
     assert await world.rules.resume(ALICE, rule.id) == WrongState(RuleStatus.AWAITING_OTP)
     deleted = await world.rules.delete(ALICE, rule.id)
-    assert isinstance(deleted, RuleRecord) and deleted.status is RuleStatus.DISABLED
+    assert isinstance(deleted, RuleView) and deleted.status is RuleStatus.DISABLED
     # its code no longer turns anything on
     result = await world.rules.confirm(ALICE, rule.id, world.sms.last_code(ALICE_NUMBER.e164))
     assert result.status is ConfirmStatus.NOT_AWAITING
@@ -436,12 +445,12 @@ async def test_lowering_the_amount_applies_at_once(world: World) -> None:
     assert not result.needs_code and result.code is None
     edited = result.rule
     assert edited.status is RuleStatus.ACTIVE
-    assert edited.amount == usd(300) and edited.monthly_cap == usd(1500)
+    assert edited.spec.amount == usd(300) and edited.spec.monthly_cap == usd(1500)
     assert edited.next_run_at == rule.next_run_at  # same calendar: the due run is kept
     # what was confirmed stays the ceiling
-    assert (edited.confirmed_amount_minor, edited.confirmed_cap_minor) == (500, 2000)
+    assert await confirmed_of(world, edited.id) == (500, 2000)
     assert world.sms.sent == []
-    assert await stored(world, rule.id) == edited
+    assert RuleView.of(await stored(world, rule.id)) == edited
     assert (await actions(world.db))[-1] == "rule.edited"
 
     # back up to what was confirmed: still no code
@@ -462,8 +471,8 @@ async def test_raising_the_amount_needs_a_new_code(world: World) -> None:
     waiting = result.rule
     assert waiting.status is RuleStatus.AWAITING_OTP
     assert waiting.next_run_at is None  # nothing runs until the code is typed
-    assert waiting.amount == usd(800)
-    assert (waiting.confirmed_amount_minor, waiting.confirmed_cap_minor) == (500, 2000)
+    assert waiting.spec.amount == usd(800)
+    assert await confirmed_of(world, waiting.id) == (500, 2000)
     assert [phone for phone, _ in world.sms.sent] == [ALICE_NUMBER.e164]
 
     confirmed = await world.rules.confirm(ALICE, rule.id,
@@ -471,7 +480,8 @@ async def test_raising_the_amount_needs_a_new_code(world: World) -> None:
 
     assert confirmed.enabled and confirmed.rule is not None
     assert confirmed.rule.status is RuleStatus.ACTIVE
-    assert (confirmed.rule.confirmed_amount_minor, confirmed.rule.confirmed_cap_minor) == \
+    assert confirmed.rule is not None
+    assert await confirmed_of(world, confirmed.rule.id) == \
         (800, 2000)
     assert confirmed.rule.next_run_at == datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
 
@@ -496,7 +506,7 @@ async def test_switching_to_automatic_approval_needs_a_new_code(world: World) ->
     back = await world.rules.edit(ALICE, rule.id, monthly(approval=Approval.ASK), SMS_TEXT)
     assert isinstance(back, Edited) and not back.needs_code
     assert back.rule.status is RuleStatus.ACTIVE
-    assert back.rule.approval is Approval.ASK
+    assert back.rule.spec.approval is Approval.ASK
 
 
 async def test_editing_the_calendar_moves_the_next_run(world: World) -> None:
@@ -573,7 +583,7 @@ async def test_a_rule_on_a_line_now_someone_elses_is_hidden_and_cannot_run(
         NotYourRule()
     # Alice can still stop what is hers
     paused = await world.rules.pause(ALICE, rule.id)
-    assert isinstance(paused, RuleRecord) and paused.status is RuleStatus.PAUSED
+    assert isinstance(paused, RuleView) and paused.status is RuleStatus.PAUSED
     assert await world.rules.list(BOB) == []  # Bob does not inherit Alice's rule
 
 

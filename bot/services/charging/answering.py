@@ -13,6 +13,7 @@ from bot.services.charging.common import Deps, Phase
 from bot.services.charging.outcomes import (
     AlreadyHandled,
     Approved,
+    ChargeView,
     Declined,
     InsufficientFunds,
     NotYours,
@@ -39,10 +40,11 @@ class Answering(Phase):
         if charge is None or charge.user_id != user_id:
             return NotYours()
         if charge.state is not ChargeState.AWAITING_APPROVAL:
-            return AlreadyHandled(charge)
+            return AlreadyHandled(ChargeView.of(charge))
         if charge.expires_at is not None and charge.expires_at <= now:
-            return AlreadyHandled(await self._expire(conn, charge, now,
-                                                     actor=f"user:{user_id}", notify=False))
+            expired = await self._expire(conn, charge, now, actor=f"user:{user_id}",
+                                         notify=False)
+            return AlreadyHandled(ChargeView.of(expired))
         return charge
 
     async def approve(self, user_id: int, charge_id: int, *, submit: bool = True,
@@ -71,7 +73,7 @@ class Answering(Phase):
                 reason = (ApprovalReason.MANUAL if charge.rule_id is None
                           else ApprovalReason.ASK)
                 request = await self._approval_params(conn, charge, reason)
-                return InsufficientFunds(charge, available, request)
+                return InsufficientFunds(ChargeView.of(charge), available, request)
             held = await wallet.hold(charge_id=charge.id, user_id=user_id, amount=charge.amount,
                                      now=now)
             moved = await repo.transition(charge.id, ChargeState.AWAITING_APPROVAL,
@@ -83,8 +85,8 @@ class Answering(Phase):
             approved = present(await repo.get(charge.id), f"charge {charge.id} exists")
         await self._point("approved", charge_id)
         if not submit:
-            return Approved(approved)
-        return Approved(await self._submission.submit(charge_id) or approved)
+            return Approved(ChargeView.of(approved))
+        return Approved(ChargeView.of(await self._submission.submit(charge_id) or approved))
 
     async def _reprice(self, conn: AsyncConnection, charge: ChargeRecord,
                        now: datetime) -> ChargeRecord | PriceChanged:
@@ -104,7 +106,7 @@ class Answering(Phase):
         if plan.price < charge.amount:
             return repriced  # cheaper: approved at the lower price
         reason = ApprovalReason.MANUAL if charge.rule_id is None else ApprovalReason.ASK
-        return PriceChanged(repriced, was=charge.amount,
+        return PriceChanged(ChargeView.of(repriced), was=charge.amount,
                             request=await self._approval_params(conn, repriced, reason))
 
     async def decline(self, user_id: int, charge_id: int) -> Declined | AlreadyHandled | NotYours:
@@ -120,4 +122,4 @@ class Answering(Phase):
             await WalletRepository(conn).release(charge.id, now=now)  # none is held yet
             await self._audit(conn, now, f"user:{user_id}", "charge.declined", charge)
             declined = present(await repo.get(charge.id), f"charge {charge.id} exists")
-            return Declined(declined)
+            return Declined(ChargeView.of(declined))

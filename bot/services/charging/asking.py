@@ -17,6 +17,7 @@ from bot.domain.rules import Approval, RuleError, RuleStatus, charge_amount
 from bot.services.charging.common import Deps, Phase
 from bot.services.charging.outcomes import (
     AlreadyOpen,
+    ChargeView,
     Invalid,
     NotYourLine,
     Requested,
@@ -86,7 +87,7 @@ class Asking(Phase):
             repo = self._repo(conn)
             existing = await repo.by_key(key)
             if existing is not None:
-                return Requested(existing, created=False)
+                return Requested(ChargeView.of(existing), created=False)
             price = self._price(line, amount, product_id)
             if isinstance(price, Invalid):
                 return price
@@ -100,7 +101,7 @@ class Asking(Phase):
                 await self._ask(conn, charge, ApprovalReason.MANUAL, now)
                 await self._audit(conn, now, f"user:{user_id}", "charge.requested", charge,
                                   product=product_id)
-            return Requested(charge, creation is Creation.CREATED)
+            return Requested(ChargeView.of(charge), creation is Creation.CREATED)
 
     async def _create(self, conn: AsyncConnection, now: datetime,
                       **values: Any) -> tuple[ChargeRecord, Creation]:
@@ -129,7 +130,7 @@ class Asking(Phase):
         message_id = asked.message_id if asked is not None else None
         line = self._label(await self._line(conn, charge.line_id))
         if charge.state is not ChargeState.AWAITING_APPROVAL:
-            return AlreadyOpen(charge, line, None, message_id)
+            return AlreadyOpen(ChargeView.of(charge), line, None, message_id)
         params = asked.params if asked is not None else {}
         try:
             reason = ApprovalReason(str(params.get("reason")))
@@ -139,7 +140,7 @@ class Asking(Phase):
                       if isinstance(params.get(name), int) else None
                       for name in ("cap_minor", "spent_minor"))
         request = await self._approval_params(conn, charge, reason, cap=cap, spent=spent)
-        return AlreadyOpen(charge, line, request, message_id)
+        return AlreadyOpen(ChargeView.of(charge), line, request, message_id)
 
     async def create_for_rule(self, rule: RuleRecord | int, *, period_key: str | None = None,
                               episode: int | None = None, now: datetime | None = None,
@@ -172,7 +173,8 @@ class Asking(Phase):
             return outcome
         await self._point("approved", outcome.charge.id)
         submitted = await self._submission.submit(outcome.charge.id)
-        return RuleCharge(submitted or outcome.charge, created=True, approval=None)
+        return RuleCharge(ChargeView.of(submitted) if submitted else outcome.charge, created=True,
+                          approval=None)
 
     async def create_for_rule_in(self, conn: AsyncConnection, rule_id: int, key: str,
                                  now: datetime) -> RuleCharge | RuleSkipped:
@@ -185,7 +187,7 @@ class Asking(Phase):
         repo = self._repo(conn)
         existing = await repo.by_key(key)
         if existing is not None:
-            return RuleCharge(existing, created=False, approval=None)
+            return RuleCharge(ChargeView.of(existing), created=False, approval=None)
         line = await self._line(conn, current.line_id)
         if line is None or not self._owned(line, current.owner_id):
             return RuleSkipped(SkipReason.LINE_UNAVAILABLE)
@@ -223,7 +225,7 @@ class Asking(Phase):
             # no second one. Its request is in the chat already, so nobody is told.
             log.info("Rule %s: line %s has open charge %s; not charging now", rule_id,
                      line.id, charge.id)
-            return RuleSkipped(SkipReason.LINE_BUSY, open_charge=charge)
+            return RuleSkipped(SkipReason.LINE_BUSY, open_charge=ChargeView.of(charge))
         holds(creation is Creation.CREATED,  # the rule row lock serializes one rule's runs
               f"rule {rule_id}'s charge was created")
         if reason is not None:
@@ -236,7 +238,7 @@ class Asking(Phase):
             holds(held, f"charge {charge.id}'s funds were held once")
             await self._audit(conn, now, "system", "charge.approved", charge,
                               rule=rule_id, automatic=True)
-        return RuleCharge(charge, created=True, approval=reason)
+        return RuleCharge(ChargeView.of(charge), created=True, approval=reason)
 
     async def _month(self, user_id: int, now: datetime) -> tuple[datetime, datetime]:
         """The user's calendar month around ``now``, as UTC bounds [start, end)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from bot.domain.charges import ChargeState
@@ -11,6 +12,37 @@ from bot.domain.money import Money
 from bot.gateways.topup import TopUpResult
 from bot.services.charging.policy import ApprovalReason, RequestProblem
 from storage.charges import ChargeRecord
+
+
+@dataclass(frozen=True)
+class ChargeView:
+    """A charge as the rest of the bot sees it: what it buys, where it stands, why it failed;
+    not the provider's transaction id or money (those stay in storage and in receipts)."""
+
+    id: int
+    idempotency_key: str  # its cause (manual:<user>:<nonce>, rule:<id>:<period>, ...)
+    reference: str  # ours, as the provider knows it
+    user_id: int
+    line_id: int
+    rule_id: int | None
+    cause: str
+    amount: Money
+    product_id: str | None
+    state: ChargeState
+    expires_at: datetime | None
+    attempts: int
+    next_attempt_at: datetime | None
+    failure_reason: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: ChargeRecord) -> ChargeView:
+        return cls(id=record.id, idempotency_key=record.idempotency_key, reference=record.reference,
+                   user_id=record.user_id, line_id=record.line_id, rule_id=record.rule_id,
+                   cause=record.cause, amount=record.amount, product_id=record.product_id,
+                   state=record.state, expires_at=record.expires_at, attempts=record.attempts,
+                   next_attempt_at=record.next_attempt_at,
+                   failure_reason=record.failure_reason, created_at=record.created_at)
 
 
 @dataclass(frozen=True)
@@ -25,7 +57,7 @@ class Invalid:
 
 @dataclass(frozen=True)
 class Requested:
-    charge: ChargeRecord
+    charge: ChargeView
     created: bool  # False: this nonce asked before (a double tap): that earlier charge
 
 
@@ -34,7 +66,7 @@ class AlreadyOpen:
     """The line already has an open charge (awaiting approval or in flight): nothing was
     written; the user is pointed at that one. A line has one open charge at a time."""
 
-    charge: ChargeRecord
+    charge: ChargeView
     line: str  # how the line is shown
     # The open charge's approval request as it stands (today's wallet balance), to show it
     # again with its buttons; None when it is in flight (approved or submitted).
@@ -55,7 +87,7 @@ class NotYours:
 class AlreadyHandled:
     """The charge is past the question (approved before, declined, expired, settled)."""
 
-    charge: ChargeRecord
+    charge: ChargeView
 
     @property
     def state(self) -> ChargeState:
@@ -66,7 +98,7 @@ class AlreadyHandled:
 class InsufficientFunds:
     """The wallet cannot cover the charge: it still awaits approval; nothing was held."""
 
-    charge: ChargeRecord
+    charge: ChargeView
     available: Money
     request: dict[str, Any]  # the approval request's params, with today's wallet balance
 
@@ -76,24 +108,24 @@ class PriceChanged:
     """The plan costs more than when it was asked for: the charge now asks for the new
     price and still awaits approval; nothing was held (never charged silently)."""
 
-    charge: ChargeRecord  # with the new amount
+    charge: ChargeView  # with the new amount
     was: Money
     request: dict[str, Any]  # the approval request as it stands now
 
 
 @dataclass(frozen=True)
 class Approved:
-    charge: ChargeRecord  # as it is after the submission: succeeded, submitted or failed
+    charge: ChargeView  # as it is after the submission: succeeded, submitted or failed
 
 
 @dataclass(frozen=True)
 class Declined:
-    charge: ChargeRecord
+    charge: ChargeView
 
 
 @dataclass(frozen=True)
 class RuleCharge:
-    charge: ChargeRecord  # after the submission when it went ahead automatically
+    charge: ChargeView  # after the submission when it went ahead automatically
     created: bool  # False: this period or episode was charged before (that charge)
     approval: ApprovalReason | None  # why it waits for the user; None: it went ahead
 
@@ -110,7 +142,7 @@ class SkipReason(enum.StrEnum):
 @dataclass(frozen=True)
 class RuleSkipped:
     reason: SkipReason
-    open_charge: ChargeRecord | None = None  # LINE_BUSY: the line's open charge
+    open_charge: ChargeView | None = None  # LINE_BUSY: the line's open charge
 
 
 @dataclass(frozen=True)

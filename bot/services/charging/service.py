@@ -89,6 +89,13 @@ class ChargingService(Phase):
         async with self._db.read() as conn:
             return self._label(await self._line(conn, line_id))
 
+    async def line_label_of_charge(self, user_id: int, charge_id: int) -> str | None:
+        """How the line of the user's charge is shown; None for a charge not theirs."""
+        charge = await self._get(charge_id)
+        if charge is None or charge.user_id != user_id:
+            return None
+        return await self.line_label(charge.line_id)
+
     async def list_by_state(self, state: ChargeState | None,
                             limit: int = 50) -> list[ChargeRecord]:
         """For operators: charges in ``state`` (every state when None), newest first."""
