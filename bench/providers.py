@@ -3,6 +3,7 @@ carrier measured in the same run.
 
 Run from the project root:  python -m bench.providers  [--check] [--charges N]
                             [--latency-ms 50,300] [--only reloadly|dingconnect|simulated]
+                            [--fake-thread]
 
 Each (backend, latency) is a child process: a fresh SQLite database, a user per line (each a
 different Cambodian mobile over 8 prefixes of the four operators), each user's wallet funded
@@ -16,8 +17,10 @@ Backends:
                queue behind the bot's SQLite writer).
   reloadly     ``ReloadlyGateway`` over httpx against ``tests.fakes.reloadly.FakeReloadly``.
   dingconnect  ``DingConnectGateway`` over httpx against ``tests.fakes.dingconnect``.
-The fakes are Tornado servers on 127.0.0.1 in a daemon thread of the child process; their
-``latency_seconds`` is the same latency as the simulator's, added to every answer.
+The fakes are Tornado servers on 127.0.0.1, each in a process of its own (started by the
+child, ``--fake``): they stand in for a remote provider, so they do not take the bot's GIL
+or its core. ``--fake-thread`` runs them in a daemon thread of the child instead, as before.
+Their ``latency_seconds`` is the same latency as the simulator's, added to every answer.
 
 A charge counts when it ends SUCCEEDED; any other end is reported (and fails --check).
 Latency of a charge: request + approve + submit, from its turn to run (its semaphore slot)
@@ -69,6 +72,7 @@ class Job:
     charges: int
     concurrency: int = CONCURRENCY
     timeout_s: float = 300.0
+    fake_thread: bool = False  # the fake in a thread of the child, not a process of its own
 
 
 # -- the child: one backend at one latency ------------------------------------------------
@@ -106,7 +110,10 @@ class _Backend:
     provider: Any
     requests: Callable[[], list[tuple[str, str]]]  # (method, path) of every HTTP request
     paid: Callable[[], int]  # successful top-ups the backend recorded
-    server_thread: threading.Thread | None  # the fake's thread (its CPU is counted apart)
+    fake_cpu: Callable[[], float]  # CPU seconds of the fake so far (its thread or process)
+    in_process: bool = True  # the fake's CPU is part of this process's (thread, simulator)
+    connections: Callable[[], int | None] = lambda: None  # TCP connections (fake process)
+    warnings: Callable[[], list[str]] = lambda: []  # what the fake process logged
 
 
 class _Warnings(logging.Handler):
@@ -143,6 +150,31 @@ class _Connections:
         tornado.httpserver.HTTPServer.handle_stream = handle_stream  # type: ignore[method-assign,assignment]
 
 
+class _PoolRetries:
+    """Requests httpcore's pool handed a connection another request had already taken
+    (``ConnectionNotAvailable``; the pool then tries again): AsyncHTTP11Connection's
+    handle_async_request, wrapped in this child only."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def install(self) -> None:
+        import httpcore
+
+        original = httpcore.AsyncHTTP11Connection.handle_async_request
+        counter = self
+
+        async def handle_async_request(connection: Any, request: Any) -> Any:
+            try:
+                return await original(connection, request)
+            except httpcore.ConnectionNotAvailable:
+                counter.count += 1
+                raise
+
+        httpcore.AsyncHTTP11Connection.handle_async_request = (  # type: ignore[method-assign]
+            handle_async_request)  # type: ignore[assignment]
+
+
 def _number(index: int) -> str:
     """The index-th line's number, E.164: a different one for every line."""
     prefix = PREFIXES[index % len(PREFIXES)]
@@ -175,6 +207,120 @@ async def _seed(db: Any, cipher: Any, clock: Any, count: int) -> list[tuple[int,
 
 def _fake_thread(name: str) -> threading.Thread | None:
     return next((t for t in threading.enumerate() if t.name == name), None)
+
+
+def _fake_main(spec: str) -> None:
+    """The fake server's own process (``--fake``): start it, say READY with its address,
+    then answer CPU and REPORT on stdin until it closes. Only the requests' method and path,
+    the paid count, the TCP connections and the warnings go back."""
+    from bot.clock import SystemClock
+
+    args = json.loads(spec)
+    warnings = _Warnings()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger().addHandler(warnings)
+    connections = _Connections()
+    connections.install()
+    clock = SystemClock()
+    fake: Any
+    if args["backend"] == "reloadly":
+        from tests.fakes.reloadly import FakeReloadly
+
+        fake = FakeReloadly(clock=clock.now, balance=FAKE_FLOAT)
+        credentials = {"client_id": fake.client_id, "client_secret": fake.client_secret}
+
+        def paid() -> int:
+            return sum(t.status == "SUCCESSFUL" for t in fake.transactions())
+    else:
+        from tests.fakes.dingconnect import DEFAULT_API_KEY, FakeDingConnect
+
+        fake = FakeDingConnect(clock=clock.now, balance=FAKE_FLOAT)
+        credentials = {"api_key": DEFAULT_API_KEY}
+
+        def paid() -> int:
+            return sum(t.state == "Complete" for t in fake.transfers())
+    with fake:
+        fake.latency_seconds = args["latency_ms"] / 1000
+        print("READY " + json.dumps({"base_url": fake.base_url, **credentials}), flush=True)
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "CPU":
+                print(f"CPU {_cpu_seconds()!r}", flush=True)
+            elif command == "REPORT":
+                print("REPORT " + json.dumps({
+                    "requests": [(r.method, r.path) for r in fake.requests], "paid": paid(),
+                    "connections": connections.count, "cpu": _cpu_seconds(),
+                    "warnings": warnings.first if warnings.count else [],
+                    "warning_count": warnings.count}), flush=True)
+
+
+class _FakeProcess:
+    """The bot's side of a fake in its own process (see ``_fake_main``)."""
+
+    def __init__(self, backend: str, latency_ms: int) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.providers", "--fake",
+             json.dumps({"backend": backend, "latency_ms": latency_ms})],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info: dict[str, Any] = json.loads(self._expect("READY"))
+        self._report: dict[str, Any] | None = None
+
+    def _expect(self, word: str) -> str:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line.startswith(word + " "):
+            raise RuntimeError(f"the fake process answered {line!r}, not {word}")
+        return line[len(word) + 1:]
+
+    def _ask(self, word: str) -> str:
+        assert self._process.stdin is not None
+        self._process.stdin.write(word + "\n")
+        self._process.stdin.flush()
+        return self._expect(word)
+
+    def cpu(self) -> float:
+        """The fake process's CPU seconds so far (a pipe round trip: not while measuring)."""
+        if self._report is not None:
+            return float(self._report["cpu"])
+        return float(self._ask("CPU"))
+
+    def report(self) -> dict[str, Any]:
+        """Requests, paid top-ups, connections, CPU: read once, after the run."""
+        if self._report is None:
+            self._report = json.loads(self._ask("REPORT"))
+        return self._report
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(15)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+
+@contextlib.asynccontextmanager
+async def _remote(job: Job, make_gateway: Callable[[dict[str, Any]], Any]
+                  ) -> AsyncIterator[_Backend]:
+    """A gateway against a fake in a process of its own."""
+    fake = _FakeProcess(job.backend, job.latency_ms)
+    try:
+        gateway = make_gateway(fake.info)
+        try:
+            yield _Backend(
+                gateway, lambda: [(m, p) for m, p in fake.report()["requests"]],
+                lambda: int(fake.report()["paid"]), fake.cpu, in_process=False,
+                connections=lambda: int(fake.report()["connections"]),
+                warnings=lambda: [f"fake ({fake.report()['warning_count']}): {w}"
+                                  for w in fake.report()["warnings"]])
+        finally:
+            fake.report()  # before the gateway closes its connections
+            await gateway.aclose()
+    finally:
+        fake.close()
 
 
 @contextlib.asynccontextmanager
@@ -211,7 +357,7 @@ async def _simulated(job: Job, folder: Path, cipher: Any,
                 "SELECT count(*) FROM sim_topups WHERE status = 'succeeded'"))).scalar_one())
 
     try:
-        yield _Backend(carrier, lambda: [], lambda: paid[0], None)
+        yield _Backend(carrier, lambda: [], lambda: paid[0], lambda: 0.0)
     finally:
         paid[0] = await count_paid()
         await db.dispose()
@@ -220,38 +366,57 @@ async def _simulated(job: Job, folder: Path, cipher: Any,
 @contextlib.asynccontextmanager
 async def _reloadly(job: Job, clock: Any) -> AsyncIterator[_Backend]:
     from bot.gateways.reloadly import ReloadlyConfig, ReloadlyGateway
+
+    def gateway(info: dict[str, Any]) -> ReloadlyGateway:
+        return ReloadlyGateway(ReloadlyConfig(
+            client_id=info["client_id"], client_secret=info["client_secret"], sandbox=True,
+            auth_url=info["base_url"], api_url=info["base_url"]), clock)
+
+    if not job.fake_thread:
+        async with _remote(job, gateway) as backend:
+            yield backend
+        return
     from tests.fakes.reloadly import FakeReloadly
 
     with FakeReloadly(clock=clock.now, balance=FAKE_FLOAT) as fake:
         fake.latency_seconds = job.latency_ms / 1000
-        gateway = ReloadlyGateway(ReloadlyConfig(
-            client_id=fake.client_id, client_secret=fake.client_secret, sandbox=True,
-            auth_url=fake.base_url, api_url=fake.base_url), clock)
+        adapter = gateway({"client_id": fake.client_id, "client_secret": fake.client_secret,
+                           "base_url": fake.base_url})
+        thread = _fake_thread(fake.name)
         try:
             yield _Backend(
-                gateway, lambda: [(r.method, r.path) for r in fake.requests],
+                adapter, lambda: [(r.method, r.path) for r in fake.requests],
                 lambda: sum(t.status == "SUCCESSFUL" for t in fake.transactions()),
-                _fake_thread(fake.name))
+                lambda: _thread_cpu(thread))
         finally:
-            await gateway.aclose()
+            await adapter.aclose()
 
 
 @contextlib.asynccontextmanager
 async def _dingconnect(job: Job, clock: Any) -> AsyncIterator[_Backend]:
     from bot.gateways.dingconnect import DingConfig, DingConnectGateway
+
+    def gateway(info: dict[str, Any]) -> DingConnectGateway:
+        return DingConnectGateway(DingConfig(api_key=info["api_key"],
+                                             api_url=info["base_url"]), clock)
+
+    if not job.fake_thread:
+        async with _remote(job, gateway) as backend:
+            yield backend
+        return
     from tests.fakes.dingconnect import DEFAULT_API_KEY, FakeDingConnect
 
     with FakeDingConnect(clock=clock.now, balance=FAKE_FLOAT) as fake:
         fake.latency_seconds = job.latency_ms / 1000
-        gateway = DingConnectGateway(DingConfig(api_key=DEFAULT_API_KEY,
-                                                api_url=fake.base_url), clock)
+        adapter = gateway({"api_key": DEFAULT_API_KEY, "base_url": fake.base_url})
+        thread = _fake_thread(fake.name)
         try:
             yield _Backend(
-                gateway, lambda: [(r.method, r.path) for r in fake.requests],
+                adapter, lambda: [(r.method, r.path) for r in fake.requests],
                 lambda: sum(t.state == "Complete" for t in fake.transfers()),
-                _fake_thread(fake.name))
+                lambda: _thread_cpu(thread))
         finally:
-            await gateway.aclose()
+            await adapter.aclose()
 
 
 def _thread_cpu(thread: threading.Thread | None) -> float:
@@ -320,6 +485,8 @@ async def _run(job: Job) -> dict[str, Any]:
     logging.getLogger().addHandler(warnings)
     connections = _Connections()
     connections.install()
+    retries = _PoolRetries()
+    retries.install()
     clock = SystemClock()
     cipher = FieldCipher(KeyMaterial(encryption_keys=(generate_fernet_key(),),
                                      blind_index_key=os.urandom(32)))
@@ -332,7 +499,8 @@ async def _run(job: Job) -> dict[str, Any]:
         async with _open_backend(job, folder, cipher, clock) as backend:
             service = ChargingService(db, cipher, _TimedProvider(backend.provider, timings),
                                       clock)
-            cpu0, fake_cpu0 = _cpu_seconds(), _thread_cpu(backend.server_thread)
+            fake_cpu0 = backend.fake_cpu()
+            cpu0 = _cpu_seconds()
             started = time.perf_counter()
             try:
                 ends = await asyncio.wait_for(
@@ -340,22 +508,30 @@ async def _run(job: Job) -> dict[str, Any]:
             except TimeoutError:
                 ends = Counter({f"timed out after {job.timeout_s:.0f} s": job.charges})
             seconds = time.perf_counter() - started
-            cpu = _cpu_seconds() - cpu0
-            fake_cpu = _thread_cpu(backend.server_thread) - fake_cpu0
+            own_cpu = _cpu_seconds() - cpu0  # this process: the loop (and a fake's thread)
+            fake_cpu = backend.fake_cpu() - fake_cpu0
             requests = backend.requests()
         states = await _states(db)
         await db.dispose()
     paid = backend.paid()
-    return _result(job, ends, states, paid, seconds, cpu, fake_cpu, requests, timings,
-                   connections.count, warnings)
+    # CPU per charge counts the fake either way: in this process's figure when it is a
+    # thread here, added when it is a process of its own. CPU % is this process's alone.
+    cpu = own_cpu if backend.in_process else own_cpu + fake_cpu
+    accepted = backend.connections()
+    problems = [f"{len(backend.warnings())} kinds of warnings logged by the fake, first: "
+                f"{backend.warnings()}"] if backend.warnings() else []
+    return _result(job, ends, states, paid, seconds, cpu, own_cpu, fake_cpu, requests,
+                   timings, connections.count if accepted is None else accepted,
+                   retries.count, warnings, problems)
 
 
 def _result(job: Job, ends: Counter[str], states: dict[str, int], paid: int, seconds: float,
-            cpu: float, fake_cpu: float, requests: list[tuple[str, str]], timings: _Timings,
-            connections: int, warnings: _Warnings) -> dict[str, Any]:
+            cpu: float, own_cpu: float, fake_cpu: float, requests: list[tuple[str, str]],
+            timings: _Timings, connections: int, pool_retries: int, warnings: _Warnings,
+            problems: list[str]) -> dict[str, Any]:
     succeeded = ends.get("succeeded", 0)
     problems = [f"{n} charges ended {end}" for end, n in sorted(ends.items())
-                if end != "succeeded"]
+                if end != "succeeded"] + problems
     if states.get("succeeded", 0) != succeeded or sum(states.values()) != job.charges:
         problems.append(f"charges in the database: {states}")
     if paid != succeeded:
@@ -372,11 +548,12 @@ def _result(job: Job, ends: Counter[str], states: dict[str, int], paid: int, sec
         "max": charge_ms[-1] if charge_ms else float("nan"),
         "top_up_p50": _percentile(top_up_ms, 50), "top_up_p99": _percentile(top_up_ms, 99),
         "cpu_ms": 1000 * cpu / job.charges, "fake_cpu_ms": 1000 * fake_cpu / job.charges,
-        "cpu_share": cpu / seconds if seconds > 0 else float("nan"),
+        "cpu_share": own_cpu / seconds if seconds > 0 else float("nan"),
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "requests": len(requests),
         "by_path": dict(Counter(f"{m} {p}" for m, p in requests).most_common()),
-        "connections": connections, "problems": problems,
+        "connections": connections, "pool_retries": pool_retries, "problems": problems,
+        "fake_thread": job.fake_thread,
     }
 
 
@@ -404,7 +581,8 @@ def _run_child(job: Job) -> dict[str, Any]:
             "succeeded": 0, "seconds": nan, "rate": 0.0, "p50": nan, "p99": nan, "max": nan,
             "top_up_p50": nan, "top_up_p99": nan, "cpu_ms": nan, "fake_cpu_ms": nan,
             "cpu_share": nan,
-            "rss_mb": nan, "requests": 0, "by_path": {}, "connections": 0,
+            "rss_mb": nan, "requests": 0, "by_path": {}, "connections": 0, "pool_retries": 0,
+            "fake_thread": job.fake_thread,
             "problems": [f"child exited {completed.returncode}: " + " | ".join(tail)]}
 
 
@@ -414,10 +592,12 @@ def _load_note() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f}{busy}"
 
 
-def _jobs(charges: int, latencies: list[int], only: str | None) -> list[Job]:
+def _jobs(charges: int, latencies: list[int], only: str | None,
+          fake_thread: bool = False) -> list[Job]:
     # The baseline always runs: the ratio is to the simulator measured in the same run.
     names = [b for b in BACKENDS if only is None or b in (only, BASELINE)]
-    return [Job(name, latency, charges) for latency in latencies for name in names]
+    return [Job(name, latency, charges, fake_thread=fake_thread)
+            for latency in latencies for name in names]
 
 
 def _verdict(result: dict[str, Any], base: dict[str, Any] | None) -> tuple[str, str]:
@@ -434,7 +614,7 @@ def _print_table(jobs: list[Job], results: list[dict[str, Any]]) -> bool:
     """The table and the notes under it; whether everything passed."""
     header = (f"{'backend':<12} {'latency':>7} {'ok/charges':>10} {'seconds':>7} "
               f"{'charges/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'top_up p50':>10} "
-              f"{'÷sim':>5} {'HTTP/charge':>11} {'TCP conns':>9} {'CPU ms/ch':>9} "
+              f"{'÷sim':>5} {'HTTP/charge':>11} {'TCP conns':>9} {'retries':>7} {'CPU ms/ch':>9} "
               f"{'of it fake':>10} {'CPU %':>5} {'RSS MB':>6}  result")
     print(header)
     print("-" * len(header))
@@ -446,13 +626,14 @@ def _print_table(jobs: list[Job], results: list[dict[str, Any]]) -> bool:
         ok &= verdict != "FAIL"
         http = f"{result['requests'] / job.charges:.3f}" if result["requests"] else "-"
         conns = str(result["connections"]) if result["requests"] else "-"
+        retries = str(result["pool_retries"]) if result["requests"] else "-"
         fake = f"{result['fake_cpu_ms']:.2f}" if result["requests"] else "-"
         print(f"{job.backend:<12} {str(job.latency_ms) + ' ms':>7} "
               f"{str(result['succeeded']) + '/' + str(job.charges):>10} "
               f"{result['seconds']:>7.2f} {result['rate']:>9.1f} {result['p50']:>7.1f} "
               f"{result['p99']:>7.1f} {result['top_up_p50']:>10.1f} {ratio:>5} {http:>11} "
-              f"{conns:>9} {result['cpu_ms']:>9.2f} {fake:>10} {100 * result['cpu_share']:>5.0f} "
-              f"{result['rss_mb']:>6.0f}  "
+              f"{conns:>9} {retries:>7} {result['cpu_ms']:>9.2f} {fake:>10} "
+              f"{100 * result['cpu_share']:>5.0f} {result['rss_mb']:>6.0f}  "
               f"{verdict}")
         where = f"{job.backend} {job.latency_ms} ms"
         notes.extend(f"  {where}: {problem}" for problem in result["problems"])
@@ -465,11 +646,18 @@ def _print_table(jobs: list[Job], results: list[dict[str, Any]]) -> bool:
     print("latency: one charge, request + approve + submit, from its slot to approve returning; "
           "top_up p50: the provider call alone")
     print("HTTP/charge: requests in the fake's log / charges (token or catalog reads included); "
-          "TCP conns: connections the fake accepted")
-    print("CPU ms/ch: the child process's CPU (every thread) per charge; of it fake: the fake "
-          "server's thread; CPU %: that CPU over the run's wall time (100 = one core: the run "
-          "is CPU-bound; well below the baseline's: the machine was busy)")
-    print("RSS: the child's peak (the fake, the setup and the imports included)")
+          "TCP conns: connections the fake accepted; retries: requests httpcore's pool handed "
+          "a connection already taken (ConnectionNotAvailable), each then tried again")
+    in_thread = any(r.get("fake_thread") for r in results)
+    where = ("the fakes ran in a thread of the bot's process (--fake-thread)" if in_thread
+             else "each fake ran in a process of its own")
+    print(f"{where}; CPU ms/ch: the bot's process (every thread) plus the "
+          f"fake's, per charge; of it fake: the fake server's; CPU %: the bot's process alone"
+          f"{' (the fake thread included)' if in_thread else ''} over the run's wall time "
+          f"(100 = one core: the run is CPU-bound; well below the baseline's: the machine was "
+          f"busy, or the run waited on something else)")
+    print("RSS: the bot process's peak (the setup and the imports included"
+          f"{', and the fake' if in_thread else ''})")
     if notes:
         print()
         print("\n".join(notes))
@@ -487,10 +675,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="one backend (the simulated baseline runs too)")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when a target is missed or a charge did not succeed")
+    parser.add_argument("--fake-thread", action="store_true",
+                        help="run each fake in a thread of the bot's process (as before), not "
+                             "in a process of its own")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--fake", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         _child(args.child)
+        return 0
+    if args.fake:
+        _fake_main(args.fake)
         return 0
     latencies = [int(part) for part in args.latency_ms.split(",") if part.strip()]
 
@@ -499,12 +694,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"bench.providers: {os.cpu_count()} cores ({platform.machine()}), Python "
           f"{platform.python_version()}, httpx {httpx.__version__}, tornado {tornado.version}; "
-          f"a child process per run, fresh SQLite database")
+          f"a child process per run, fresh SQLite database; the fakes in "
+          f"{'a thread of it' if args.fake_thread else 'a process of their own'}")
     print(f"{args.charges} charges of $5.00 per run, a user and a line each, {CONCURRENCY} in "
           f"flight; latency added per provider call (simulator) or per HTTP answer (fakes)")
     print(f"before: {_load_note()}")
     print()
-    jobs = _jobs(args.charges, latencies, args.only)
+    jobs = _jobs(args.charges, latencies, args.only, args.fake_thread)
     results = []
     wall = time.perf_counter()
     for job in jobs:

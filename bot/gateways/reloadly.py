@@ -41,11 +41,13 @@ from bot.domain.money import CURRENCIES, Money, MoneyError
 from bot.domain.operators import Operator, validity_days_for_airtime
 from bot.domain.products import Product, ProductKind
 from bot.gateways.http import (
+    PROVIDER_LIMITS,
     ProviderRefused,
     Sleep,
     decimal_of,
     json_bytes,
     parse_json,
+    provider_transport,
     retrying_read,
     transport_error,
 )
@@ -170,7 +172,8 @@ class ReloadlyGateway:
         self._clock = clock
         self._sleep = sleep
         self._client = httpx.AsyncClient(
-            transport=transport, timeout=httpx.Timeout(config.timeout_seconds, connect=10.0))
+            transport=transport or provider_transport(), limits=PROVIDER_LIMITS,
+            timeout=httpx.Timeout(config.timeout_seconds, connect=10.0))
         self._token: _Token | None = None
         self._token_lock = asyncio.Lock()
         self._operators: tuple[list[ReloadlyOperator], datetime] | None = None
