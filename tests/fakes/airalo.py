@@ -119,7 +119,14 @@ from typing import Any
 
 import tornado.httputil
 
-from tests.fakes.http import Answer, FakeHttpServer, LoggedRequest, Route
+from tests.fakes.http import (
+    Answer,
+    BearerTokens,
+    FakeHttpServer,
+    LoggedRequest,
+    Route,
+    TokenState,
+)
 
 # -- protocol constants ---------------------------------------------------------------------
 
@@ -423,12 +430,6 @@ class _Order:
 
 
 @dataclass
-class _Token:
-    expires_at: datetime
-    revoked: bool = False
-
-
-@dataclass
 class _Window:
     started: datetime
     hits: int = 0
@@ -593,7 +594,7 @@ class FakeAiralo(FakeHttpServer):
         self.keyed_pages = keyed_pages
         self._clock = clock or (lambda: datetime.now(UTC))
         self._balance = Decimal(balance)
-        self._tokens: dict[str, _Token] = {}
+        self._tokens = BearerTokens(length=48)
         self._operators = {op.id: op for op in SEED_OPERATORS}
         self._packages = {p.id: p for p in SEED_PACKAGES}
         self._stock: dict[str, int] = {}  # absent: unlimited
@@ -625,8 +626,7 @@ class FakeAiralo(FakeHttpServer):
     def expire_tokens(self) -> None:
         """Every token issued so far answers 401 from now on."""
         with self.lock:
-            for token in self._tokens.values():
-                token.revoked = True
+            self._tokens.revoke_all()
 
     @property
     def balance(self) -> Decimal:
@@ -763,9 +763,8 @@ class FakeAiralo(FakeHttpServer):
         return guarded
 
     def _authorize(self, request: LoggedRequest) -> None:
-        scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
-        token = self._tokens.get(value.strip()) if scheme.lower() == "bearer" else None
-        if token is None or token.revoked or self._now() >= token.expires_at:
+        state = self._tokens.check(request.headers.get("authorization", ""), self._now())
+        if state is not TokenState.VALID:
             raise _Refusal(401, {"message": "Unauthenticated."}, redirects=True)
 
     def _throttle(self, rules: list[tuple[str, RateLimit | None]]) -> dict[str, str]:
@@ -900,8 +899,7 @@ class FakeAiralo(FakeHttpServer):
                                          "meta": {"message": "Client authentication failed"}})
             except _Refusal as refusal:
                 return self._refused(request, refusal)
-            value = secrets.token_urlsafe(48)
-            self._tokens[value] = _Token(expires_at=self._now() + self.token_lifetime)
+            value = self._tokens.issue(self._now(), self.token_lifetime)
         return Answer(200, {"data": {"token_type": "Bearer",
                                      "expires_in": int(self.token_lifetime.total_seconds()),
                                      "access_token": value},

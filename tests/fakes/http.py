@@ -16,9 +16,11 @@ import contextlib
 import enum
 import json
 import re
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -89,6 +91,52 @@ class Faults:
                         self._armed.remove(armed)
                     return armed.fault
         return None
+
+
+class TokenState(enum.StrEnum):
+    MISSING = "missing"  # no Authorization header
+    UNKNOWN = "unknown"  # not a bearer token, or never issued here
+    EXPIRED = "expired"  # past its lifetime, or revoked by the test
+    VALID = "valid"
+
+
+@dataclass
+class _Token:
+    expires_at: datetime
+    revoked: bool = False
+
+
+class BearerTokens:
+    """The OAuth client-credentials tokens a fake issued: each fake answers a bad one with
+    its own documented error. Call under the fake's lock."""
+
+    def __init__(self, *, length: int = 32) -> None:
+        self._tokens: dict[str, _Token] = {}
+        self._length = length
+
+    def issue(self, now: datetime, lifetime: timedelta) -> str:
+        value = secrets.token_urlsafe(self._length)
+        self._tokens[value] = _Token(expires_at=now + lifetime)
+        return value
+
+    def check(self, authorization: str, now: datetime) -> TokenState:
+        """What an ``Authorization`` header's token is worth at ``now``."""
+        if not authorization.strip():
+            return TokenState.MISSING
+        scheme, _, value = authorization.strip().partition(" ")
+        token = self._tokens.get(value.strip()) if scheme.lower() == "bearer" else None
+        if token is None:
+            return TokenState.UNKNOWN
+        if token.revoked or now >= token.expires_at:
+            return TokenState.EXPIRED
+        return TokenState.VALID
+
+    def revoke_all(self) -> None:
+        for token in self._tokens.values():
+            token.revoked = True
+
+    def __len__(self) -> int:
+        return len(self._tokens)
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, ClassVar
 
-from tests.fakes.http import Answer, FakeHttpServer, LoggedRequest, Route
+from tests.fakes.http import (
+    Answer,
+    BearerTokens,
+    FakeHttpServer,
+    LoggedRequest,
+    Route,
+    TokenState,
+)
 
 # -- protocol constants ---------------------------------------------------------------------
 
@@ -264,12 +271,6 @@ class _Plan:
     after: timedelta
 
 
-@dataclass
-class _Token:
-    expires_at: datetime
-    revoked: bool = False
-
-
 @dataclass(frozen=True)
 class _Order:
     operator_id: int
@@ -435,7 +436,7 @@ class FakeReloadly(FakeHttpServer):
         self._clock = clock or (lambda: datetime.now(UTC))
         self._balance = Decimal(balance)
         self._balance_updated_at = self._now()
-        self._tokens: dict[str, _Token] = {}
+        self._tokens = BearerTokens()
         self._operators = {operator.id: operator for operator in SEED_OPERATORS}
         self._down: set[int] = set()
         self._transactions: list[_Transaction] = []
@@ -463,8 +464,7 @@ class FakeReloadly(FakeHttpServer):
     def expire_tokens(self) -> None:
         """Every token issued so far answers TOKEN_EXPIRED from now on."""
         with self.lock:
-            for token in self._tokens.values():
-                token.revoked = True
+            self._tokens.revoke_all()
 
     def transactions(self) -> list[TopupRecord]:
         """Accepted top-ups, oldest first (refused requests leave nothing)."""
@@ -574,16 +574,14 @@ class FakeReloadly(FakeHttpServer):
         return guarded
 
     def _authorize(self, request: LoggedRequest) -> None:
-        header = request.headers.get("authorization", "").strip()
-        if not header:
+        state = self._tokens.check(request.headers.get("authorization", ""), self._now())
+        if state is TokenState.MISSING:
             raise _Refusal(401, MISSING_TOKEN_CODE,
                            "Full authentication is required to access this resource")
-        scheme, _, value = header.partition(" ")
-        token = self._tokens.get(value.strip()) if scheme.lower() == "bearer" else None
-        if token is None:
+        if state is TokenState.UNKNOWN:
             raise _Refusal(401, "INVALID_TOKEN",
                            "Invalid token, make sure token is valid for the given environment")
-        if token.revoked or self._now() >= token.expires_at:
+        if state is TokenState.EXPIRED:
             raise _Refusal(401, "TOKEN_EXPIRED", "The access token has expired")
 
     def _check_accept(self, request: LoggedRequest) -> None:
@@ -653,8 +651,7 @@ class FakeReloadly(FakeHttpServer):
                     raise _Refusal(401, "INVALID_AUDIENCE", "The provided audience is not valid")
             except _Refusal as refusal:
                 return self._error(request, refusal)
-            value = secrets.token_urlsafe(32)
-            self._tokens[value] = _Token(expires_at=self._now() + self.token_lifetime)
+            value = self._tokens.issue(self._now(), self.token_lifetime)
         scope = ("developer" if self.sandbox
                  else "send-topups read-topups-history read-operators read-promotions")
         return Answer(200, {"access_token": value, "scope": scope,
