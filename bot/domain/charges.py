@@ -92,4 +92,5 @@ class DeclineReason(enum.StrEnum):
     AMOUNT_NOT_OFFERED = "amount_not_offered"  # not a denomination the operator sells
     PRODUCT_UNAVAILABLE = "product_unavailable"  # the plan left the provider's catalog
     OPERATOR_TIMED_OUT = "operator_timed_out"  # the operator did not answer; not charged
+    ESIM_RECYCLED = "esim_recycled"  # the eSIM provider took the eSIM back for good
     DECLINED = "declined_by_operator"  # any other refusal

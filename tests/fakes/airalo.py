@@ -354,6 +354,8 @@ class SimRecord:
     expired_at: datetime | None
     recycled: bool
     topups: tuple[str, ...]  # package ids, in order
+    matching_id: str
+    qrcode: str  # the LPA string an install QR holds
 
 
 @dataclass
@@ -402,7 +404,7 @@ class _Sim:
             total_mb=0 if self.package.unlimited else self.total_mb,
             remaining_mb=self.remaining_mb, installed_at=self.installed_at,
             expired_at=self.expired_at, recycled=self.recycled_at is not None,
-            topups=tuple(self.topups))
+            topups=tuple(self.topups), matching_id=self.matching_id, qrcode=self.qrcode)
 
 
 @dataclass
