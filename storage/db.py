@@ -64,6 +64,30 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def schema_change(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction for migrations. On SQLite, foreign keys are off inside it: an
+        ALTER that SQLite cannot do in place rebuilds the table, and dropping the old copy
+        would otherwise delete (ON DELETE CASCADE) the rows that reference it. Every foreign
+        key is checked before the commit; a broken one rolls the whole change back."""
+        if not self.is_sqlite:
+            async with self.write() as conn:
+                yield conn
+            return
+        async with self._sqlite_writer_lock(), self._sqlite_connection() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            # Outside any transaction: SQLite ignores this pragma inside one.
+            await driver.execute("PRAGMA foreign_keys=OFF")
+            try:
+                async with self._begin_write(conn):
+                    yield conn
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise RuntimeError(f"the schema change breaks foreign keys: {broken}")
+            finally:
+                await driver.execute("PRAGMA foreign_keys=ON")
+
+    @asynccontextmanager
     async def _begin_write(self, conn: AsyncConnection) -> AsyncIterator[None]:
         await conn.execution_options(**{_WRITE: True})
         async with conn.begin():

@@ -50,12 +50,12 @@ async def current_revision(db: Database) -> str | None:
 async def upgrade(db: Database, target: str = "head", *,
                   cipher: FieldCipher | None = None) -> None:
     await ensure_known(db)
-    async with db.write() as conn:
+    async with db.schema_change() as conn:
         await conn.run_sync(lambda sync: command.upgrade(_config(sync, cipher), target))
 
 
 async def downgrade(db: Database, target: str, *, cipher: FieldCipher | None = None) -> None:
-    async with db.write() as conn:
+    async with db.schema_change() as conn:
         await conn.run_sync(lambda sync: command.downgrade(_config(sync, cipher), target))
 
 

@@ -51,9 +51,12 @@ lines = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("owner_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False,
            index=True),
-    Column("operator", String(16), nullable=False),
-    Column("phone_enc", Text, nullable=False),
-    Column("phone_index", String(64), nullable=False, unique=True),
+    Column("operator", String(16), nullable=False),  # an eSIM's: the network it uses here
+    Column("kind", String(8), nullable=False, server_default="sim"),  # sim | esim
+    # A SIM's number; an eSIM usually has none (data only).
+    Column("phone_enc", Text),
+    Column("phone_index", String(64), unique=True),
+    # An eSIM's ICCID: NULL while its order is on its way.
     Column("iccid_enc", Text),
     Column("iccid_index", String(64), unique=True),
     Column("nickname", String(64)),
@@ -76,6 +79,8 @@ lines = Table(
     Column("balance_episode", Integer, nullable=False, server_default="0"),
     Column("data_low", Boolean, nullable=False, server_default=false()),
     Column("data_episode", Integer, nullable=False, server_default="0"),
+    CheckConstraint("kind <> 'sim' OR (phone_enc IS NOT NULL AND phone_index IS NOT NULL)",
+                    name="sim_has_number"),
 )
 
 otp_challenges = Table(
@@ -445,3 +450,36 @@ Index("uq_sim_topups_reference_first", sim_topups.c.reference, unique=True,
       sqlite_where=text("NOT duplicate"), postgresql_where=text("NOT duplicate"))
 # A balance read asks whether a line has top-ups waiting to settle (issue 6).
 Index("ix_sim_topups_phone_index_status", sim_topups.c.phone_index, sim_topups.c.status)
+
+# --- the simulated eSIM provider (ESIM_BACKEND=simulated): its side of the world ---------
+
+sim_esims = Table(
+    "sim_esims", metadata,
+    Column("iccid_index", String(64), primary_key=True),
+    Column("iccid_enc", Text, nullable=False),
+    Column("order_id", BigId, nullable=False),
+    Column("package_id", String(64), nullable=False),
+    Column("matching_id", String(64), nullable=False, unique=True),
+    Column("total_mb", Integer),  # NULL: unlimited
+    Column("used_mb", Integer, nullable=False, server_default="0"),  # as of ``as_of``
+    Column("daily_mb", Integer, nullable=False),  # how fast its user spends data
+    Column("validity_days", Integer, nullable=False),  # counted from installation
+    Column("installed_at", UtcDateTime),
+    Column("expires_at", UtcDateTime),
+    Column("as_of", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+sim_esim_orders = Table(
+    "sim_esim_orders", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    # Our reference, as Airalo keeps it: not unique (ordering is not idempotent there).
+    Column("description", String(255), index=True),
+    Column("kind", String(8), nullable=False),  # sim | topup
+    Column("package_id", String(64), nullable=False),
+    Column("iccid_index", String(64), nullable=False),
+    Column("price_minor", BigInteger, nullable=False),
+    Column("net_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, index=True),
+)

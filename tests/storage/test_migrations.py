@@ -396,3 +396,55 @@ async def test_upgrading_encrypts_payment_references_and_masks_their_copies(
     await migrate.upgrade(empty_db, cipher=cipher)
     async with empty_db.read() as conn:
         assert await PaymentsRepository(conn, cipher).by_external_id("stxCHARGE-0001")
+
+
+BEFORE_ESIM_LINES = "0009"
+
+
+async def child_rows(db: Database) -> dict[str, int]:
+    async with db.read() as conn:
+        return {name: int((await conn.execute(
+            select(sqlalchemy.func.count()).select_from(metadata.tables[name]))).scalar_one())
+            for name in ("lines", "charges", "line_readings", "recharge_rules")}
+
+
+async def test_esim_lines_keep_every_line_and_what_references_it(
+        empty_db: Database, cipher: FieldCipher, clock: ManualClock) -> None:
+    """SQLite rebuilds the lines table for 0010: nothing that references a line (charges,
+    readings, rules, all ON DELETE CASCADE or RESTRICT) may be lost with the old copy."""
+    await migrate.upgrade(empty_db, BEFORE_ESIM_LINES)
+    first, second = await lines_of_one_user(empty_db, cipher, clock)
+    async with empty_db.write() as conn:
+        await add_charge(conn, clock, first, "succeeded")
+        await add_charge(conn, clock, second, "awaiting_approval")
+        await conn.execute(sqlalchemy.text(
+            "INSERT INTO line_readings (line_id, source, read_at, recorded_at, data_mb) "
+            "VALUES (:line, 'user', :now, :now, 500)"), {"line": first, "now": clock.now()})
+    before = await child_rows(empty_db)
+
+    await migrate.upgrade(empty_db)
+
+    assert await child_rows(empty_db) == before
+    async with empty_db.read() as conn:
+        kinds = (await conn.execute(sqlalchemy.text("SELECT kind FROM lines"))).scalars().all()
+    assert kinds == ["sim", "sim"]
+    # An eSIM line needs no number; a SIM line cannot lose its own.
+    async with empty_db.write() as conn:
+        await conn.execute(sqlalchemy.text(
+            "INSERT INTO lines (owner_id, operator, kind, created_at, updated_at) "
+            "VALUES (42, 'smart', 'esim', :now, :now)"), {"now": clock.now()})
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        async with empty_db.write() as conn:
+            await conn.execute(sqlalchemy.text(
+                "INSERT INTO lines (owner_id, operator, kind, created_at, updated_at) "
+                "VALUES (42, 'smart', 'sim', :now, :now)"), {"now": clock.now()})
+
+    # Down is refused while an eSIM line exists; without one it goes, and up again.
+    with pytest.raises(migrate.SchemaError, match="eSIM lines"):
+        await migrate.downgrade(empty_db, BEFORE_ESIM_LINES)
+    async with empty_db.write() as conn:
+        await conn.execute(sqlalchemy.text("DELETE FROM lines WHERE kind = 'esim'"))
+    await migrate.downgrade(empty_db, BEFORE_ESIM_LINES)
+    assert await child_rows(empty_db) == before
+    await migrate.upgrade(empty_db)
+    assert await child_rows(empty_db) == before
