@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -266,7 +266,7 @@ class AiraloGateway:
             "package_id": package_id, "iccid": _checked(iccid), "description": reference})
         order = self._ordered(status, body, reference, "top-up")
         self._usage.pop(iccid, None)  # the next reading shows the new data
-        return order
+        return replace(order, iccid=iccid)  # its answer names no eSIM: it is this one
 
     def _ordered(self, status: int, body: Any, reference: str, what: str) -> EsimOrder:
         data = body.get("data") if isinstance(body, dict) else None

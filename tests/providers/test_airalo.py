@@ -27,19 +27,13 @@ from bot.gateways.http import ProviderRefused
 from bot.gateways.topup import GatewayError, GatewayTimeout
 from tests.fakes import airalo
 from tests.fakes.http import Fault
+from tests.providers.esim_backends import clock_sleep
 
 
 @pytest.fixture
 def fake(clock: ManualClock) -> Iterator[airalo.FakeAiralo]:
     with airalo.FakeAiralo(clock=clock.now) as server:
         yield server
-
-
-def clock_sleep(clock: ManualClock):  # type: ignore[no-untyped-def]
-    """A sleep that moves the test's clock (the fake's clock too) instead of waiting."""
-    async def sleep(seconds: float) -> None:
-        clock.advance(timedelta(seconds=seconds))
-    return sleep
 
 
 def gateway_for(fake: airalo.FakeAiralo, clock: ManualClock, **config: object) -> AiraloGateway:
@@ -352,7 +346,7 @@ async def test_a_top_up_adds_data_and_is_found_by_its_reference(
 
     await gateway.usage(iccid)
     order = await gateway.top_up(iccid, airalo.TOPUP_3GB, "topup-ref-1")
-    assert (order.kind, order.sims, order.iccid) == (PackageKind.TOPUP, (), None)
+    assert (order.kind, order.sims, order.iccid) == (PackageKind.TOPUP, (), iccid)
     assert (await gateway.usage(iccid)).total_mb == 1024 + 3072  # not the cached reading
 
     found = await gateway.find_order("topup-ref-1")
