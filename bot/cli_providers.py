@@ -1,7 +1,8 @@
-"""The provider commands: `topup-bot providers check` (is the chosen top-up provider
-usable with these settings? It gets a token - the first call does -, reads our balance at
-the provider and the Cambodian operators' catalogs, and prints them; any failure is named,
-and the command exits 1) and how `topup-bot reconcile` prints a day's differences.
+"""The provider commands: `topup-bot providers check` (are the chosen top-up and eSIM
+providers usable with these settings? It gets a token - the first call does -, reads our
+balance at each provider, the Cambodian operators' catalogs and the eSIMs for sale, and
+prints them; any failure is named, and the command exits 1) and how `topup-bot reconcile`
+prints a day's differences.
 """
 
 from __future__ import annotations
@@ -50,7 +51,25 @@ async def providers_check(components: Components) -> list[str]:
             if len(products) > SHOWN_PRODUCTS else ""
         lines.append(f"{operator.display_name}: {len(products)} products"
                      + (f": {shown}{more}" if products else ""))
-    return lines
+    return lines + await _esim_check(components)
+
+
+async def _esim_check(components: Components) -> list[str]:
+    backend = components.settings.gateways.esim_backend
+    provider = components.esim_provider
+    try:
+        # The simulated provider keeps its credit in the database: nothing to ask.
+        credit = (await provider.balance()).plain() if backend != "simulated" \
+            else "none to read (the simulated eSIM provider)"
+        packages = await provider.packages()
+    except GatewayError as exc:
+        raise ProviderCheckFailed(f"{backend} (eSIM): {exc}") from exc
+    shown = ", ".join(f"{p.coverage} {p.title} ({p.price.plain()})"
+                      for p in packages[:SHOWN_PRODUCTS])
+    more = f" and {len(packages) - SHOWN_PRODUCTS} more" \
+        if len(packages) > SHOWN_PRODUCTS else ""
+    return [f"eSIM provider: {backend}", f"eSIM credit: {credit}",
+            f"eSIMs for Cambodia: {len(packages)}" + (f": {shown}{more}" if packages else "")]
 
 
 def format_reconciliation(report: ReconciliationReport) -> list[str]:

@@ -160,6 +160,7 @@ class LocaleSettings(_Section):
 class GatewaySettings(_Section):
     carrier_backend: Literal["simulated", "reloadly", "dingconnect"] = Field(
         "simulated", alias="CARRIER_BACKEND")
+    esim_backend: Literal["simulated", "airalo"] = Field("simulated", alias="ESIM_BACKEND")
     sms_backend: Literal["console"] = Field("console", alias="SMS_BACKEND")
     sim_latency_ms: int = Field(0, ge=0, le=60_000, alias="SIM_LATENCY_MS")
     sim_timeout_rate: float = Field(0.0, ge=0, le=1, alias="SIM_TIMEOUT_RATE")
@@ -169,7 +170,8 @@ class GatewaySettings(_Section):
 
 
 class ProviderSettings(_Section):
-    """The real top-up providers; only the chosen CARRIER_BACKEND's credentials are needed."""
+    """The real top-up and eSIM providers; only the credentials of the chosen CARRIER_BACKEND
+    and ESIM_BACKEND are needed."""
 
     reloadly_client_id: str | None = Field(None, alias="RELOADLY_CLIENT_ID")
     reloadly_client_secret: SecretStr | None = Field(None, alias="RELOADLY_CLIENT_SECRET")
@@ -178,6 +180,9 @@ class ProviderSettings(_Section):
     reloadly_api_url: AnyHttpUrl | None = Field(None, alias="RELOADLY_API_URL")
     dingconnect_api_key: SecretStr | None = Field(None, alias="DINGCONNECT_API_KEY")
     dingconnect_api_url: AnyHttpUrl | None = Field(None, alias="DINGCONNECT_API_URL")
+    airalo_client_id: str | None = Field(None, alias="AIRALO_CLIENT_ID")
+    airalo_client_secret: SecretStr | None = Field(None, alias="AIRALO_CLIENT_SECRET")
+    airalo_api_url: AnyHttpUrl | None = Field(None, alias="AIRALO_API_URL")
     # Below this balance at the provider the admins are told (once per episode).
     float_alert_usd: Decimal = Field(Decimal(50), ge=0, le=1_000_000, decimal_places=2,
                                      alias="PROVIDER_FLOAT_ALERT")
@@ -185,6 +190,7 @@ class ProviderSettings(_Section):
 
     @field_validator("reloadly_client_id", "reloadly_client_secret", "dingconnect_api_key",
                      "reloadly_auth_url", "reloadly_api_url", "dingconnect_api_url",
+                     "airalo_client_id", "airalo_client_secret", "airalo_api_url",
                      mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
@@ -198,7 +204,9 @@ class ProviderSettings(_Section):
         """The first credential ``backend`` needs that is not set."""
         needed = {"reloadly": (("RELOADLY_CLIENT_ID", self.reloadly_client_id),
                                ("RELOADLY_CLIENT_SECRET", self.reloadly_client_secret)),
-                  "dingconnect": (("DINGCONNECT_API_KEY", self.dingconnect_api_key),)}
+                  "dingconnect": (("DINGCONNECT_API_KEY", self.dingconnect_api_key),),
+                  "airalo": (("AIRALO_CLIENT_ID", self.airalo_client_id),
+                             ("AIRALO_CLIENT_SECRET", self.airalo_client_secret))}
         for name, value in needed.get(backend, ()):
             if value is None:
                 return name
@@ -312,8 +320,9 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
             message = str(first["msg"]).removeprefix("Value error, ")
             raise SettingsError(f"{name}: {message}") from None
     settings = Settings(**sections)
-    backend = settings.gateways.carrier_backend
-    missing = settings.providers.missing_for(backend)
-    if missing is not None:
-        raise SettingsError(f"{missing}: needed when CARRIER_BACKEND={backend}")
+    for name, backend in (("CARRIER_BACKEND", settings.gateways.carrier_backend),
+                          ("ESIM_BACKEND", settings.gateways.esim_backend)):
+        missing = settings.providers.missing_for(backend)
+        if missing is not None:
+            raise SettingsError(f"{missing}: needed when {name}={backend}")
     return settings

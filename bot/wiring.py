@@ -5,15 +5,19 @@ Nothing here runs at import time; ``build_components`` is called by the CLI (and
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.clock import Clock, SystemClock
+from bot.gateways.airalo import AiraloConfig, AiraloGateway
 from bot.gateways.dingconnect import DingConfig, DingConnectGateway
+from bot.gateways.esim import EsimProvider
 from bot.gateways.readings import LineReadings, NoLineReadings
 from bot.gateways.reloadly import ReloadlyConfig, ReloadlyGateway
 from bot.gateways.simulated_carrier import SimulatedCarrier, SimulatorKnobs
+from bot.gateways.simulated_esim import SimulatedEsimProvider
 from bot.gateways.sms import ConsoleSms, SmsSender
 from bot.gateways.topup import ProviderAccount, TopUpBackend
 from bot.i18n import Translations
@@ -45,6 +49,7 @@ class Components:
     simulator: SimulatedCarrier  # the embedded carrier (CARRIER_BACKEND=simulated; `sim`)
     provider: TopUpBackend  # who tops lines up: the simulator, Reloadly or DingConnect
     line_readings: LineReadings  # who can read a line's balance: the simulator, or nobody
+    esim_provider: EsimProvider  # who sells eSIMs and reads them: the simulator or Airalo
     sms: SmsSender
     i18n: Translations
     users: UsersService = field(init=False)
@@ -77,9 +82,10 @@ class Components:
 
     async def aclose(self) -> None:
         """What shutting down releases: the provider's HTTP connections, the database."""
-        close = getattr(self.provider, "aclose", None)
-        if close is not None and self.provider is not self.simulator:
-            await close()
+        for client in (self.provider, self.esim_provider):
+            close = getattr(client, "aclose", None)
+            if close is not None:
+                await close()
         await self.db.dispose()
 
     def __post_init__(self) -> None:
@@ -133,6 +139,7 @@ def build_components(settings: Settings, *, clock: Clock | None = None,
     provider, line_readings = build_provider(settings, simulator, clock)
     return Components(settings=settings, clock=clock, db=db, cipher=cipher,
                       simulator=simulator, provider=provider, line_readings=line_readings,
+                      esim_provider=build_esim_provider(settings, db, cipher, clock),
                       sms=sms or ConsoleSms(), i18n=Translations(), worker=worker)
 
 
@@ -159,3 +166,19 @@ def build_provider(settings: Settings, simulator: SimulatedCarrier,
             api_url=str(chosen.dingconnect_api_url) if chosen.dingconnect_api_url else None,
             catalog_ttl=ttl), clock), NoLineReadings()
     return simulator, simulator
+
+
+def build_esim_provider(settings: Settings, db: Database, cipher: FieldCipher,
+                        clock: Clock) -> EsimProvider:
+    """The eSIM provider ESIM_BACKEND names (a client only: nothing is called yet)."""
+    chosen = settings.providers
+    if settings.gateways.esim_backend == "airalo":
+        secret = chosen.airalo_client_secret
+        config = AiraloConfig(
+            client_id=chosen.airalo_client_id or "",
+            client_secret=secret.get_secret_value() if secret else "",
+            catalog_ttl=timedelta(minutes=chosen.catalog_ttl_minutes))
+        if chosen.airalo_api_url:
+            config = dataclasses.replace(config, api_url=str(chosen.airalo_api_url))
+        return AiraloGateway(config, clock)
+    return SimulatedEsimProvider(db, cipher, clock)

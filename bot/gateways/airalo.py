@@ -246,7 +246,7 @@ class AiraloGateway:
                 meta = body.get("meta") or {}
                 if page >= int(meta.get("last_page") or 1):
                     break
-            found.sort(key=lambda p: (p.price.minor, p.validity_days, p.id))
+            found.sort(key=EsimPackage.shelf_order)
             self._catalog = (found, self._clock.now() + self._config.catalog_ttl)
             return found
 
@@ -341,7 +341,7 @@ class AiraloGateway:
                 package = _topup_package(item, known.get(str(item.get("id"))))
                 if package is not None:
                     found.append(package)
-        return sorted(found, key=lambda p: (p.price.minor, p.id))
+        return sorted(found, key=EsimPackage.shelf_order)
 
     # --- the account ------------------------------------------------------------------
 

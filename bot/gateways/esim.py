@@ -55,6 +55,15 @@ class EsimPackage:
     def unlimited(self) -> bool:
         return self.data_mb is None
 
+    @property
+    def regional(self) -> bool:
+        """Whether it works in other countries too (Airalo's regional eSIMs)."""
+        return len(self.countries) > 1
+
+    def shelf_order(self) -> tuple[int, bool, int, str]:
+        """How packages are listed: cheapest first, a Cambodian one before a regional one."""
+        return (self.price.minor, self.regional, self.validity_days, self.id)
+
 
 @dataclass(frozen=True)
 class InstallCode:

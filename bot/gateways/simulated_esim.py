@@ -107,7 +107,7 @@ class SimulatedEsimProvider:
     async def packages(self) -> list[EsimPackage]:
         return sorted((p for p in PACKAGES if p.kind is SIM
                        and p.id not in self.knobs.out_of_stock),
-                      key=lambda p: (p.price.minor, p.validity_days, p.id))
+                      key=EsimPackage.shelf_order)
 
     async def order(self, package_id: str, reference: str) -> EsimOrder:
         package = BY_ID.get(package_id)

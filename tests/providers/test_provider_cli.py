@@ -12,8 +12,8 @@ import pytest
 
 from bot.__main__ import main
 from bot.settings import GatewaySettings, ProviderSettings
+from tests.fakes import airalo, reloadly
 from tests.fakes import dingconnect as ding
-from tests.fakes import reloadly
 
 TOKEN = "123456789:AAH-example_token_abcdefghijklmnop"
 PROVIDER_VARIABLES = {f.alias for section in (GatewaySettings, ProviderSettings)
@@ -79,15 +79,41 @@ def test_providers_check_over_dingconnect(monkeypatch: pytest.MonkeyPatch,
     assert "Balance: 1000.00 USD" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("backend", "missing"), [
-    ("reloadly", "RELOADLY_CLIENT_ID"), ("dingconnect", "DINGCONNECT_API_KEY")])
+@pytest.mark.parametrize(("variable", "backend", "missing"), [
+    ("CARRIER_BACKEND", "reloadly", "RELOADLY_CLIENT_ID"),
+    ("CARRIER_BACKEND", "dingconnect", "DINGCONNECT_API_KEY"),
+    ("ESIM_BACKEND", "airalo", "AIRALO_CLIENT_ID")])
 def test_check_config_names_a_missing_credential(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], backend: str,
-        missing: str) -> None:
-    monkeypatch.setenv("CARRIER_BACKEND", backend)
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str,
+        backend: str, missing: str) -> None:
+    monkeypatch.setenv(variable, backend)
 
     assert main(["--env-file", os.devnull, "check-config"]) == 2
-    assert f"{missing}: needed when CARRIER_BACKEND={backend}" in capsys.readouterr().err
+    assert f"{missing}: needed when {variable}={backend}" in capsys.readouterr().err
+
+
+def test_providers_check_over_airalo(monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with airalo.FakeAiralo() as fake:
+        monkeypatch.setenv("ESIM_BACKEND", "airalo")
+        monkeypatch.setenv("AIRALO_CLIENT_ID", fake.client_id)
+        monkeypatch.setenv("AIRALO_CLIENT_SECRET", fake.client_secret)
+        monkeypatch.setenv("AIRALO_API_URL", fake.api_url)
+        fake.set_balance(Decimal("75.25"))
+        assert main(["--env-file", os.devnull, "providers", "check"]) == 0
+        out = capsys.readouterr().out
+        assert "eSIM provider: airalo" in out and "eSIM credit: 75.25 USD" in out
+        assert "eSIMs for Cambodia: 7: Cambodia 1 GB - 7 Days (5.00 USD)" in out
+
+        monkeypatch.setenv("AIRALO_CLIENT_SECRET", "not-the-secret")
+        assert main(["--env-file", os.devnull, "providers", "check"]) == 1
+        assert "AIRALO_CLIENT_SECRET" in capsys.readouterr().err
+
+
+def test_providers_check_shows_the_simulated_esims(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--env-file", os.devnull, "providers", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "eSIM provider: simulated" in out and "eSIMs for Cambodia: 7:" in out
 
 
 def test_reconcile_prints_a_day_without_differences(capsys: pytest.CaptureFixture[str]) -> None:
