@@ -96,7 +96,8 @@ class Components:
         # One catalog of plans for every service, read from the provider and cached.
         self.catalog = CatalogService(
             self.provider, self.clock,
-            ttl=timedelta(minutes=self.settings.providers.catalog_ttl_minutes))
+            ttl=timedelta(minutes=self.settings.providers.catalog_ttl_minutes),
+            esims=self.esim_provider)
         self.lines = LinesService(self.db, self.cipher, self.catalog, self.clock)
         self.readings = ReadingsService(self.db, self.cipher, self.clock)
         self.rules = RulesService(self.db, self.cipher, self.otp, self.clock,

@@ -13,7 +13,8 @@ from bot.domain.operators import Operator
 
 class ProductKind(enum.StrEnum):
     AIRTIME = "airtime"
-    DATA = "data"
+    DATA = "data"  # a data bundle, or a top-up of an eSIM
+    ESIM = "esim"  # a new eSIM with its first data
 
 
 @dataclass(frozen=True)
@@ -25,4 +26,10 @@ class Product:
     price: Money
     validity_days: int
     airtime: Money | None = None  # credit it adds to the line's balance
-    data_mb: int | None = None
+    data_mb: int | None = None  # None with an eSIM kind: unlimited
+    coverage: str | None = None  # an eSIM's: "Cambodia", or a region ("Asia")
+
+    @property
+    def for_esims(self) -> bool:
+        """Sold by the eSIM provider (a new eSIM, or a top-up of one), not by a carrier."""
+        return self.coverage is not None

@@ -250,6 +250,9 @@ class AiraloGateway:
             self._catalog = (found, self._clock.now() + self._config.catalog_ttl)
             return found
 
+    async def catalog(self) -> list[EsimPackage]:
+        return list(await self._all_packages())
+
     async def packages(self) -> list[EsimPackage]:
         return [p for p in await self._all_packages() if p.kind is PackageKind.SIM]
 
@@ -298,6 +301,29 @@ class AiraloGateway:
             log.error("Airalo has %d orders under reference %s", len(matches), reference)
         oldest = min(matches, key=lambda item: int(item.get("id") or 0))
         return _order(oldest, reference, self._clock.now())
+
+    async def orders_between(self, start: datetime, end: datetime) -> list[EsimOrder]:
+        """GET /orders?filter[created_at]=<first day> - <last day> (UTC days, page by page),
+        then the exact moments kept."""
+        last = end - timedelta(microseconds=1)
+        days = f"{start.astimezone(UTC):%Y-%m-%d} - {last.astimezone(UTC):%Y-%m-%d}"
+        found: list[EsimOrder] = []
+        page = 1
+        while True:
+            status, body = await self._read("/orders", {
+                "filter[created_at]": days, "include": "sims", "limit": PAGE_SIZE,
+                "page": page})
+            if status != 200 or not isinstance(body, dict):
+                raise GatewayError(f"orders of {days}: HTTP {status}")
+            for item in body.get("data") or []:
+                if isinstance(item, dict):
+                    order = _order(item, str(item.get("description") or ""), self._clock.now())
+                    if start <= order.at < end:
+                        found.append(order)
+            if page >= int((body.get("meta") or {}).get("last_page") or 1):
+                # Airalo lists the newest first; a report reads oldest first.
+                return sorted(found, key=lambda o: (o.at, int(o.order_id)))
+            page += 1
 
     # --- eSIMs ------------------------------------------------------------------------
 

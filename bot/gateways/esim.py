@@ -15,6 +15,9 @@ from typing import Protocol
 
 from bot.domain.charges import DeclineReason
 from bot.domain.money import Money
+from bot.domain.operators import Operator
+from bot.domain.products import Product, ProductKind
+from bot.gateways.provider_text import our_operator
 from bot.gateways.topup import GatewayError
 
 
@@ -63,6 +66,24 @@ class EsimPackage:
     def shelf_order(self) -> tuple[int, bool, int, str]:
         """How packages are listed: cheapest first, a Cambodian one before a regional one."""
         return (self.price.minor, self.regional, self.validity_days, self.id)
+
+    @property
+    def network(self) -> Operator | None:
+        """The Cambodian operator whose network it uses (the first of ours it names)."""
+        return next((found for name in self.networks
+                     if (found := our_operator(name)) is not None), None)
+
+    def as_product(self) -> Product | None:
+        """The package as the charge pipeline sells it; None when it names no Cambodian
+        network of ours (its line would have no operator to show or to watch)."""
+        network = self.network
+        if network is None:
+            return None
+        return Product(
+            id=self.id, operator=network,
+            kind=ProductKind.ESIM if self.kind is PackageKind.SIM else ProductKind.DATA,
+            name=self.title, price=self.price, validity_days=self.validity_days,
+            data_mb=self.data_mb, coverage=self.coverage)
 
 
 @dataclass(frozen=True)
@@ -136,6 +157,10 @@ class RateLimited(GatewayError):
 
 
 class EsimProvider(Protocol):
+    async def catalog(self) -> list[EsimPackage]:
+        """Every package listed for Cambodia: new eSIMs and top-ups."""
+        ...
+
     async def packages(self) -> list[EsimPackage]:
         """The eSIMs for sale that work in Cambodia (local and regional), cheapest first."""
         ...
@@ -167,4 +192,8 @@ class EsimProvider(Protocol):
 
     async def balance(self) -> Money:
         """What is left of our credit at the provider."""
+        ...
+
+    async def orders_between(self, start: datetime, end: datetime) -> list[EsimOrder]:
+        """Every order (eSIMs and top-ups) made in [start, end), for reconciliation."""
         ...

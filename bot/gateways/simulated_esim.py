@@ -104,6 +104,10 @@ class SimulatedEsimProvider:
 
     # -- EsimProvider --------------------------------------------------------------------
 
+    async def catalog(self) -> list[EsimPackage]:
+        return sorted((p for p in PACKAGES if p.id not in self.knobs.out_of_stock),
+                      key=EsimPackage.shelf_order)
+
     async def packages(self) -> list[EsimPackage]:
         return sorted((p for p in PACKAGES if p.kind is SIM
                        and p.id not in self.knobs.out_of_stock),

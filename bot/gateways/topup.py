@@ -49,6 +49,7 @@ class TopUpResult:
     provider_cost: Money | None = None  # what the provider took from our account for it
     provider_fee: Money | None = None  # a fee the provider reports on top
     provider_discount: Money | None = None  # a discount (commission) the provider gave us
+    esim_iccid: str | None = None  # the eSIM an eSIM order made (bot/gateways/esim_charges.py)
 
 
 def declined(request: TopUpRequest, reason: DeclineReason, at: datetime, *,

@@ -1,4 +1,5 @@
-"""The plans each operator sells, from the chosen top-up provider, cached per operator.
+"""The plans each operator sells, from the chosen top-up provider, cached per operator;
+and the eSIM packages the eSIM provider sells (new eSIMs and their top-ups), cached alike.
 
 Services look a plan up by id inside their transactions, where no network call may wait:
 ``get`` answers from the cache alone. ``warm`` (before a sweep, a request, at start-up)
@@ -16,7 +17,8 @@ from typing import Protocol
 
 from bot.clock import Clock, SystemClock
 from bot.domain.operators import Operator
-from bot.domain.products import Product
+from bot.domain.products import Product, ProductKind
+from bot.gateways.esim import EsimPackage
 from bot.gateways.topup import GatewayError
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,19 @@ class PlanSource(Protocol):
     async def catalog(self, operator: Operator) -> list[Product]: ...
 
 
+class EsimPackageSource(Protocol):
+    """Where eSIM packages come from: the eSIM provider."""
+
+    async def catalog(self) -> list[EsimPackage]: ...
+
+
 class CatalogService:
     def __init__(self, provider: PlanSource | None, clock: Clock, *,
-                 ttl: timedelta = DEFAULT_TTL) -> None:
+                 ttl: timedelta = DEFAULT_TTL, esims: EsimPackageSource | None = None) -> None:
         self._provider = provider
+        self._esims = esims
+        self._esim_plans: list[Product] = []
+        self._esims_read_at: datetime | None = None
         self._clock = clock
         self._ttl = ttl
         self._plans: dict[Operator, list[Product]] = {}
@@ -67,9 +78,41 @@ class CatalogService:
         return await self.for_operator(operator)
 
     async def warm(self) -> None:
-        """Reads every operator whose plans are stale; never raises (the old ones stay)."""
+        """Reads every operator whose plans are stale, and the eSIM packages; never raises
+        (the old ones stay)."""
         for operator in Operator:
             await self._refresh(operator, strict=False)
+        await self._refresh_esims(strict=False)
+
+    async def esims_for_sale(self) -> list[Product]:
+        """New eSIMs for sale, cheapest first (Cambodian before regional). GatewayError
+        only when the provider cannot answer and nothing was ever read."""
+        await self._refresh_esims(strict=True)
+        return [p for p in self._esim_plans if p.kind is ProductKind.ESIM]
+
+    async def _refresh_esims(self, *, strict: bool) -> None:
+        if self._esims is None:
+            return
+        async with self._lock:
+            if self._esims_read_at is not None \
+                    and self._clock.now() - self._esims_read_at < self._ttl:
+                return
+            try:
+                packages = await self._esims.catalog()
+            except GatewayError as error:
+                if strict and self._esims_read_at is None:
+                    raise
+                log.warning("eSIM packages not read (%s); keeping the last ones", error)
+                return
+            self._esim_plans = [product for package in sorted(packages,
+                                                              key=EsimPackage.shelf_order)
+                                if (product := package.as_product()) is not None]
+            self._esims_read_at = self._clock.now()
+            self._index()
+
+    def _index(self) -> None:
+        self._by_id = {product.id: product for listed in
+                       (*self._plans.values(), self._esim_plans) for product in listed}
 
     async def _refresh(self, operator: Operator, *, strict: bool) -> None:
         if self._provider is None:
@@ -88,5 +131,4 @@ class CatalogService:
                 return
             self._plans[operator] = plans
             self._read_at[operator] = self._clock.now()
-            self._by_id = {product.id: product for listed in self._plans.values()
-                           for product in listed}
+            self._index()

@@ -102,3 +102,25 @@ async def test_the_credit_pays_the_net_price(backend: EsimBackend) -> None:
     order = await backend.provider.order(backend.one_gb, "ref-credit")
     assert order.net_price is not None
     assert await backend.provider.balance() == before - order.net_price
+
+
+async def test_orders_of_a_period_are_listed(backend: EsimBackend, clock: ManualClock) -> None:
+    first = await backend.provider.order(backend.one_gb, "ref-period-1")
+    clock.advance(timedelta(days=1))
+    second = await backend.provider.order(backend.one_gb, "ref-period-2")
+    assert second.iccid is not None
+    topup = await backend.provider.top_up(second.iccid, backend.one_gb_topup, "ref-period-3")
+
+    day_two = await backend.provider.orders_between(second.at.replace(hour=0, minute=0,
+                                                                      second=0),
+                                                    clock.now() + timedelta(seconds=1))
+    assert [(o.reference, o.kind) for o in day_two] == [
+        ("ref-period-2", PackageKind.SIM), ("ref-period-3", PackageKind.TOPUP)]
+    assert {o.order_id for o in day_two} == {second.order_id, topup.order_id}
+    assert first.order_id not in {o.order_id for o in day_two}
+
+
+async def test_the_catalog_holds_the_top_ups_too(backend: EsimBackend) -> None:
+    listed = {p.id: p for p in await backend.provider.catalog()}
+    assert listed[backend.one_gb_topup].kind is PackageKind.TOPUP
+    assert listed[backend.one_gb].as_product() is not None

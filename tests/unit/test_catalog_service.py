@@ -3,6 +3,7 @@ when the provider cannot answer, and forgotten once the provider withdraws them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -10,8 +11,10 @@ import pytest
 
 from bot.clock import ManualClock
 from bot.domain.operators import Operator
-from bot.domain.products import Product
+from bot.domain.products import Product, ProductKind
+from bot.gateways.esim import EsimPackage
 from bot.gateways.simulated_catalog import CATALOG
+from bot.gateways.simulated_esim import BY_ID, PACKAGES
 from bot.gateways.topup import GatewayTimeout
 from bot.services.catalog import CatalogService
 
@@ -78,3 +81,47 @@ async def test_a_withdrawn_plan_is_no_longer_found(clock: ManualClock) -> None:
     await catalog.warm()
 
     assert catalog.get(withdrawn.id) is None
+
+
+@dataclass
+class EsimSource:
+    """The eSIM provider's catalog: the simulated one's packages, one without our network."""
+
+    down: bool = False
+    calls: int = 0
+
+    async def catalog(self) -> list[EsimPackage]:
+        self.calls += 1
+        if self.down:
+            raise GatewayTimeout("packages timed out")
+        foreign = dataclasses.replace(BY_ID["asia-7d-1gb"], id="nowhere-1gb",
+                                      networks=("Partner networks",))
+        return [*PACKAGES, foreign]
+
+
+async def test_esim_packages_are_sold_and_looked_up_beside_the_plans(
+        clock: ManualClock) -> None:
+    esims = EsimSource()
+    catalog = CatalogService(Provider(), clock, ttl=timedelta(minutes=10), esims=esims)
+
+    for_sale = await catalog.esims_for_sale()
+    assert [p.id for p in for_sale][:2] == ["kh-7d-1gb", "asia-7d-1gb"]  # local first
+    assert all(p.kind is ProductKind.ESIM and p.for_esims for p in for_sale)
+    assert "nowhere-1gb" not in {p.id for p in for_sale}  # no Cambodian network of ours
+    topup = catalog.get("kh-7d-1gb-topup")
+    assert topup is not None and topup.kind is ProductKind.DATA
+    assert (topup.operator, topup.data_mb, topup.coverage) == (Operator.SMART, 1024, "Cambodia")
+    unlimited = catalog.get("kh-10d-unlimited")
+    assert unlimited is not None and unlimited.data_mb is None
+
+    esims.down = True
+    clock.advance(timedelta(minutes=11))
+    await catalog.warm()  # the last packages stay
+    assert await catalog.esims_for_sale() == for_sale
+    assert esims.calls == 3
+
+
+async def test_no_esim_packages_ever_read_is_an_error(clock: ManualClock) -> None:
+    catalog = CatalogService(Provider(), clock, esims=EsimSource(down=True))
+    with pytest.raises(GatewayTimeout):
+        await catalog.esims_for_sale()
