@@ -5,6 +5,7 @@ fake): the catalog, an order and its install code, finding an order whose answer
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import pytest
 
 from bot.clock import ManualClock
 from bot.domain.charges import DeclineReason
+from bot.domain.money import Money
 from bot.gateways.esim import EsimNotFound, EsimRefused, EsimStatus, PackageKind
-from bot.gateways.topup import GatewayTimeout
+from bot.gateways.esim_charges import EsimCharges
+from bot.gateways.topup import GatewayTimeout, TopUpStatus
 from storage.crypto import FieldCipher
 from tests.providers.esim_backends import NAMES, EsimBackend, esim_backend
 
@@ -124,3 +127,38 @@ async def test_the_catalog_holds_the_top_ups_too(backend: EsimBackend) -> None:
     listed = {p.id: p for p in await backend.provider.catalog()}
     assert listed[backend.one_gb_topup].kind is PackageKind.TOPUP
     assert listed[backend.one_gb].as_product() is not None
+
+
+async def test_charges_on_esim_lines_answer_as_top_ups(backend: EsimBackend,
+                                                       clock: ManualClock) -> None:
+    charges = EsimCharges(backend.provider, clock)
+    price = Money(500, "USD")
+    bought = await charges.charge(reference="ref-charge-1", package_id=backend.one_gb,
+                                  iccid=None, price=price)
+    assert (bought.status, bought.amount, bought.reference) == (
+        TopUpStatus.SUCCEEDED, price, "ref-charge-1")
+    assert bought.esim_iccid is not None and bought.provider_tx_id
+    assert bought.provider_cost is not None and bought.provider_cost < price
+    found = await charges.lookup("ref-charge-1")
+    # Airalo's order list shows no net price: what we paid is known from the order's answer.
+    assert found is not None and replace(found, provider_cost=None) == replace(
+        bought, provider_cost=None)
+    assert await charges.lookup("ref-charge-never") is None
+
+    topped = await charges.charge(reference="ref-charge-2", package_id=backend.one_gb_topup,
+                                  iccid=bought.esim_iccid, price=price)
+    assert topped.status is TopUpStatus.SUCCEEDED and topped.esim_iccid == bought.esim_iccid
+
+    backend.sell_out(backend.one_gb)
+    refused = await charges.charge(reference="ref-charge-3", package_id=backend.one_gb,
+                                   iccid=None, price=price)
+    assert (refused.status, refused.failure_reason) == (
+        TopUpStatus.FAILED, DeclineReason.PRODUCT_UNAVAILABLE.value)
+    assert await charges.lookup("ref-charge-3") is None
+
+    backend.lose_next_answer()
+    with pytest.raises(GatewayTimeout):
+        await charges.charge(reference="ref-charge-4", package_id=backend.one_gb_topup,
+                             iccid=bought.esim_iccid, price=price)
+    found = await charges.lookup("ref-charge-4")
+    assert found is not None and found.status is TopUpStatus.SUCCEEDED
