@@ -89,7 +89,8 @@ async def faked_airalo(clock: ManualClock) -> AsyncIterator[EsimBackend]:
             clock.advance(timedelta(minutes=2))  # past the adapter's usage cache
 
         def lose_next_answer() -> None:
-            fake.faults.add(Fault.drop_after_processing(), path="/v2/orders", method="POST")
+            fake.faults.add(Fault.drop_after_processing(), path="/v2/orders(/topups)?",
+                            method="POST")
 
         async def orders_under(reference: str) -> int:
             return len(fake.orders_with_description(reference))
