@@ -12,23 +12,24 @@ from telegram.error import BadRequest
 from telegram.ext import BaseHandler, CallbackQueryHandler, ContextTypes
 
 from bot.domain.money import Money
-from bot.domain.readings import LineReading, ReadingSource
+from bot.domain.rules import Approval
 from bot.domain.watch import WarningKind
 from bot.i18n import Translations
 from bot.services.lines import LinesService
 from bot.services.rules import RulesService
 from bot.services.scheduler import (
-    LINE_UNREADABLE,
-    RUN_REMINDER,
-    RUN_SKIPPED,
-    RUNS_MISSED,
-    WARNING,
+    LineShown,
+    LineUnreadable,
+    LineWarning,
+    RunReminder,
+    RunSkipped,
+    RunsMissed,
 )
 from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.approvals import PlanOffer, top_up_now_buttons
 from handlers.common import Flow, Ui
-from handlers.notification_views import Rendered, renders
+from handlers.notification_views import NoticeView, Rendered
 from handlers.render import data_text, reading_text
 
 SNOOZE_KIND, SKIP_KIND = "sz", "sk"
@@ -37,111 +38,101 @@ SKIP = cb.register(SKIP_KIND, "rule", "run")  # run: the run's time, seconds sin
 LATEST_RUN_SECONDS = 253_402_300_799  # 9999-12-31: a forged time past it cannot be a date
 
 
-def _moment(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
-
-
-def _reading(params: dict[str, Any]) -> LineReading | None:
-    read_at = _moment(params.get("read_at"))
-    if read_at is None or params.get("source") is None:
-        return None
-    balance = (Money(params["balance_minor"], params["balance_currency"])
-               if params.get("balance_minor") is not None and params.get("balance_currency")
-               else None)
-    return LineReading(source=ReadingSource(params["source"]), read_at=read_at,
-                       balance=balance, data_mb=params.get("data_mb"),
-                       validity_end=_moment(params.get("validity_end")))
-
-
-def _headline(ui: Ui, params: dict[str, Any]) -> str:
+def _headline(ui: Ui, notice: LineWarning) -> str:
     _ = ui._
-    line, kind = params.get("line", "?"), params.get("warning")
-    validity = _moment(params.get("validity_end"))
+    line, kind, reading = notice.line.label, notice.warning, notice.line.reading
+    validity = reading.validity_end if reading is not None else None
     when = ui.when(validity) if validity is not None else "?"
-    if kind == WarningKind.LOW_BALANCE:
-        threshold = params.get("threshold_minor")
+    if kind is WarningKind.LOW_BALANCE:
+        threshold = notice.threshold_minor
         return _("⚠️ {line}: the balance is below {threshold}.").format(
             line=line, threshold=ui.money(Money(threshold, "USD")) if threshold else "?")
-    if kind == WarningKind.LOW_DATA:
+    if kind is WarningKind.LOW_DATA:
         return _("⚠️ {line}: less than {threshold} of data left.").format(
-            line=line, threshold=data_text(params.get("threshold_mb") or 0))
-    if kind == WarningKind.VALIDITY_3_DAYS:
+            line=line, threshold=data_text(notice.threshold_mb or 0))
+    if kind is WarningKind.VALIDITY_3_DAYS:
         return _("⏳ {line}: its validity ends within three days ({date}). Top it up to keep "
                  "the number.").format(line=line, date=when)
-    if kind == WarningKind.VALIDITY_24_HOURS:
+    if kind is WarningKind.VALIDITY_24_HOURS:
         return _("⏳ {line}: its validity ends within 24 hours ({date}). Top it up to keep "
                  "the number.").format(line=line, date=when)
-    if kind == WarningKind.VALIDITY_HOUR:
+    if kind is WarningKind.VALIDITY_HOUR:
         return _("🚨 {line} runs out within the hour ({date}). Top it up now to keep the "
                  "number.").format(line=line, date=when)
-    recycle = _moment(params.get("recycle_at"))
+    recycle = notice.recycle_at
     return _("🚨 {line} has not been topped up for a long time: the carrier takes the number "
              "back around {date}. Top it up to keep it.").format(
         line=line, date=ui.when(recycle) if recycle is not None else "?")
 
 
-@renders(WARNING)
-def render_warning(ui: Ui, params: dict[str, Any]) -> Rendered:
+def _offer(line: LineShown) -> PlanOffer | None:
+    """The line's plan as its "Buy now" button offers it."""
+    if line.plan_id is None or line.plan is None:
+        return None
+    return PlanOffer(line.plan_id, line.plan.name, line.plan.price)
+
+
+def render_warning(ui: Ui, notice: LineWarning) -> Rendered:
     _ = ui._
-    reading = _reading(params)
-    text = "\n\n".join([_headline(ui, params),
+    shown = notice.line.reading
+    reading = shown.as_reading() if shown is not None else None
+    text = "\n\n".join([_headline(ui, notice),
                         reading_text(ui, reading, ui.age(reading.read_at) if reading else "")])
-    line_id = params.get("line_id")
-    if not isinstance(line_id, int):
-        return text, None
-    rows = top_up_now_buttons(ui, line_id, PlanOffer.from_params(params, "plan_id"))
-    if params.get("warning") in (WarningKind.LOW_BALANCE, WarningKind.LOW_DATA):
+    rows = top_up_now_buttons(ui, notice.line.id, _offer(notice.line))
+    if notice.warning in (WarningKind.LOW_BALANCE, WarningKind.LOW_DATA):
         rows.append([InlineKeyboardButton(_("💤 Remind me later"),
-                                          callback_data=cb.encode(SNOOZE_KIND, line_id))])
+                                          callback_data=cb.encode(SNOOZE_KIND, notice.line.id))])
     return text, InlineKeyboardMarkup(rows)
 
 
-@renders(LINE_UNREADABLE)
-def render_line_unreadable(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_line_unreadable(ui: Ui, notice: LineUnreadable) -> Rendered:
     _ = ui._
     return _("I cannot read the balance of {line} from the carrier at the moment. I will keep "
              "trying, less often; meanwhile you can tell me the balance with /balance.").format(
-        line=params.get("line", "?")), None
+        line=notice.line.label), None
 
 
-@renders(RUN_REMINDER)
-def render_run_reminder(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_run_reminder(ui: Ui, notice: RunReminder) -> Rendered:
     _ = ui._
-    run_at = _moment(params.get("run_at"))
-    if isinstance(params.get("plan_name"), str):
-        what = params["plan_name"]
-    elif params.get("amount_minor") is not None:
-        what = ui.money(Money(params["amount_minor"], params.get("currency") or "USD"))
+    if notice.plan is not None:
+        what = notice.plan.name
+    elif notice.amount is not None:
+        what = ui.money(notice.amount)
     else:
         what = _("the cheapest top-up that keeps it alive")
     text = _("🗓 Reminder: {line} is topped up with {what} on {date}.").format(
-        line=params.get("line", "?"), what=what, date=ui.when(run_at) if run_at else "?")
-    if params.get("approval") == "ask":
+        line=notice.line, what=what, date=ui.when(notice.run_at))
+    if notice.approval is Approval.ASK:
         text += "\n" + _("I will ask you to approve it then.")
-    rule_id = params.get("rule_id")
-    if run_at is None or not isinstance(rule_id, int):
-        return text, None
     return text, InlineKeyboardMarkup([[InlineKeyboardButton(
         _("⏭ Skip this time"),
-        callback_data=cb.encode(SKIP_KIND, rule_id, int(run_at.timestamp())))]])
+        callback_data=cb.encode(SKIP_KIND, notice.rule_id, int(notice.run_at.timestamp())))]])
 
 
-@renders(RUNS_MISSED)
-def render_runs_missed(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_runs_missed(ui: Ui, notice: RunsMissed) -> Rendered:
     _ = ui._
-    first = _moment(params.get("first_missed"))
+    first = notice.first_missed
     return _("While I was not running, {count} scheduled top-ups of {line} fell due (from "
              "{date}). I did only the latest one, not all of them.").format(
-        count=params.get("missed", "?"), line=params.get("line", "?"),
+        count=notice.missed, line=notice.line,
         date=ui.when(first) if first is not None else "?"), None
 
 
-@renders(RUN_SKIPPED)
-def render_run_skipped(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_run_skipped(ui: Ui, notice: RunSkipped) -> Rendered:
     _ = ui._
-    run_at = _moment(params.get("run_at"))
     return _("Skipped, as you asked: the scheduled top-up of {line} on {date}.").format(
-        line=params.get("line", "?"), date=ui.when(run_at) if run_at else "?"), None
+        line=notice.line, date=ui.when(notice.run_at)), None
+
+
+# Not annotated: mypy infers each pair's notice type and checks its renderer against it
+# (NoticeView[Any] would let any renderer pass).
+NOTICE_VIEWS = (
+    NoticeView(LineWarning, render_warning),
+    NoticeView(LineUnreadable, render_line_unreadable),
+    NoticeView(RunReminder, render_run_reminder),
+    NoticeView(RunsMissed, render_runs_missed),
+    NoticeView(RunSkipped, render_run_skipped),
+)
 
 
 class AlertsFlow(Flow):

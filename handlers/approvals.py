@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
@@ -27,18 +26,18 @@ from bot.domain.money import Money
 from bot.domain.products import Product, ProductKind
 from bot.i18n import Translations
 from bot.services.charging import (
-    APPROVAL_REQUEST,
-    CHARGE_EXPIRED,
-    CHARGE_FAILED,
-    CHARGE_PROCESSING,
-    CHARGE_STUCK,
     LINE_UNAVAILABLE,
     NOT_ACCEPTED,
-    RECEIPT,
     AlreadyHandled,
     AlreadyOpen,
     ApprovalReason,
+    ApprovalRequest,
     Approved,
+    ChargeExpired,
+    ChargeFacts,
+    ChargeFailed,
+    ChargeProcessing,
+    ChargeStuck,
     ChargeView,
     ChargingService,
     Declined,
@@ -46,13 +45,15 @@ from bot.services.charging import (
     Invalid,
     NotYourLine,
     PriceChanged,
+    Receipt,
     Requested,
     RequestProblem,
 )
+from bot.services.notices import Audience
 from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.common import Flow, Ui
-from handlers.notification_views import Rendered, renders
+from handlers.notification_views import NoticeView, Rendered
 from handlers.render import data_text
 
 log = logging.getLogger(__name__)
@@ -61,45 +62,23 @@ APPROVE_KIND, TOP_UP_NOW_KIND = "ap", "tn"
 SUBMISSION_TASK = "charge-submission:"  # names the background task that sends a top-up
 APPROVE = cb.register(APPROVE_KIND, "charge", "action")  # ok, no
 TOP_UP_NOW = cb.register(TOP_UP_NOW_KIND, "line", "what")  # a<cents> airtime, or a plan id
-INSUFFICIENT_FUNDS = "insufficient_funds"  # rendered for the user who pressed Approve
 QUICK_AMOUNTS_CENTS = (100, 200, 500)  # "Top up now" airtime amounts on a line card
 _AMOUNT_TOKEN = re.compile(r"a([1-9][0-9]{0,8})")
 
 
-# --- what the parameters say ------------------------------------------------------------
+# --- what the notices say ---------------------------------------------------------------
 
-def _money(params: dict[str, Any], minor: str, currency: str) -> Money | None:
-    value, code = params.get(minor), params.get(currency)
-    if not isinstance(value, int) or not isinstance(code, str):
-        return None
-    return Money(value, code)
-
-
-def _amount(ui: Ui, params: dict[str, Any]) -> str:
-    amount = _money(params, "amount_minor", "currency")
-    return ui.money(amount) if amount is not None else "?"
-
-
-def _when(ui: Ui, value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return ui.when(datetime.fromisoformat(value))
-    except ValueError:
-        return None
-
-
-def buys_text(ui: Ui, params: dict[str, Any]) -> str:
+def buys_text(ui: Ui, charge: ChargeFacts) -> str:
     """What a charge buys: a plan (its data and days) or airtime."""
     _ = ui._
-    name = params.get("product_name")
-    if isinstance(name, str):
-        if params.get("product_kind") == ProductKind.DATA.value and params.get("data_mb"):
+    if charge.product_name is not None:
+        if charge.product_kind is ProductKind.DATA and charge.data_mb:
             return _("{plan}: {data} for {days} days").format(
-                plan=name, data=data_text(int(params["data_mb"])), days=params.get("validity_days"))
-        return _("{plan}, {days} days of validity").format(plan=name,
-                                                           days=params.get("validity_days"))
-    return _("{amount} of airtime").format(amount=_amount(ui, params))
+                plan=charge.product_name, data=data_text(charge.data_mb),
+                days=charge.validity_days)
+        return _("{plan}, {days} days of validity").format(plan=charge.product_name,
+                                                           days=charge.validity_days)
+    return _("{amount} of airtime").format(amount=ui.money(charge.amount))
 
 
 def failure_text(ui: Ui, reason: str | None) -> str:
@@ -136,8 +115,8 @@ def approval_buttons(ui: Ui, charge_id: int) -> InlineKeyboardMarkup:
 
 @dataclass(frozen=True)
 class PlanOffer:
-    """A plan as a "Buy now" button offers it: from the catalog, or from a notification's
-    params (renderers read no catalog)."""
+    """A plan as a "Buy now" button offers it: from the catalog, or from a notification
+    (renderers read no catalog)."""
 
     id: str
     name: str
@@ -146,14 +125,6 @@ class PlanOffer:
     @classmethod
     def of(cls, plan: Product | None) -> PlanOffer | None:
         return cls(plan.id, plan.name, plan.price) if plan is not None else None
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], id_key: str) -> PlanOffer | None:
-        plan_id, name = params.get(id_key), params.get("plan_name")
-        price = _money(params, "plan_price_minor", "plan_currency")
-        if not isinstance(plan_id, str) or not isinstance(name, str) or price is None:
-            return None
-        return cls(plan_id, name, price)
 
 
 def top_up_now_buttons(ui: Ui, line_id: int,
@@ -174,123 +145,118 @@ def top_up_now_buttons(ui: Ui, line_id: int,
 
 # --- the notifications ------------------------------------------------------------------
 
-@renders(APPROVAL_REQUEST)
-def render_approval_request(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_approval_request(ui: Ui, notice: ApprovalRequest) -> Rendered:
     _ = ui._
-    line = params.get("line", "?")
-    reason = params.get("reason")
+    charge = notice.charge
     headers = {
-        ApprovalReason.MANUAL.value: _("Top up {line}?"),
-        ApprovalReason.ASK.value: _("Your auto-recharge wants to top up {line}. Approve?"),
-        ApprovalReason.OVER_CAP.value: _(
+        ApprovalReason.MANUAL: _("Top up {line}?"),
+        ApprovalReason.ASK: _("Your auto-recharge wants to top up {line}. Approve?"),
+        ApprovalReason.OVER_CAP: _(
             "This auto-recharge of {line} would go over its monthly cap, so it waits for "
             "your approval."),
-        ApprovalReason.INSUFFICIENT_FUNDS.value: _(
+        ApprovalReason.INSUFFICIENT_FUNDS: _(
             "Your wallet cannot cover this automatic top-up of {line}, so it waits for you."),
     }
-    parts = [headers.get(str(reason), headers[ApprovalReason.MANUAL.value]).format(line=line),
+    parts = [headers[notice.reason].format(line=charge.line),
              "",
-             _("Line: {line}").format(line=line),
-             _("Amount: {amount}").format(amount=_amount(ui, params)),
-             _("Buys: {what}").format(what=buys_text(ui, params))]
-    cap = _money(params, "cap_minor", "currency")
-    spent = _money(params, "spent_minor", "currency")
-    if cap is not None and spent is not None:
+             _("Line: {line}").format(line=charge.line),
+             _("Amount: {amount}").format(amount=ui.money(charge.amount)),
+             _("Buys: {what}").format(what=buys_text(ui, charge))]
+    if notice.cap is not None and notice.spent is not None:
         parts.append(_("This month: {spent} of the {cap} cap spent.").format(
-            spent=ui.money(spent), cap=ui.money(cap)))
-    wallet = _money(params, "wallet_minor", "wallet_currency")
-    amount = _money(params, "amount_minor", "currency")
-    if wallet is not None:
-        parts.append(_("Wallet: {wallet}").format(wallet=ui.money(wallet)))
-        if amount is not None and wallet.currency == amount.currency and wallet < amount:
-            parts.append(_("That is {short} short: add money with /wallet, then tap "
-                           "Approve.").format(short=ui.money(amount - wallet)))
-    expires = _when(ui, params.get("expires_at"))
-    if expires is not None:
-        parts.append(_("This request expires {when}.").format(when=expires))
-    charge_id = params.get("charge_id")
-    markup = approval_buttons(ui, charge_id) if isinstance(charge_id, int) else None
-    return "\n".join(parts), markup
+            spent=ui.money(notice.spent), cap=ui.money(notice.cap)))
+    wallet, amount = notice.wallet, charge.amount
+    parts.append(_("Wallet: {wallet}").format(wallet=ui.money(wallet)))
+    if wallet.currency == amount.currency and wallet < amount:
+        parts.append(_("That is {short} short: add money with /wallet, then tap "
+                       "Approve.").format(short=ui.money(amount - wallet)))
+    if notice.expires_at is not None:
+        parts.append(_("This request expires {when}.").format(
+            when=ui.when(notice.expires_at)))
+    return "\n".join(parts), approval_buttons(ui, charge.charge_id)
 
 
-@renders(RECEIPT)
-def render_receipt(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_receipt(ui: Ui, notice: Receipt) -> Rendered:
     _ = ui._
-    if isinstance(params.get("product_name"), str):
+    charge = notice.charge
+    if charge.product_name is not None:
         headline = _("✅ Topped up {line}: {what}, {amount}.").format(
-            line=params.get("line", "?"), what=buys_text(ui, params),
-            amount=_amount(ui, params))
+            line=charge.line, what=buys_text(ui, charge), amount=ui.money(charge.amount))
     else:
         headline = _("✅ Topped up {line} with {amount} of airtime.").format(
-            line=params.get("line", "?"), amount=_amount(ui, params))
+            line=charge.line, amount=ui.money(charge.amount))
     parts = [headline]
-    delivered = _money(params, "delivered_minor", "delivered_currency")
-    if delivered is not None and delivered != _money(params, "amount_minor", "currency"):
-        parts.append(_("The line received: {amount}").format(amount=ui.money(delivered)))
-    balance = _money(params, "balance_after_minor", "balance_currency")
-    if balance is not None:
-        parts.append(_("Line balance now: {amount}").format(amount=ui.money(balance)))
-    if isinstance(params.get("data_after_mb"), int):
-        parts.append(_("Data now: {data}").format(data=data_text(params["data_after_mb"])))
-    valid = _when(ui, params.get("validity_end"))
-    if valid is not None:
-        parts.append(_("Valid until: {date}").format(date=valid))
-    wallet = _money(params, "wallet_minor", "wallet_currency")
-    if wallet is not None:
-        parts.append(_("Wallet: {wallet}").format(wallet=ui.money(wallet)))
-    if params.get("reference"):
-        parts.append(_("Reference: {reference}").format(reference=params["reference"]))
-    if params.get("provider_tx_shown"):
+    if notice.delivered is not None and notice.delivered != charge.amount:
+        parts.append(_("The line received: {amount}").format(
+            amount=ui.money(notice.delivered)))
+    if notice.balance_after is not None:
+        parts.append(_("Line balance now: {amount}").format(
+            amount=ui.money(notice.balance_after)))
+    if notice.data_after_mb is not None:
+        parts.append(_("Data now: {data}").format(data=data_text(notice.data_after_mb)))
+    if notice.validity_end is not None:
+        parts.append(_("Valid until: {date}").format(date=ui.when(notice.validity_end)))
+    parts.append(_("Wallet: {wallet}").format(wallet=ui.money(notice.wallet)))
+    if notice.reference:
+        parts.append(_("Reference: {reference}").format(reference=notice.reference))
+    if notice.provider_tx_shown:
         parts.append(_("Carrier's transaction: {transaction}").format(
-            transaction=params["provider_tx_shown"]))
+            transaction=notice.provider_tx_shown))
     return "\n".join(parts), None
 
 
-@renders(CHARGE_FAILED)
-def render_charge_failed(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_charge_failed(ui: Ui, notice: ChargeFailed) -> Rendered:
     _ = ui._
-    reason = params.get("reason")
-    if params.get("audience") == "admin":
+    charge, reason = notice.charge, notice.reason
+    if notice.audience is Audience.ADMIN:
         return _("⚠️ Charge {charge} of user {user} failed: {reason} ({code}; reference "
                  "{reference}, {attempts} attempts). The hold was released.").format(
-            charge=params.get("charge_id"), user=params.get("user_id"),
-            reason=failure_text(ui, reason), code=reason, reference=params.get("reference"),
-            attempts=params.get("attempts")), None
+            charge=charge.charge_id, user=notice.user_id, reason=failure_text(ui, reason),
+            code=reason, reference=notice.reference, attempts=notice.attempts), None
     return _("❌ The top-up of {line} ({amount}) did not go through: {reason}. Nothing was "
-             "taken from your wallet.").format(line=params.get("line", "?"),
-                                               amount=_amount(ui, params),
+             "taken from your wallet.").format(line=charge.line,
+                                               amount=ui.money(charge.amount),
                                                reason=failure_text(ui, reason)), None
 
 
-@renders(CHARGE_PROCESSING)
-def render_charge_processing(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_charge_processing(ui: Ui, notice: ChargeProcessing) -> Rendered:
+    charge = notice.charge
     return ui._("⏳ The carrier is still processing the top-up of {line} ({amount}). I will "
-                "send the receipt when it is done.").format(line=params.get("line", "?"),
-                                                           amount=_amount(ui, params)), None
+                "send the receipt when it is done.").format(line=charge.line,
+                                                           amount=ui.money(charge.amount)), None
 
 
-@renders(CHARGE_EXPIRED)
-def render_charge_expired(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_charge_expired(ui: Ui, notice: ChargeExpired) -> Rendered:
+    charge = notice.charge
     return ui._("⌛ The request to top up {line} ({amount}) expired. Nothing was charged.").format(
-        line=params.get("line", "?"), amount=_amount(ui, params)), None
+        line=charge.line, amount=ui.money(charge.amount)), None
 
 
-@renders(CHARGE_STUCK)
-def render_charge_stuck(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_charge_stuck(ui: Ui, notice: ChargeStuck) -> Rendered:
     return ui._("⚠️ Charge {charge} of user {user} (reference {reference}): the provider "
                 "cannot say whether the top-up was made. The funds stay held; I keep looking "
-                "it up.").format(charge=params.get("charge_id"), user=params.get("user_id"),
-                                 reference=params.get("reference")), None
+                "it up.").format(charge=notice.charge.charge_id, user=notice.user_id,
+                                 reference=notice.reference), None
 
 
-@renders(INSUFFICIENT_FUNDS)
-def render_insufficient_funds(ui: Ui, params: dict[str, Any]) -> Rendered:
-    _ = ui._
-    wallet = _money(params, "wallet_minor", "wallet_currency")
-    return _("Your wallet has {wallet}, and this top-up of {line} needs {amount}. Add money "
-             "with /wallet, then tap Approve again.").format(
-        wallet=ui.money(wallet) if wallet is not None else "?", line=params.get("line", "?"),
-        amount=_amount(ui, params)), None
+def insufficient_funds_text(ui: Ui, request: ApprovalRequest) -> str:
+    """For the user who pressed Approve: what the wallet has and what the top-up needs."""
+    return ui._("Your wallet has {wallet}, and this top-up of {line} needs {amount}. Add money "
+                "with /wallet, then tap Approve again.").format(
+        wallet=ui.money(request.wallet), line=request.charge.line,
+        amount=ui.money(request.charge.amount))
+
+
+# Not annotated: mypy infers each pair's notice type and checks its renderer against it
+# (NoticeView[Any] would let any renderer pass).
+NOTICE_VIEWS = (
+    NoticeView(ApprovalRequest, render_approval_request),
+    NoticeView(Receipt, render_receipt),
+    NoticeView(ChargeFailed, render_charge_failed),
+    NoticeView(ChargeProcessing, render_charge_processing),
+    NoticeView(ChargeExpired, render_charge_expired),
+    NoticeView(ChargeStuck, render_charge_stuck),
+)
 
 
 # --- the buttons --------------------------------------------------------------------------
@@ -393,8 +359,7 @@ class ApprovalsFlow(Flow):
             # The request stays, with today's wallet balance and what is missing.
             text, markup = render_approval_request(ui, result.request)
             await self._edit(query, text, markup)
-            shortfall, _markup = render_insufficient_funds(ui, result.request)
-            await self.reply(update, shortfall)
+            await self.reply(update, insufficient_funds_text(ui, result.request))
         raise ApplicationHandlerStop
 
     async def _submit(self, charge_id: int) -> None:

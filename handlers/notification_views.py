@@ -1,35 +1,48 @@
 """How each kind of queued notification reads in the chat, in the user's language.
 
-The outbox stores a kind and plain parameters; the dispatcher renders them when it sends,
-so a message follows the user's current language. Flows register their kinds here.
+The outbox stores a kind and the plain params of its notice (bot.services.notices); the
+dispatcher renders them when it sends, so a message follows the user's current language.
+Each flow module lists its views in ``NOTICE_VIEWS``: a notice type with the renderer of it,
+a pair mypy checks. handlers/outbox.py puts those lists together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from telegram import InlineKeyboardMarkup
 
+from bot.services.notices import Notice
 from handlers.common import Ui
 
 Rendered = tuple[str, InlineKeyboardMarkup | None]
-Renderer = Callable[[Ui, dict[str, Any]], Rendered]
-
-RENDERERS: dict[str, Renderer] = {}
+N = TypeVar("N", bound=Notice)
 
 
-def renders(kind: str) -> Callable[[Renderer], Renderer]:
-    """Registers the renderer of one notification kind (once per kind)."""
-    def register(renderer: Renderer) -> Renderer:
-        if RENDERERS.get(kind, renderer) is not renderer:
-            raise ValueError(f"notification kind {kind!r} already has a renderer")
-        RENDERERS[kind] = renderer
-        return renderer
+@dataclass(frozen=True)
+class NoticeView(Generic[N]):
+    """One notification kind as it reads: its notice type and the renderer of it."""
 
-    return register
+    notice: type[N]
+    render: Callable[[Ui, N], Rendered]
+
+    @property
+    def kind(self) -> str:
+        return self.notice.KIND
+
+    def render_params(self, ui: Ui, params: Mapping[str, Any]) -> Rendered:
+        """The text and buttons of a queued notice; NoticeError when its params are not a
+        notice of this kind."""
+        return self.render(ui, self.notice.from_params(params))
 
 
-def render(kind: str, ui: Ui, params: dict[str, Any]) -> Rendered:
-    """The text and buttons of a notification; KeyError for a kind nobody registered."""
-    return RENDERERS[kind](ui, params)
+def views_by_kind(*views: Iterable[NoticeView[Any]]) -> dict[str, NoticeView[Any]]:
+    """The views of several flows by kind; ValueError when two render one kind."""
+    found: dict[str, NoticeView[Any]] = {}
+    for view in (view for group in views for view in group):
+        if view.kind in found:
+            raise ValueError(f"notification kind {view.kind!r} has two views")
+        found[view.kind] = view
+    return found

@@ -1,17 +1,25 @@
 """Delivers queued notifications to Telegram: renders each in its reader's language and maps
-Telegram's answers to the dispatcher's outcomes (bot.services.notifications)."""
+Telegram's answers to the dispatcher's outcomes (bot.services.notifications).
+
+``VIEWS`` is the one registry of how each kind reads: the flows' ``NOTICE_VIEWS`` lists, put
+together here (a kind with two views fails at import; tests/unit/test_notices.py checks
+that every kind the services queue has its view).
+"""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from telegram import Bot
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.i18n import Translations
+from bot.services.notices import NoticeError
 from bot.services.notifications import (
     Delivered,
     Delivery,
@@ -22,19 +30,24 @@ from bot.services.notifications import (
     Unreachable,
 )
 from bot.services.users import UsersService
-from handlers import (  # noqa: F401  (renderers register on import)
-    alerts,
-    approvals,
-    provider_notices,
-    wallet,
-)
-from handlers.common import user_ui
-from handlers.notification_views import RENDERERS, render
+from handlers import alerts, approvals, provider_notices, wallet
+from handlers.common import Ui, user_ui
+from handlers.notification_views import NoticeView, Rendered, views_by_kind
 
 log = logging.getLogger(__name__)
 
+VIEWS: dict[str, NoticeView[Any]] = views_by_kind(
+    approvals.NOTICE_VIEWS, alerts.NOTICE_VIEWS, wallet.NOTICE_VIEWS,
+    provider_notices.NOTICE_VIEWS)
+
 # BadRequest texts that mean the chat is gone for us, not that the message was wrong.
 _GONE = ("chat not found", "user is deactivated", "bot was kicked", "have no rights")
+
+
+def render(kind: str, ui: Ui, params: Mapping[str, Any]) -> Rendered:
+    """The text and buttons of a queued notification: KeyError for a kind without a view,
+    NoticeError for params that are not a notice of their kind."""
+    return VIEWS[kind].render_params(ui, params)
 
 
 def _seconds(error: RetryAfter) -> float:
@@ -55,11 +68,15 @@ class TelegramDeliverer:
         self._i18n = i18n
 
     async def __call__(self, message: Outgoing) -> Delivery:
-        if message.kind not in RENDERERS:
-            return Rejected(f"no renderer for kind {message.kind!r}")
+        view = VIEWS.get(message.kind)
+        if view is None:
+            return Rejected(f"no view for kind {message.kind!r}")
         # An admin chat reads in the admin's own language when they use the bot, else English.
         ui = await user_ui(self._users, self._i18n, message.chat_id, None)
-        text, markup = render(message.kind, ui, message.params)
+        try:
+            text, markup = view.render_params(ui, message.params)
+        except NoticeError as error:  # it will never read: sending it again would not help
+            return Rejected(f"unreadable params: {error}")
         try:
             if message.replaces_message_id is not None:
                 try:

@@ -2,35 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from bot.domain.money import Money
-from bot.services.provider_float import FLOAT_LOW, FLOAT_RESTORED
+from bot.services.provider_float import FloatLow, FloatRestored
 from handlers.common import Ui
-from handlers.notification_views import Rendered, renders
+from handlers.notification_views import NoticeView, Rendered
 
 
-def _money(params: dict[str, Any], key: str) -> Money | None:
-    value, currency = params.get(key), params.get("currency")
-    return Money(value, currency) if isinstance(value, int) and isinstance(currency, str) \
-        else None
-
-
-@renders(FLOAT_LOW)
-def render_float_low(ui: Ui, params: dict[str, Any]) -> Rendered:
-    balance, threshold = _money(params, "balance_minor"), _money(params, "threshold_minor")
+def render_float_low(ui: Ui, notice: FloatLow) -> Rendered:
     return ui._("⚠️ Our balance at {provider} is {balance}, below the alert level of "
                 "{threshold}. Top-ups will start failing when it runs out: add funds to "
                 "the {provider} account.").format(
-        provider=params.get("backend", "?"),
-        balance=ui.money(balance) if balance else "?",
-        threshold=ui.money(threshold) if threshold else "?"), None
+        provider=notice.backend, balance=ui.money(notice.balance),
+        threshold=ui.money(notice.threshold)), None
 
 
-@renders(FLOAT_RESTORED)
-def render_float_restored(ui: Ui, params: dict[str, Any]) -> Rendered:
-    balance, lowest = _money(params, "balance_minor"), _money(params, "lowest_minor")
+def render_float_restored(ui: Ui, notice: FloatRestored) -> Rendered:
     return ui._("✅ Our balance at {provider} is back at {balance} (it went down to "
                 "{lowest}).").format(
-        provider=params.get("backend", "?"), balance=ui.money(balance) if balance else "?",
-        lowest=ui.money(lowest) if lowest else "?"), None
+        provider=notice.backend, balance=ui.money(notice.balance),
+        lowest=ui.money(notice.lowest)), None
+
+
+# Not annotated: mypy infers each pair's notice type and checks its renderer against it
+# (NoticeView[Any] would let any renderer pass).
+NOTICE_VIEWS = (
+    NoticeView(FloatLow, render_float_low),
+    NoticeView(FloatRestored, render_float_restored),
+)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection, Sequence
-from datetime import datetime
 from typing import Any
 
 from telegram import (
@@ -39,17 +38,16 @@ from bot.domain.wallet import EntryKind
 from bot.i18n import Translations
 from bot.services.users import UsersService
 from bot.services.wallet import (
-    CREDIT_NOTIFICATION,
-    DISPUTE_HELD_NOTIFICATION,
-    DISPUTE_NOTIFICATION,
-    REFUND_NOTIFICATION,
     SOURCE_TELEGRAM,
     AlreadyCredited,
     Credited,
     Disputed,
+    DisputedPayment,
     DisputeReason,
     Movement,
     OperatorCreditError,
+    PaymentDisputed,
+    PaymentDisputeHeld,
     PaymentNotRecognised,
     PaymentProblem,
     PaymentsUnavailable,
@@ -57,12 +55,14 @@ from bot.services.wallet import (
     RefundResult,
     RefundStatus,
     StarRefunder,
+    WalletCredit,
+    WalletRefund,
     WalletService,
     WalletSummary,
 )
 from handlers import callback_data as cb
 from handlers.common import Flow, Ui
-from handlers.notification_views import Rendered, renders
+from handlers.notification_views import NoticeView, Rendered
 
 log = logging.getLogger(__name__)
 
@@ -136,100 +136,84 @@ def _paid_text(ui: Ui, minor: object, currency: object) -> str:
         return f"{minor} {currency}"
 
 
-def dispute_reason_text(ui: Ui, reason: str) -> str:
+def dispute_reason_text(ui: Ui, reason: DisputeReason) -> str:
     _ = ui._
     return {
-        DisputeReason.FORGED.value: _("not an invoice this bot issued"),
-        DisputeReason.WRONG_USER.value: _("another user's invoice"),
-        DisputeReason.ALREADY_PAID.value: _("the invoice was paid before"),
-        DisputeReason.MISMATCH.value: _("the amount or currency paid is not the invoice's"),
-    }.get(reason, reason)
+        DisputeReason.FORGED: _("not an invoice this bot issued"),
+        DisputeReason.WRONG_USER: _("another user's invoice"),
+        DisputeReason.ALREADY_PAID: _("the invoice was paid before"),
+        DisputeReason.MISMATCH: _("the amount or currency paid is not the invoice's"),
+    }[reason]
 
 
-@renders(DISPUTE_NOTIFICATION)
-def render_dispute(ui: Ui, params: dict[str, Any]) -> Rendered:
+def _paid_by(ui: Ui, dispute: DisputedPayment) -> str:
+    return _paid_text(ui, dispute.paid_minor, dispute.paid_currency)
+
+
+def render_dispute(ui: Ui, notice: PaymentDisputed) -> Rendered:
     """Admins: a Telegram payment was taken but not credited."""
     _ = ui._
+    dispute = notice.dispute
     out = [_("⚠️ Payment not credited (dispute {dispute}): user {user} paid {paid}; "
-             "{reason}.").format(dispute=params.get("dispute_id"), user=params.get("user_id"),
-                                 paid=_paid_text(ui, params.get("paid_minor"),
-                                                 params.get("paid_currency")),
-                                 reason=dispute_reason_text(ui, str(params.get("reason"))))]
-    if params.get("invoice_id") is not None:
+             "{reason}.").format(dispute=dispute.dispute_id, user=dispute.user_id,
+                                 paid=_paid_by(ui, dispute),
+                                 reason=dispute_reason_text(ui, dispute.reason))]
+    if dispute.invoice_id is not None and dispute.invoice_price is not None:
         out.append(_("Invoice {invoice} asked for {price}.").format(
-            invoice=params["invoice_id"], price=_paid_text(
-                ui, params.get("invoice_price_minor"), params.get("invoice_price_currency"))))
+            invoice=dispute.invoice_id, price=ui.money(dispute.invoice_price)))
     out.append(_("Nothing was added to the wallet. The Stars are being refunded; you will "
-                 "hear again only if that fails.") if params.get("refunding") else
+                 "hear again only if that fails.") if notice.refunding else
                _("Nothing was added to the wallet. It is held for you: refund it, or credit "
                  "it with /credit once you know what was meant."))
     return "\n".join(out), None
 
 
-@renders(DISPUTE_HELD_NOTIFICATION)
-def render_dispute_held(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_dispute_held(ui: Ui, notice: PaymentDisputeHeld) -> Rendered:
     """Admins: the automatic Stars refund of a disputed payment failed."""
+    dispute = notice.dispute
     return ui._("⚠️ The refund of dispute {dispute} (user {user}, {paid}) failed: it is held "
                 "for you. Ask the user for the payment's charge id and send /refund with "
-                "it.").format(dispute=params.get("dispute_id"), user=params.get("user_id"),
-                              paid=_paid_text(ui, params.get("paid_minor"),
-                                              params.get("paid_currency"))), None
+                "it.").format(dispute=dispute.dispute_id, user=dispute.user_id,
+                              paid=_paid_by(ui, dispute)), None
 
 
-def _money_param(params: dict[str, Any], minor: str, currency: str) -> Money | None:
-    if params.get(minor) is None or params.get(currency) is None:
-        return None
-    try:
-        return Money(int(params[minor]), str(params[currency]))
-    except (MoneyError, ValueError, TypeError):
-        return None
-
-
-def _when_param(ui: Ui, params: dict[str, Any]) -> str:
-    try:
-        return ui.when(datetime.fromisoformat(str(params["at"])))
-    except (KeyError, ValueError):
-        return ""
-
-
-@renders(CREDIT_NOTIFICATION)
-def render_credit(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_credit(ui: Ui, notice: WalletCredit) -> Rendered:
     """The receipt of a wallet credit (Telegram payment or operator credit)."""
     _ = ui._
-    amount = Money(int(params["amount_minor"]), str(params["currency"]))
-    balance = Money(int(params["balance_minor"]), str(params["currency"]))
-    out = [_("🧾 Receipt: {amount} added to your wallet").format(amount=ui.money(amount))]
-    if params.get("source") == SOURCE_TELEGRAM:
-        paid = _money_param(params, "paid_minor", "paid_currency")
-        if paid is not None:
-            out.append(_("Paid through Telegram: {price}").format(price=ui.money(paid)))
-        if params.get("charge_shown"):  # only its end: the outbox is plain text
-            out.append(_("Telegram payment: {charge}").format(charge=params["charge_shown"]))
+    out = [_("🧾 Receipt: {amount} added to your wallet").format(amount=ui.money(notice.amount))]
+    if notice.source == SOURCE_TELEGRAM:
+        if notice.paid is not None:
+            out.append(_("Paid through Telegram: {price}").format(price=ui.money(notice.paid)))
+        if notice.charge_shown:  # only its end: the outbox is plain text
+            out.append(_("Telegram payment: {charge}").format(charge=notice.charge_shown))
     else:
         out.append(_("Cash or bank transfer, reference {reference}").format(
-            reference=params.get("reference_shown", "")))
-    when = _when_param(ui, params)
-    if when:
-        out.append(_("Time: {when}").format(when=when))
-    out.append(_("Available after this: {amount}").format(amount=ui.money(balance)))
+            reference=notice.reference_shown or ""))
+    out.append(_("Time: {when}").format(when=ui.when(notice.at)))
+    out.append(_("Available after this: {amount}").format(amount=ui.money(notice.balance)))
     return "\n".join(out), None
 
 
-@renders(REFUND_NOTIFICATION)
-def render_refund(ui: Ui, params: dict[str, Any]) -> Rendered:
+def render_refund(ui: Ui, notice: WalletRefund) -> Rendered:
     """A Stars payment was returned: the Stars go back, the credit leaves the wallet."""
     _ = ui._
-    amount = Money(int(params["amount_minor"]), str(params["currency"]))
-    balance = Money(int(params["balance_minor"]), str(params["currency"]))
-    paid = _money_param(params, "paid_minor", "paid_currency")
     out = [_("↩️ Refund: {price} returned to you through Telegram").format(
-        price=ui.money(paid)) if paid is not None else _("↩️ Refund through Telegram"),
-        _("Taken from your wallet: {amount}").format(amount=ui.money(amount))]
-    when = _when_param(ui, params)
-    if when:
-        out.append(_("Time: {when}").format(when=when))
-    out.append(_("Available after this: {amount}").format(amount=ui.money(balance)))
+        price=ui.money(notice.paid)) if notice.paid is not None
+        else _("↩️ Refund through Telegram"),
+        _("Taken from your wallet: {amount}").format(amount=ui.money(notice.amount)),
+        _("Time: {when}").format(when=ui.when(notice.at)),
+        _("Available after this: {amount}").format(amount=ui.money(notice.balance))]
     return "\n".join(out), None
+
+
+# Not annotated: mypy infers each pair's notice type and checks its renderer against it
+# (NoticeView[Any] would let any renderer pass).
+NOTICE_VIEWS = (
+    NoticeView(WalletCredit, render_credit),
+    NoticeView(WalletRefund, render_refund),
+    NoticeView(PaymentDisputed, render_dispute),
+    NoticeView(PaymentDisputeHeld, render_dispute_held),
+)
 
 
 def refund_text(ui: Ui, charge_id: str, result: RefundResult) -> str:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from bot.clock import Clock
 from bot.domain.charges import DeclineReason
+from bot.domain.invariants import present
 from bot.domain.money import Money
 from bot.gateways.esim import (
     EsimNotFound,
@@ -171,8 +172,8 @@ class SimulatedEsimProvider:
     async def topup_packages(self, iccid: str) -> list[EsimPackage]:
         usage = await self.usage(iccid)
         async with self._db.read() as conn:
-            esim = await SimEsimRepository(conn, self._cipher).esim(iccid)
-        assert esim is not None
+            esim = present(await SimEsimRepository(conn, self._cipher).esim(iccid),
+                           f"eSIM {iccid}, just read, exists")
         bought = BY_ID[esim.package_id]
         if usage.status is EsimStatus.EXPIRED or not bought.rechargeable:
             return []
@@ -190,8 +191,7 @@ class SimulatedEsimProvider:
         now = self._clock.now()
         async with self._db.write() as conn:
             repo = SimEsimRepository(conn, self._cipher)
-            esim = await repo.esim(iccid, lock=True)
-            assert esim is not None
+            esim = present(await repo.esim(iccid, lock=True), f"eSIM {iccid} exists")
             current = self._as_of(esim, now)
             await repo.update_esim(
                 iccid, used_mb=current.used_mb, as_of=now,
@@ -276,8 +276,7 @@ class SimulatedEsimProvider:
         kind = PackageKind(row.kind)
         codes: tuple[InstallCode, ...] = ()
         if kind is SIM:
-            esim = await repo.esim(row.iccid)
-            assert esim is not None
+            esim = present(await repo.esim(row.iccid), f"the eSIM of order {row.id} exists")
             codes = (_install_code(esim),)
         return EsimOrder(
             reference=row.description or "", order_id=str(row.id), code=f"SIM-{row.id:08d}",

@@ -31,13 +31,12 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
+from bot.services.notices import REPLACES
 from storage.db import Database
 from storage.notifications import NotificationRecord, NotificationsRepository
 from storage.users import UsersRepository
 
 log = logging.getLogger(__name__)
-
-REPLACES = "replaces"  # a param: the dedupe key of the message this one edits in place
 
 
 @dataclass(frozen=True)

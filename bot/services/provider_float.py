@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.domain.money import Money
 from bot.gateways.topup import ProviderAccount
+from bot.services.notices import Audience, Notice, money_keys, queue
 from storage.audit import AuditRepository
 from storage.db import Database
 from storage.notifications import NotificationsRepository
@@ -28,6 +30,28 @@ log = logging.getLogger(__name__)
 
 FLOAT_LOW = "provider_float_low"
 FLOAT_RESTORED = "provider_float_restored"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FloatNotice(Notice):
+    """Admins: our float at a provider (rendered by handlers/provider_notices.py)."""
+
+    backend: str
+    balance: Money = field(metadata=money_keys("balance_minor", "currency"))
+    threshold: Money = field(metadata=money_keys("threshold_minor", "currency"))
+    lowest: Money = field(metadata=money_keys("lowest_minor", "currency"))  # in the episode
+    at: datetime
+    audience: Audience = Audience.ADMIN
+
+
+@dataclass(frozen=True, kw_only=True)
+class FloatLow(FloatNotice):
+    KIND: ClassVar[str] = FLOAT_LOW
+
+
+@dataclass(frozen=True, kw_only=True)
+class FloatRestored(FloatNotice):
+    KIND: ClassVar[str] = FLOAT_RESTORED
 
 
 @dataclass(frozen=True)
@@ -64,32 +88,31 @@ class ProviderFloatService:
                 opened = await episodes.open(self._backend, balance, self._threshold, now)
                 if opened is None:  # another worker opened it just now
                     return FloatCheck(balance, low=True, alerted=False)
-                await self._tell(conn, FLOAT_LOW, opened, balance, now)
+                await self._tell(conn, FloatLow, opened, balance, now)
                 return FloatCheck(balance, low=True, alerted=True)
             if low and current is not None:
                 await episodes.lower(current.id, balance)
                 return FloatCheck(balance, low=True, alerted=False)
             if current is not None and await episodes.close(current.id, now):
-                await self._tell(conn, FLOAT_RESTORED, current, balance, now)
+                await self._tell(conn, FloatRestored, current, balance, now)
                 return FloatCheck(balance, low=False, alerted=True)
         return FloatCheck(balance, low=False, alerted=False)
 
-    async def _tell(self, conn: AsyncConnection, kind: str, episode: FloatEpisode,
-                    balance: Money, now: datetime) -> None:
-        params = {"backend": self._backend, "balance_minor": balance.minor,
-                  "currency": balance.currency, "threshold_minor": self._threshold.minor,
-                  "lowest_minor": min(episode.lowest.minor, balance.minor),
-                  "at": now.isoformat(), "audience": "admin"}
+    async def _tell(self, conn: AsyncConnection, notice_type: type[FloatLow | FloatRestored],
+                    episode: FloatEpisode, balance: Money, now: datetime) -> None:
+        notice = notice_type(
+            backend=self._backend, balance=balance, threshold=self._threshold,
+            lowest=Money(min(episode.lowest.minor, balance.minor), balance.currency), at=now)
+        kind = notice.KIND
         await AuditRepository(conn).record(
             at=now, actor="system", action=f"provider.{kind}", subject=f"float:{episode.id}",
-            details=params)
+            details=notice.to_params())
         # An alert about no user: each admin chat is its own recipient (a row in users, so
         # the dispatcher's language and reachability rules apply to it as to anyone).
         for chat_id in self._admins:
             await UsersRepository(conn).ensure(chat_id, language=None, now=now)
-            await NotificationsRepository(conn).enqueue(
-                user_id=chat_id, chat_id=chat_id,
-                dedupe_key=f"{kind}:{episode.id}:admin:{chat_id}", kind=kind, params=params,
-                now=now)
+            await queue(NotificationsRepository(conn), notice, user_id=chat_id,
+                        chat_id=chat_id, dedupe_key=f"{kind}:{episode.id}:admin:{chat_id}",
+                        now=now)
         log.warning("%s: %s float %s (threshold %s)", kind, self._backend, balance.plain(),
                     self._threshold.plain())

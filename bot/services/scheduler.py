@@ -26,24 +26,31 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.domain.invariants import InvariantError, present
+from bot.domain.money import Money
 from bot.domain.operators import RECYCLE_AFTER
 from bot.domain.products import Product
 from bot.domain.quiet_hours import QuietHours
-from bot.domain.readings import LineReading, estimate_from_last_topup, shown_to_owner
-from bot.domain.rules import Trigger, schedule_of
+from bot.domain.readings import (
+    LineReading,
+    ReadingSource,
+    estimate_from_last_topup,
+    shown_to_owner,
+)
+from bot.domain.rules import Approval, Trigger, schedule_of
 from bot.domain.schedule import period_key
 from bot.domain.watch import (
     TELL_FAILURES_AFTER,
     CalendarDue,
     Thresholds,
     Warning,
+    WarningKind,
     calendar_due,
     keep_alive_due,
     keep_alive_wake,
@@ -62,6 +69,7 @@ from bot.services.charging import (
     SkipReason,
     rule_charge_key,
 )
+from bot.services.notices import Notice, NoticePart, money_keys, queue, stored
 from storage.charges import ChargesRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
@@ -74,7 +82,7 @@ from storage.users import UserRecord, UsersRepository
 
 log = logging.getLogger(__name__)
 
-WARNING = "line_warning"  # notification kinds (rendered in handlers/warnings.py)
+WARNING = "line_warning"  # notification kinds (rendered in handlers/alerts.py)
 LINE_UNREADABLE = "line_unreadable"
 RUNS_MISSED = "runs_missed"
 RUN_SKIPPED = "run_skipped"
@@ -82,6 +90,116 @@ RUN_REMINDER = "run_reminder"
 
 CHECK_LINES, RUN_CALENDAR, SEND_REMINDERS = "line_checks", "calendar_runs", "reminders"
 REMIND_AHEAD = timedelta(hours=24)
+
+
+# --- the notifications ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanShown(NoticePart):
+    """A plan as a notification shows it (name, price): renderers need no catalog."""
+
+    name: str = field(metadata=stored("plan_name"))
+    price: Money = field(metadata=money_keys("plan_price_minor", "plan_currency"))
+
+    @classmethod
+    def of(cls, plan: Product | None) -> PlanShown | None:
+        return cls(name=plan.name, price=plan.price) if plan is not None else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReadingShown(NoticePart):
+    """A line's reading in a notification (a LineReading, stored flat)."""
+
+    source: ReadingSource
+    read_at: datetime
+    balance: Money | None = field(metadata=money_keys("balance_minor", "balance_currency"))
+    data_mb: int | None
+    validity_end: datetime | None
+
+    @classmethod
+    def of(cls, reading: LineReading | None) -> ReadingShown | None:
+        if reading is None:
+            return None
+        return cls(source=reading.source, read_at=reading.read_at, balance=reading.balance,
+                   data_mb=reading.data_mb, validity_end=reading.validity_end)
+
+    def as_reading(self) -> LineReading:
+        return LineReading(source=self.source, read_at=self.read_at, balance=self.balance,
+                           data_mb=self.data_mb, validity_end=self.validity_end)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineShown(NoticePart):
+    """A line as its warnings show it: its label, its latest reading and its plan (for the
+    "Buy now" button)."""
+
+    id: int = field(metadata=stored("line_id"))
+    label: str = field(metadata=stored("line"))
+    plan_id: str | None
+    reading: ReadingShown | None
+    plan: PlanShown | None
+
+    @classmethod
+    def of(cls, line: LineRecord, reading: LineReading | None,
+           plan: Product | None) -> LineShown:
+        return cls(id=line.id, label=line.label, plan_id=line.plan_product_id,
+                   reading=ReadingShown.of(reading), plan=PlanShown.of(plan))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineWarning(Notice):
+    KIND: ClassVar[str] = WARNING
+    line: LineShown
+    warning: WarningKind
+    threshold_minor: int | None  # the line's low-balance threshold, in US cents
+    threshold_mb: int | None
+    recycle_at: datetime | None  # when the carrier takes the number back (RECYCLING)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LineUnreadable(Notice):
+    KIND: ClassVar[str] = LINE_UNREADABLE
+    line: LineShown
+    error: str | None  # why the last read failed (for operators; not shown)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunReminder(Notice):
+    KIND: ClassVar[str] = RUN_REMINDER
+    rule_id: int
+    line: str
+    run_at: datetime
+    # An airtime rule's amount. ``currency`` is the rule's, stored for plan rules too, so the
+    # two are not one Money field.
+    amount_minor: int | None
+    currency: str
+    product_id: str | None
+    plan: PlanShown | None
+    approval: Approval
+
+    @property
+    def amount(self) -> Money | None:
+        return Money(self.amount_minor, self.currency) if self.amount_minor is not None \
+            else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunsMissed(Notice):
+    KIND: ClassVar[str] = RUNS_MISSED
+    rule_id: int
+    line: str
+    run_at: datetime  # the latest, which was run
+    missed: int
+    first_missed: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSkipped(Notice):
+    KIND: ClassVar[str] = RUN_SKIPPED
+    rule_id: int
+    line: str
+    run_at: datetime
 
 
 @dataclass(frozen=True)
@@ -252,19 +370,18 @@ class SchedulerService:
         warnings, episodes = warnings_for(current, thresholds, line.episodes, now,
                                           recycle_at=recycle_at)
         zone, quiet = self._preferences(owner)
-        base = {**self._line_params(line, current),
-                **plan_params(self._charging.known_plan(line.plan_product_id))}
+        shown = LineShown.of(line, current, self._charging.known_plan(line.plan_product_id))
         for warning in warnings:
             report.warnings += await self._notify(
-                conn, line.owner_id, warning.dedupe_key(line.id), WARNING,
-                {**base, **self._warning_params(warning, line, recycle_at)}, now,
+                conn, line.owner_id, warning.dedupe_key(line.id),
+                self._warning(warning, line, shown, recycle_at), now,
                 send_at(warning, now, quiet, zone))
         failures = line.check_failures + 1 if error is not None else 0
         told = line.check_failure_told and failures > 0
         if failures >= TELL_FAILURES_AFTER and not told:
             told = True
             await self._notify(conn, line.owner_id, f"unreadable:{line.id}:{now.isoformat()}",
-                               LINE_UNREADABLE, {**base, "error": error}, now,
+                               LineUnreadable(line=shown, error=error), now,
                                quiet_hours_end(now, quiet, zone) if quiet else now)
         wake: list[datetime | None] = []
         for rule in rules:
@@ -371,16 +488,16 @@ class SchedulerService:
         next_run_at = present(rule.next_run_at, f"due rule {rule.id} has a next run")
         outcome: RuleCharge | RuleSkipped | None = None
         async with self._db.write() as conn:
-            params = {"rule_id": rule.id, "line": await self._label(conn, rule.line_id),
-                      "run_at": due.run_at.isoformat()}
+            label = await self._label(conn, rule.line_id)
             if due.missed:
                 await self._notify(conn, rule.owner_id, f"missed:{rule.id}:{period}",
-                                   RUNS_MISSED, {**params, "missed": due.missed,
-                                                 "first_missed": due.first_missed.isoformat()
-                                                 if due.first_missed else None}, now, now)
+                                   RunsMissed(rule_id=rule.id, line=label, run_at=due.run_at,
+                                              missed=due.missed,
+                                              first_missed=due.first_missed), now, now)
             if rule.skip_run_at is not None and rule.skip_run_at == due.run_at:
                 await self._notify(conn, rule.owner_id, f"skipped:{rule.id}:{period}",
-                                   RUN_SKIPPED, params, now, now)
+                                   RunSkipped(rule_id=rule.id, line=label, run_at=due.run_at),
+                                   now, now)
             else:
                 outcome = await self._charging.create_for_rule_in(
                     conn, rule.id, rule_charge_key(rule.id, period_key=period), now)
@@ -405,17 +522,15 @@ class SchedulerService:
                 if not await RulesRepository(conn).mark_reminded(rule.id, next_run_at):
                     continue  # another sweeper reminded, or the run moved
                 line = await LinesRepository(conn, self._cipher).get(rule.line_id)
+                reminder = RunReminder(
+                    rule_id=rule.id, line=line.label if line else "?", run_at=next_run_at,
+                    amount_minor=rule.amount.minor if rule.amount else None,
+                    currency=rule.currency, product_id=rule.product_id,
+                    plan=PlanShown.of(self._charging.known_plan(rule.product_id)),
+                    approval=rule.approval)
                 await self._notify(conn, rule.owner_id,
-                                   f"reminder:{rule.id}:{next_run_at.isoformat()}",
-                                   RUN_REMINDER, {
-                                       "rule_id": rule.id, "line": line.label if line else "?",
-                                       "run_at": next_run_at.isoformat(),
-                                       "amount_minor": rule.amount.minor if rule.amount else None,
-                                       "currency": rule.currency,
-                                       "product_id": rule.product_id,
-                                       **plan_params(self._charging.known_plan(
-                                           rule.product_id)),
-                                       "approval": rule.approval.value}, now, now)
+                                   f"reminder:{rule.id}:{next_run_at.isoformat()}", reminder,
+                                   now, now)
             report.processed += 1
         await self._record(SEND_REMINDERS, started, began, report)
         return report
@@ -466,32 +581,17 @@ class SchedulerService:
         return line.label if line is not None else "?"
 
     @staticmethod
-    def _line_params(line: LineRecord, reading: LineReading | None) -> dict[str, Any]:
-        params: dict[str, Any] = {"line_id": line.id, "line": line.label,
-                                  "plan_id": line.plan_product_id}
-        if reading is not None:
-            params.update({
-                "source": reading.source.value, "read_at": reading.read_at.isoformat(),
-                "balance_minor": reading.balance.minor if reading.balance else None,
-                "balance_currency": reading.balance.currency if reading.balance else None,
-                "data_mb": reading.data_mb,
-                "validity_end": (reading.validity_end.isoformat()
-                                 if reading.validity_end else None)})
-        return params
+    def _warning(warning: Warning, line: LineRecord, shown: LineShown,
+                 recycle_at: datetime | None) -> LineWarning:
+        return LineWarning(line=shown, warning=warning.kind,
+                           threshold_minor=line.warn_balance_minor,
+                           threshold_mb=line.warn_data_mb, recycle_at=recycle_at)
 
     @staticmethod
-    def _warning_params(warning: Warning, line: LineRecord,
-                        recycle_at: datetime | None) -> dict[str, Any]:
-        return {"warning": warning.kind.value, "threshold_minor": line.warn_balance_minor,
-                "threshold_mb": line.warn_data_mb,
-                "recycle_at": recycle_at.isoformat() if recycle_at else None}
-
-    @staticmethod
-    async def _notify(conn: AsyncConnection, user_id: int, key: str, kind: str,
-                      params: dict[str, Any], now: datetime, at: datetime) -> bool:
-        return await NotificationsRepository(conn).enqueue(
-            user_id=user_id, chat_id=user_id, dedupe_key=key, kind=kind, params=params,
-            now=now, send_at=at)
+    async def _notify(conn: AsyncConnection, user_id: int, key: str, notice: Notice,
+                      now: datetime, at: datetime) -> bool:
+        return await queue(NotificationsRepository(conn), notice, user_id=user_id,
+                           chat_id=user_id, dedupe_key=key, now=now, send_at=at)
 
     async def _record(self, job: str, started: datetime, began: float,
                       report: SweepReport) -> None:
@@ -501,10 +601,3 @@ class SchedulerService:
         async with self._db.write() as conn:
             await SchedulerRunsRepository(conn).record(run)
 
-
-def plan_params(plan: Product | None) -> dict[str, Any]:
-    """A plan as a notification shows it (name, price): renderers need no catalog."""
-    if plan is None:
-        return {}
-    return {"plan_name": plan.name, "plan_price_minor": plan.price.minor,
-            "plan_currency": plan.price.currency}

@@ -22,9 +22,9 @@ import logging
 import re
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,6 +33,7 @@ from bot.domain.invariants import present
 from bot.domain.money import CURRENCIES, Money
 from bot.domain.references import masked_reference
 from bot.domain.wallet import EntryKind
+from bot.services.notices import Audience, Notice, NoticePart, money_keys, queue, stored
 from bot.settings import PaymentsSettings
 from storage.audit import AuditRepository
 from storage.crypto import FieldCipher
@@ -123,6 +124,77 @@ class DisputeReason(enum.StrEnum):
     WRONG_USER = "wrong_user"  # another user's invoice
     ALREADY_PAID = "already_paid"  # the invoice was credited before, by another payment
     MISMATCH = "mismatch"  # paid a total or currency that is not the invoice's
+
+
+# --- the notifications (rendered by handlers/wallet.py) -----------------------------------
+
+_AMOUNT = money_keys("amount_minor", "currency")
+_BALANCE = money_keys("balance_minor", "currency")  # the wallet's, after the change
+
+
+@dataclass(frozen=True, kw_only=True)
+class WalletCredit(Notice):
+    """The receipt of a credit: a Telegram payment (what was paid, the end of its charge
+    id: the outbox is plain text) or an operator's credit (the end of its reference)."""
+
+    KIND: ClassVar[str] = CREDIT_NOTIFICATION
+    source: str  # SOURCE_TELEGRAM or SOURCE_OPERATOR
+    amount: Money = field(metadata=_AMOUNT)
+    balance: Money = field(metadata=_BALANCE)
+    paid: Money | None = field(
+        default=None, metadata=money_keys("paid_minor", "paid_currency", omit_none=True))
+    charge_shown: str | None = field(default=None, metadata=stored(omit_none=True))
+    reference_shown: str | None = field(default=None, metadata=stored(omit_none=True))
+    payment_id: int
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class WalletRefund(Notice):
+    """A Stars payment was returned: the Stars go back, the credit leaves the wallet."""
+
+    KIND: ClassVar[str] = REFUND_NOTIFICATION
+    amount: Money = field(metadata=_AMOUNT)
+    balance: Money = field(metadata=_BALANCE)
+    paid: Money | None = field(metadata=money_keys("paid_minor", "paid_currency"))
+    payment_id: int
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisputedPayment(NoticePart):
+    """A payment that was not credited, as the admins are told of it."""
+
+    dispute_id: int
+    user_id: int
+    reason: DisputeReason
+    # As Telegram said: the currency may be none we know, so it is no Money.
+    paid_minor: int
+    paid_currency: str
+    invoice_id: int | None
+    invoice_price: Money | None = field(
+        metadata=money_keys("invoice_price_minor", "invoice_price_currency"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentDisputed(Notice):
+    """Admins: a Telegram payment was taken but not credited."""
+
+    KIND: ClassVar[str] = DISPUTE_NOTIFICATION
+    dispute: DisputedPayment
+    refunding: bool  # its Stars are being refunded
+    audience: Audience = Audience.ADMIN
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentDisputeHeld(Notice):
+    """Admins: the automatic Stars refund of a disputed payment failed."""
+
+    KIND: ClassVar[str] = DISPUTE_HELD_NOTIFICATION
+    dispute: DisputedPayment
+    audience: Audience = Audience.ADMIN
+    at: datetime
 
 
 class PaymentsUnavailable(ValueError):
@@ -366,16 +438,23 @@ class WalletService:
             await AuditRepository(conn).record(
                 at=now, actor=f"user:{user_id}", action="wallet.payment_disputed",
                 subject=f"dispute:{dispute_id}", details=details)
-            await self._tell_admins(conn, DISPUTE_NOTIFICATION, dispute_id, user_id, now,
-                                    {**details, "refunding": refundable})
+            disputed = DisputedPayment(
+                dispute_id=dispute_id, user_id=user_id, reason=reason,
+                paid_minor=int(total_amount), paid_currency=paid_currency,
+                invoice_id=invoice.id if invoice is not None else None,
+                invoice_price=invoice.price if invoice is not None else None)
+            await self._tell_admins(conn, PaymentDisputed(dispute=disputed,
+                                                          refunding=refundable, at=now),
+                                    user_id, now)
         log.warning("Payment by user %s not credited (%s): dispute %s", user_id,
                     reason.value, dispute_id)
         refunded = refundable and refunder is not None and await self._refund_dispute(
             dispute_id, user_id, telegram_charge_id, refunder, actor="system")
         if refundable and not refunded:
             async with self._db.write() as conn:
-                await self._tell_admins(conn, DISPUTE_HELD_NOTIFICATION, dispute_id, user_id,
-                                        self._clock.now(), details)
+                held_at = self._clock.now()
+                await self._tell_admins(conn, PaymentDisputeHeld(dispute=disputed, at=held_at),
+                                        user_id, held_at)
         return Disputed(dispute_id=dispute_id, user_id=user_id, reason=reason,
                         paid_minor=int(total_amount), paid_currency=paid_currency,
                         refunded=refunded)
@@ -384,7 +463,7 @@ class WalletService:
                               charge_id: str, provider_charge_id: str | None,
                               total_amount: int, payload: str, now: datetime) -> Credited:
         user_id, amount = invoice.user_id, invoice.amount
-        paid = {"paid_minor": int(total_amount), "paid_currency": invoice.price.currency}
+        paid = Money(int(total_amount), invoice.price.currency)
         wallet = WalletRepository(conn)
         payment_id = await PaymentsRepository(conn, self._cipher).record_payment(
             user_id=user_id, source=SOURCE_TELEGRAM, external_id=charge_id,
@@ -400,11 +479,11 @@ class WalletService:
             at=now, actor=f"user:{user_id}", action="wallet.payment",
             subject=f"payment:{payment_id}",
             details={"user_id": user_id, "amount_minor": amount.minor,
-                     "currency": amount.currency, "invoice_id": invoice.id, **paid})
-        await self._notify(conn, CREDIT_NOTIFICATION, payment_id, user_id, now, {
-            "source": SOURCE_TELEGRAM, "amount_minor": amount.minor,
-            "currency": amount.currency, "balance_minor": balance.minor,
-            "charge_shown": masked_reference(charge_id), **paid})
+                     "currency": amount.currency, "invoice_id": invoice.id,
+                     "paid_minor": paid.minor, "paid_currency": paid.currency})
+        await self._notify(conn, user_id, WalletCredit(
+            source=SOURCE_TELEGRAM, amount=amount, balance=balance, paid=paid,
+            charge_shown=masked_reference(charge_id), payment_id=payment_id, at=now), now)
         return Credited(payment_id=payment_id, user_id=user_id, amount=amount, balance=balance)
 
     async def _refund_dispute(self, dispute_id: int, user_id: int, charge_id: str,
@@ -472,10 +551,10 @@ class WalletService:
                 at=now, actor=actor, action="wallet.credit", subject=f"payment:{payment_id}",
                 details={"user_id": user_id, "amount_minor": amount.minor,
                          "currency": amount.currency})  # the reference is in the payment
-            await self._notify(conn, CREDIT_NOTIFICATION, payment_id, user_id, now, {
-                "source": SOURCE_OPERATOR, "amount_minor": amount.minor,
-                "currency": amount.currency, "balance_minor": balance.minor,
-                "reference_shown": masked_reference(reference)})
+            await self._notify(conn, user_id, WalletCredit(
+                source=SOURCE_OPERATOR, amount=amount, balance=balance,
+                reference_shown=masked_reference(reference), payment_id=payment_id, at=now),
+                now)
         return Credited(payment_id=payment_id, user_id=user_id, amount=amount, balance=balance)
 
     # --- refunds ------------------------------------------------------------------------
@@ -567,21 +646,18 @@ class WalletService:
                              "currency": payment.amount.currency,
                              "paid_minor": paid.minor if paid else None,
                              "paid_currency": paid.currency if paid else None})
-                await self._notify(conn, REFUND_NOTIFICATION, payment.id, payment.user_id,
-                                   now, {
-                    "amount_minor": payment.amount.minor, "currency": payment.amount.currency,
-                    "balance_minor": balance.minor,
-                    "paid_minor": paid.minor if paid else None,
-                    "paid_currency": paid.currency if paid else None})
+                await self._notify(conn, payment.user_id, WalletRefund(
+                    amount=payment.amount, balance=balance, paid=paid, payment_id=payment.id,
+                    at=now), now)
         return recorded, balance
 
     # --- helpers ------------------------------------------------------------------------
 
-    async def _notify(self, conn: AsyncConnection, kind: str, payment_id: int, user_id: int,
-                      now: datetime, params: dict[str, Any]) -> None:
-        await NotificationsRepository(conn).enqueue(
-            user_id=user_id, chat_id=user_id, dedupe_key=f"{kind}:{payment_id}", kind=kind,
-            params={**params, "payment_id": payment_id, "at": now.isoformat()}, now=now)
+    @staticmethod
+    async def _notify(conn: AsyncConnection, user_id: int,
+                      notice: WalletCredit | WalletRefund, now: datetime) -> None:
+        await queue(NotificationsRepository(conn), notice, user_id=user_id, chat_id=user_id,
+                    dedupe_key=f"{notice.KIND}:{notice.payment_id}", now=now)
 
     def _mac(self, body: str) -> str:
         return self._cipher.blind_index(f"{_MAC_LABEL}|{body}")[:16]
@@ -593,16 +669,16 @@ class WalletService:
             return None
         return int(match["invoice"])
 
-    async def _tell_admins(self, conn: AsyncConnection, kind: str, dispute_id: int,
-                           user_id: int, now: datetime, params: dict[str, Any]) -> None:
+    async def _tell_admins(self, conn: AsyncConnection,
+                           notice: PaymentDisputed | PaymentDisputeHeld, user_id: int,
+                           now: datetime) -> None:
         # notifications.user_id must be a user: the payer is the subject; the message goes
         # to each admin chat.
         for chat_id in self._admins:
-            await NotificationsRepository(conn).enqueue(
-                user_id=user_id, chat_id=chat_id,
-                dedupe_key=f"{kind}:{dispute_id}:admin:{chat_id}", kind=kind,
-                params={**params, "dispute_id": dispute_id, "audience": "admin",
-                        "at": now.isoformat()}, now=now)
+            await queue(NotificationsRepository(conn), notice, user_id=user_id,
+                        chat_id=chat_id,
+                        dedupe_key=f"{notice.KIND}:{notice.dispute.dispute_id}:admin:{chat_id}",
+                        now=now)
 
 
 # A pre-checkout refused for what would make its payment disputed.

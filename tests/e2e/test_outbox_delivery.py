@@ -12,9 +12,10 @@ from telegram import Bot
 
 from bot.clock import ManualClock
 from bot.i18n import Translations
-from bot.services.charging import APPROVAL_REQUEST, CHARGE_EXPIRED
+from bot.services.charging import APPROVAL_REQUEST, CHARGE_EXPIRED, RECEIPT
 from bot.services.notifications import (
     Delivered,
+    NotificationDispatcher,
     Outgoing,
     Rejected,
     Throttled,
@@ -24,6 +25,7 @@ from bot.services.notifications import (
 from bot.services.users import UsersService
 from handlers.outbox import TelegramDeliverer
 from storage.db import Database
+from storage.notifications import NotificationsRepository, NotificationStatus
 from tests.e2e.botapi import BotApiServer
 
 CHAT = 3101
@@ -110,3 +112,38 @@ async def test_the_message_is_in_the_readers_language(
     assert isinstance(result, Delivered)
     khmer = Translations().gettext("km")
     assert khmer("✅ Approve") in user.messages()[-1].button_texts
+
+
+async def test_params_that_are_no_notice_of_their_kind_are_rejected_and_the_chat_goes_on(
+        deliver: TelegramDeliverer, botapi: BotApiServer, db: Database,
+        clock: ManualClock) -> None:
+    """A stored message that does not decode (a key missing or of a wrong type) is refused
+    for good, with the reason, and never shows as "?" text; the chat's next message goes."""
+    user = botapi.user(CHAT)
+    rejected = await deliver(outgoing(RECEIPT, params={**PARAMS, "amount_minor": "five"}))
+    assert isinstance(rejected, Rejected) and "receipt: amount_minor" in rejected.reason
+    assert user.messages() == []
+
+    await UsersService(db, clock, ZoneInfo("Asia/Phnom_Penh")).greet(CHAT, "en")
+    async with db.write() as conn:
+        outbox = NotificationsRepository(conn)
+        await outbox.enqueue(user_id=CHAT, chat_id=CHAT, dedupe_key="approval:6",
+                             kind=APPROVAL_REQUEST, params={"charge_id": 6}, now=clock.now())
+        await outbox.enqueue(user_id=CHAT, chat_id=CHAT, dedupe_key="approval:7",
+                             kind=APPROVAL_REQUEST, params=PARAMS, now=clock.now())
+    dispatcher = NotificationDispatcher(db, clock, deliver)
+
+    first = await dispatcher.dispatch_round()
+    clock.advance(timedelta(seconds=2))
+    second = await dispatcher.dispatch_round()
+
+    assert (first.failed, first.problems, second.sent) == (1, [], 1)
+    async with db.read() as conn:
+        outbox = NotificationsRepository(conn)
+        broken, good = await outbox.by_key("approval:6"), await outbox.by_key("approval:7")
+    assert broken is not None and broken.status is NotificationStatus.FAILED
+    assert broken.last_error is not None and "approval_request: line is missing" in (
+        broken.last_error)
+    assert good is not None and good.status is NotificationStatus.SENT
+    [sent] = user.messages()
+    assert "Top up Home (012 ••• 678)?" in sent.content

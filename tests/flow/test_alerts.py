@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from bot.domain.rules import Approval, CalendarKind, RuleSpec, RuleStatus, Trigg
 from bot.domain.watch import Warning, WarningKind
 from bot.gateways.simulated_catalog import PRODUCTS
 from bot.i18n import Translations
-from bot.services.charging import APPROVAL_REQUEST
+from bot.services.charging import APPROVAL_REQUEST, ApprovalRequest
 from bot.services.notifications import NotificationDispatcher
 from bot.services.rules import RuleView
 from bot.services.scheduler import (
@@ -48,15 +49,17 @@ from bot.services.scheduler import (
     RUN_SKIPPED,
     RUNS_MISSED,
     WARNING,
+    LineShown,
+    LineUnreadable,
+    PlanShown,
+    RunReminder,
     SchedulerService,
-    plan_params,
 )
 from bot.settings import load_settings
 from bot.wiring import build_components
 from handlers.approvals import render_approval_request
 from handlers.common import Ui, user_ui
-from handlers.notification_views import render
-from handlers.outbox import TelegramDeliverer
+from handlers.outbox import TelegramDeliverer, render
 from handlers.render import data_text
 from storage import migrate
 from storage.audit import AuditEntry, AuditRepository
@@ -148,10 +151,10 @@ def provider_reading(now: datetime, validity_end: datetime) -> LineReading:
 
 def warning_params(line: LineRecord, reading: LineReading | None, kind: WarningKind,
                    recycle_at: datetime | None = None) -> dict[str, Any]:
-    """As SchedulerService._evaluate queues a warning: line params + warning params."""
-    return stored({**SchedulerService._line_params(line, reading),
-                   **plan_params(PRODUCTS.get(line.plan_product_id or "")),
-                   **SchedulerService._warning_params(Warning(kind, "1"), line, recycle_at)})
+    """As SchedulerService._evaluate queues a warning: the line, its reading and plan."""
+    shown = LineShown.of(line, reading, PRODUCTS.get(line.plan_product_id or ""))
+    return stored(SchedulerService._warning(Warning(kind, "1"), line, shown,
+                                            recycle_at).to_params())
 
 
 def top_up_buttons(ui: Ui, line_id: int, plan: str | None) -> list[tuple[str, str]]:
@@ -342,7 +345,8 @@ def test_line_unreadable_names_the_line_and_has_no_buttons(clock: ManualClock,
                                                            language: str) -> None:
     now = clock.now()
     line = a_line(now)
-    params = stored({**SchedulerService._line_params(line, None), "error": "GatewayTimeout"})
+    params = stored(LineUnreadable(line=LineShown.of(line, None, None),
+                                   error="GatewayTimeout").to_params())
     ui = ui_in(language, now)
 
     text, markup = render(LINE_UNREADABLE, ui, params)
@@ -360,10 +364,11 @@ def test_a_reminder_shows_what_and_when_and_a_skip_button(
         clock: ManualClock, language: str, product_id: str | None, approval: str) -> None:
     now = clock.now()
     run_at = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
-    params = stored({"rule_id": 12, "line": LABEL, "run_at": run_at.isoformat(),
-                     "amount_minor": None if product_id else 500, "currency": "USD",
-                     "product_id": product_id, "approval": approval,
-                     **plan_params(PRODUCTS.get(product_id or ""))})  # as the service adds
+    params = stored(RunReminder(  # as SchedulerService.send_reminders queues it
+        rule_id=12, line=LABEL, run_at=run_at, amount_minor=None if product_id else 500,
+        currency="USD", product_id=product_id,
+        plan=PlanShown.of(PRODUCTS.get(product_id or "")),
+        approval=Approval(approval)).to_params())
     ui = ui_in(language, now)
     _ = ui._
 
@@ -738,8 +743,9 @@ async def test_top_up_on_a_warning_while_the_rules_request_waits_points_at_that_
                  "has one top-up open at a time: approve or decline this one first.").format(
         line=LABEL, amount=ui.money(Money(500, "USD")))
     # The request as it was asked, with today's wallet (credited since it was queued).
-    assert request["params"]["wallet_minor"] == 0
-    shown, _markup = render_approval_request(ui, {**request["params"], "wallet_minor": 2000})
+    asked = ApprovalRequest.from_params(request["params"])
+    assert asked.wallet == Money(0, "USD")
+    shown, _markup = render_approval_request(ui, replace(asked, wallet=Money(2000, "USD")))
     assert again["text"] == f"{headline}\n\n{shown}"
     differs_from_english(headline, ui_in("en", ui.now)._(
         "⏳ This top-up of {line} ({amount}) already waits for your answer. A line has one "

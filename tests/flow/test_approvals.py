@@ -16,7 +16,7 @@ from bot.domain.money import Money
 from bot.services.charging import ChargingService, Requested
 from handlers.approvals import ApprovalsFlow, top_up_now_buttons
 from handlers.common import Ui
-from handlers.notification_views import render
+from handlers.outbox import render
 from storage.charges import ChargesRepository
 from storage.payments import PaymentsRepository
 from storage.tables import notifications

@@ -16,7 +16,7 @@ from bot.domain.money import Money
 from bot.services.wallet import WalletService
 from handlers import callback_data as cb
 from handlers.common import Ui
-from handlers.notification_views import render
+from handlers.outbox import render
 from handlers.wallet import PAYMENT_GROUP, WalletFlow
 from storage.tables import ledger_entries, notifications
 from storage.wallet import WalletRepository

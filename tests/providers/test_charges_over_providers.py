@@ -20,7 +20,7 @@ from bot.domain.money import Money
 from bot.domain.operators import Operator
 from bot.domain.products import ProductKind
 from bot.services.catalog import CatalogService
-from bot.services.charging import Invalid, Requested
+from bot.services.charging import Invalid, Receipt, Requested
 from handlers.approvals import render_receipt
 from handlers.common import Ui
 from storage.crypto import FieldCipher
@@ -172,7 +172,7 @@ async def test_a_charge_keeps_what_the_line_received_and_what_the_provider_took(
     assert charge.provider_tx_id.endswith(params["provider_tx_shown"].removeprefix("…"))
     text, _ = render_receipt(Ui(language="en", _=lambda m: m, locale="en",
                                 zone=ZoneInfo("Asia/Phnom_Penh"), now=world.clock.now()),
-                             params)
+                             Receipt.from_params(params))
     assert "The line received: 12,300៛" in text
     assert f"Carrier's transaction: {params['provider_tx_shown']}" in text
 

@@ -20,6 +20,7 @@ from bot.gateways.simulated_carrier import ReplayBehaviour, SimulatorKnobs
 from bot.gateways.simulated_catalog import CATALOG
 from bot.services.charging import (
     AlreadyHandled,
+    ApprovalReason,
     Approved,
     Declined,
     InsufficientFunds,
@@ -245,8 +246,8 @@ async def test_insufficient_funds_submits_nothing_and_says_what_is_missing(
 
     assert isinstance(result, InsufficientFunds)
     assert result.available == usd(200)
-    assert result.request["wallet_minor"] == 200
-    assert result.request["reason"] == "manual"
+    assert result.request.wallet == usd(200)
+    assert result.request.reason is ApprovalReason.MANUAL
     assert (await world.charge(charge_id)).state is ChargeState.AWAITING_APPROVAL
     assert world.provider.sent == []
     assert await table_counts(world) == before

@@ -94,8 +94,8 @@ async def test_top_up_now_while_the_rules_request_waits_points_at_that_request(
     assert result.message_id is None  # the request was not sent yet
     request = result.request
     assert request is not None
-    assert (request["charge_id"], request["reason"]) == (waiting.id, "ask")
-    assert (request["amount_minor"], request["wallet_minor"]) == (500, 2000)
+    assert (request.charge.charge_id, request.reason) == (waiting.id, ApprovalReason.ASK)
+    assert (request.charge.amount, request.wallet) == (usd(500), usd(2000))
     assert await written(world) == before  # no second charge, no second request, no audit
     # The same button again, and another card, say the same.
     again = await top_up_now(world, "31:warning:a200")
@@ -121,8 +121,8 @@ async def test_the_request_shown_again_keeps_why_it_asked_and_the_cap(world: Wor
 
     assert isinstance(result, AlreadyOpen) and result.request is not None
     assert result.charge.id == over.id
-    assert (result.request["reason"], result.request["cap_minor"],
-            result.request["spent_minor"]) == (ApprovalReason.OVER_CAP.value, 300, 0)
+    assert (result.request.reason, result.request.cap, result.request.spent) == (
+        ApprovalReason.OVER_CAP, usd(300), usd(0))
 
 
 async def test_the_sent_request_is_named_so_the_answer_can_reply_to_it(world: World) -> None:

@@ -10,10 +10,14 @@ from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.domain.money import Money
-from bot.services.provider_float import FLOAT_LOW, FLOAT_RESTORED, ProviderFloatService
-from handlers import provider_notices  # noqa: F401  (registers the renderers)
+from bot.services.provider_float import (
+    FLOAT_LOW,
+    FLOAT_RESTORED,
+    FloatLow,
+    ProviderFloatService,
+)
 from handlers.common import Ui
-from handlers.notification_views import render
+from handlers.outbox import render
 from storage.db import Database
 from storage.tables import notifications, provider_float_episodes
 
@@ -85,6 +89,7 @@ async def test_a_float_in_another_currency_is_not_compared(db: Database,
 def test_the_alert_reads_well(clock: ManualClock) -> None:
     ui = Ui(language="en", _=lambda m: m, locale="en", zone=ZoneInfo("Asia/Phnom_Penh"),
             now=clock.now())
-    text, _ = render(FLOAT_LOW, ui, {"backend": "reloadly", "balance_minor": 4000,
-                                     "currency": "USD", "threshold_minor": 5000})
+    low = FloatLow(backend="reloadly", balance=Money(4000, "USD"),
+                   threshold=Money(5000, "USD"), lowest=Money(4000, "USD"), at=clock.now())
+    text, _ = render(FLOAT_LOW, ui, low.to_params())
     assert "reloadly is $40.00, below the alert level of $50.00" in text

@@ -51,7 +51,7 @@ async def test_a_dearer_plan_is_asked_again_and_nothing_is_held(
 
     assert isinstance(result, PriceChanged)
     assert (result.was, result.charge.amount) == (usd(500), usd(650))
-    assert result.request["amount_minor"] == 650
+    assert result.request.charge.amount == usd(650)
     charge = await world.charge(charge_id)
     assert charge.state is ChargeState.AWAITING_APPROVAL and charge.amount == usd(650)
     assert await world.available(ALICE) == usd(2000)  # nothing held

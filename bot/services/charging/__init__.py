@@ -30,6 +30,15 @@ provider, never blind), ``settlement`` (the provider's answer becomes the charge
 ``service`` the one object the bot talks to.
 """
 
+from bot.services.charging.notices import (
+    ApprovalRequest,
+    ChargeExpired,
+    ChargeFacts,
+    ChargeFailed,
+    ChargeProcessing,
+    ChargeStuck,
+    Receipt,
+)
 from bot.services.charging.outcomes import (
     AlreadyHandled,
     AlreadyOpen,
@@ -76,7 +85,13 @@ __all__ = [
     "AlreadyHandled",
     "AlreadyOpen",
     "ApprovalReason",
+    "ApprovalRequest",
     "Approved",
+    "ChargeExpired",
+    "ChargeFacts",
+    "ChargeFailed",
+    "ChargeProcessing",
+    "ChargeStuck",
     "ChargeView",
     "ChargingService",
     "Checkpoint",
@@ -86,6 +101,7 @@ __all__ = [
     "NotYourLine",
     "NotYours",
     "PriceChanged",
+    "Receipt",
     "ReconcileReport",
     "RequestProblem",
     "Requested",

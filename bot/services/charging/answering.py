@@ -72,7 +72,7 @@ class Answering(Phase):
                 # The request as it stands, with today's (short) wallet balance in it.
                 reason = (ApprovalReason.MANUAL if charge.rule_id is None
                           else ApprovalReason.ASK)
-                request = await self._approval_params(conn, charge, reason)
+                request = await self._approval_request(conn, charge, reason)
                 return InsufficientFunds(ChargeView.of(charge), available, request)
             held = await wallet.hold(charge_id=charge.id, user_id=user_id, amount=charge.amount,
                                      now=now)
@@ -107,7 +107,7 @@ class Answering(Phase):
             return repriced  # cheaper: approved at the lower price
         reason = ApprovalReason.MANUAL if charge.rule_id is None else ApprovalReason.ASK
         return PriceChanged(ChargeView.of(repriced), was=charge.amount,
-                            request=await self._approval_params(conn, repriced, reason))
+                            request=await self._approval_request(conn, repriced, reason))
 
     async def decline(self, user_id: int, charge_id: int) -> Declined | AlreadyHandled | NotYours:
         now = self._clock.now()

@@ -15,6 +15,7 @@ from bot.domain.money import CURRENCIES, Money, MoneyError
 from bot.domain.operators import MIN_AIRTIME_USD_CENTS
 from bot.domain.rules import Approval, RuleError, RuleStatus, charge_amount
 from bot.services.charging.common import Deps, Phase
+from bot.services.charging.notices import ApprovalRequest
 from bot.services.charging.outcomes import (
     AlreadyOpen,
     ChargeView,
@@ -34,6 +35,7 @@ from bot.services.charging.policy import (
     rule_charge_key,
 )
 from bot.services.charging.submission import Submission
+from bot.services.notices import NoticeError
 from storage.charges import ChargeRecord, Creation, lock_wallet_of
 from storage.lines import LineRecord
 from storage.notifications import NotificationsRepository
@@ -131,15 +133,19 @@ class Asking(Phase):
         line = self._label(await self._line(conn, charge.line_id))
         if charge.state is not ChargeState.AWAITING_APPROVAL:
             return AlreadyOpen(ChargeView.of(charge), line, None, message_id)
-        params = asked.params if asked is not None else {}
-        try:
-            reason = ApprovalReason(str(params.get("reason")))
-        except ValueError:
-            reason = ApprovalReason.MANUAL if charge.rule_id is None else ApprovalReason.ASK
-        cap, spent = (Money(params[name], charge.amount.currency)
-                      if isinstance(params.get(name), int) else None
-                      for name in ("cap_minor", "spent_minor"))
-        request = await self._approval_params(conn, charge, reason, cap=cap, spent=spent)
+        # Asked again as it was asked: why, and an automatic rule's cap and spending then.
+        reason = ApprovalReason.MANUAL if charge.rule_id is None else ApprovalReason.ASK
+        cap: Money | None = None
+        spent: Money | None = None
+        if asked is not None:
+            try:
+                earlier = ApprovalRequest.from_params(asked.params)
+            except NoticeError as error:
+                log.warning("Charge %s: its queued approval request is unreadable (%s)",
+                            charge.id, error)
+            else:
+                reason, cap, spent = earlier.reason, earlier.cap, earlier.spent
+        request = await self._approval_request(conn, charge, reason, cap=cap, spent=spent)
         return AlreadyOpen(ChargeView.of(charge), line, request, message_id)
 
     async def create_for_rule(self, rule: RuleRecord | int, *, period_key: str | None = None,

@@ -18,14 +18,20 @@ from bot.domain.money import Money
 from bot.domain.products import Product
 from bot.gateways.topup import TopUpProvider
 from bot.services.catalog import CatalogService
+from bot.services.charging.notices import (
+    ApprovalRequest,
+    ChargeExpired,
+    ChargeFacts,
+    ChargeFailed,
+    ChargeStuck,
+)
 from bot.services.charging.policy import (
-    APPROVAL_REQUEST,
-    CHARGE_EXPIRED,
     DEFAULT_ZONE,
     ApprovalReason,
     Checkpoint,
     RetryPolicy,
 )
+from bot.services.notices import queue
 from storage.audit import AuditRepository
 from storage.charges import ChargeRecord, ChargesRepository
 from storage.crypto import FieldCipher
@@ -54,7 +60,7 @@ class Deps:
 
 class Phase:
     """What every phase of a charge shares: its collaborators and the small steps they all
-    take (reading a charge or its line, the notification params, audit rows, expiry)."""
+    take (reading a charge or its line, what its messages say, audit rows, expiry)."""
 
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
@@ -83,17 +89,6 @@ class Phase:
     def _product(self, product_id: str | None) -> Product | None:
         return self._catalog.get(product_id)
 
-    def _what(self, charge: ChargeRecord) -> dict[str, Any]:
-        """What a charge buys, as plain notification params."""
-        product = self._product(charge.product_id)
-        return {
-            "product_id": charge.product_id,
-            "product_name": product.name if product is not None else None,
-            "product_kind": product.kind.value if product is not None else None,
-            "data_mb": product.data_mb if product is not None else None,
-            "validity_days": product.validity_days if product is not None else None,
-        }
-
     @staticmethod
     def _label(line: LineRecord | None) -> str:
         return line.label if line is not None else "?"
@@ -109,38 +104,43 @@ class Phase:
         async with self._db.read() as conn:
             return await self._repo(conn).get(charge_id)
 
-    async def _base_params(self, conn: AsyncConnection, charge: ChargeRecord) -> dict[str, Any]:
+    async def _facts(self, conn: AsyncConnection, charge: ChargeRecord) -> ChargeFacts:
+        """What the charge's messages say of it: its line, price and what it buys."""
         line = await self._line(conn, charge.line_id)
-        return {"charge_id": charge.id, "line": self._label(line),
-                "amount_minor": charge.amount.minor, "currency": charge.amount.currency,
-                "cause": charge.cause, **self._what(charge)}
+        product = self._product(charge.product_id)
+        return ChargeFacts(
+            charge_id=charge.id, line=self._label(line), amount=charge.amount,
+            cause=charge.cause, product_id=charge.product_id,
+            product_name=product.name if product is not None else None,
+            product_kind=product.kind if product is not None else None,
+            data_mb=product.data_mb if product is not None else None,
+            validity_days=product.validity_days if product is not None else None)
 
-    async def _approval_params(self, conn: AsyncConnection, charge: ChargeRecord,
-                               reason: ApprovalReason, *, cap: Money | None = None,
-                               spent: Money | None = None) -> dict[str, Any]:
+    async def _approval_request(self, conn: AsyncConnection, charge: ChargeRecord,
+                                reason: ApprovalReason, *, cap: Money | None = None,
+                                spent: Money | None = None) -> ApprovalRequest:
+        """The charge's approval request, with today's wallet balance."""
         wallet = await WalletRepository(conn).available(charge.user_id, charge.amount.currency)
-        return {**await self._base_params(conn, charge), "reason": reason.value,
-                "wallet_minor": wallet.minor, "wallet_currency": wallet.currency,
-                "expires_at": charge.expires_at.isoformat() if charge.expires_at else None,
-                "cap_minor": cap.minor if cap is not None else None,
-                "spent_minor": spent.minor if spent is not None else None}
+        return ApprovalRequest(charge=await self._facts(conn, charge), reason=reason,
+                               wallet=wallet, expires_at=charge.expires_at, cap=cap,
+                               spent=spent)
 
     async def _ask(self, conn: AsyncConnection, charge: ChargeRecord, reason: ApprovalReason,
                    now: datetime, **cap: Money | None) -> None:
-        params = await self._approval_params(conn, charge, reason, **cap)
-        await NotificationsRepository(conn).enqueue(
-            user_id=charge.user_id, chat_id=charge.user_id, dedupe_key=f"approval:{charge.id}",
-            kind=APPROVAL_REQUEST, params=params, now=now)
+        await queue(NotificationsRepository(conn),
+                    await self._approval_request(conn, charge, reason, **cap),
+                    user_id=charge.user_id, chat_id=charge.user_id,
+                    dedupe_key=f"approval:{charge.id}", now=now)
 
-    async def _tell_admins(self, conn: AsyncConnection, charge: ChargeRecord, kind: str,
-                           params: dict[str, Any], now: datetime, dedupe: str) -> None:
+    async def _tell_admins(self, conn: AsyncConnection, charge: ChargeRecord,
+                           notice: ChargeFailed | ChargeStuck, now: datetime,
+                           dedupe: str) -> None:
+        """Queues the admin copy ``notice`` to each admin chat."""
         # notifications.user_id must be a user: the charge's owner is the subject; the
         # message goes to the admin chat.
         for chat_id in self._admins:
-            await NotificationsRepository(conn).enqueue(
-                user_id=charge.user_id, chat_id=chat_id, dedupe_key=f"{dedupe}:admin:{chat_id}",
-                kind=kind, params={**params, "audience": "admin", "user_id": charge.user_id,
-                                   "reference": charge.reference}, now=now)
+            await queue(NotificationsRepository(conn), notice, user_id=charge.user_id,
+                        chat_id=chat_id, dedupe_key=f"{dedupe}:admin:{chat_id}", now=now)
 
     @staticmethod
     async def _audit(conn: AsyncConnection, now: datetime, actor: str, action: str,
@@ -158,10 +158,10 @@ class Phase:
         holds(moved, f"charge {charge.id} expired once")
         await WalletRepository(conn).release(charge.id, now=now)  # none is held yet
         if notify:
-            await NotificationsRepository(conn).enqueue(
-                user_id=charge.user_id, chat_id=charge.user_id,
-                dedupe_key=f"expired:{charge.id}", kind=CHARGE_EXPIRED,
-                params={**await self._base_params(conn, charge),
-                        "replaces": f"approval:{charge.id}"}, now=now)
+            await queue(NotificationsRepository(conn),
+                        ChargeExpired(charge=await self._facts(conn, charge)),
+                        user_id=charge.user_id, chat_id=charge.user_id,
+                        dedupe_key=f"expired:{charge.id}", now=now,
+                        replaces=f"approval:{charge.id}")
         await self._audit(conn, now, actor, "charge.expired", charge)
         return present(await repo.get(charge.id), f"charge {charge.id} exists")

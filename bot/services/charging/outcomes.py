@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from bot.domain.charges import ChargeState
 from bot.domain.money import Money
 from bot.gateways.topup import TopUpResult
+from bot.services.charging.notices import ApprovalRequest
 from bot.services.charging.policy import ApprovalReason, RequestProblem
 from storage.charges import ChargeRecord
 
@@ -70,7 +70,7 @@ class AlreadyOpen:
     line: str  # how the line is shown
     # The open charge's approval request as it stands (today's wallet balance), to show it
     # again with its buttons; None when it is in flight (approved or submitted).
-    request: dict[str, Any] | None
+    request: ApprovalRequest | None
     message_id: int | None = None  # the approval request in the chat, once it was sent
 
     @property
@@ -100,7 +100,7 @@ class InsufficientFunds:
 
     charge: ChargeView
     available: Money
-    request: dict[str, Any]  # the approval request's params, with today's wallet balance
+    request: ApprovalRequest  # the approval request, with today's wallet balance
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class PriceChanged:
 
     charge: ChargeView  # with the new amount
     was: Money
-    request: dict[str, Any]  # the approval request as it stands now
+    request: ApprovalRequest  # the approval request as it stands now
 
 
 @dataclass(frozen=True)

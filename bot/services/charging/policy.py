@@ -14,7 +14,7 @@ DEFAULT_ZONE = ZoneInfo("Asia/Phnom_Penh")
 TOPUP_CURRENCY = "USD"  # Cambodian prepaid airtime is sold in US dollars
 MAX_NONCE_CHARS = 80
 
-# Notification kinds this service queues (rendered by handlers/approvals.py).
+# Notification kinds this service queues (charging/notices.py; rendered by handlers/approvals.py).
 APPROVAL_REQUEST = "approval_request"
 RECEIPT = "receipt"
 CHARGE_FAILED = "charge_failed"

@@ -14,7 +14,8 @@ from bot.domain.readings import LineReading, ReadingSource
 from bot.domain.references import masked_reference
 from bot.gateways.topup import TopUpResult, TopUpStatus
 from bot.services.charging.common import Phase
-from bot.services.charging.policy import CHARGE_FAILED, CHARGE_PROCESSING, RECEIPT
+from bot.services.charging.notices import ChargeFailed, ChargeProcessing, Receipt
+from bot.services.notices import Audience, queue
 from storage.charges import ChargeRecord, ProviderMoney
 from storage.notifications import NotificationsRepository
 from storage.readings import ReadingsRepository
@@ -81,26 +82,15 @@ class Settlement(Phase):
                         charge.amount)
         await self._point("settling", charge.id)
         wallet_left = await wallet.available(charge.user_id, charge.amount.currency)
-        params = {**await self._base_params(conn, charge), "reference": charge.reference,
-                  "balance_after_minor": (result.balance_after.minor
-                                          if result.balance_after is not None else None),
-                  "balance_currency": (result.balance_after.currency
-                                       if result.balance_after is not None else None),
-                  "data_after_mb": result.data_after_mb,
-                  "validity_end": (result.validity_end.isoformat()
-                                   if result.validity_end is not None else None),
-                  "wallet_minor": wallet_left.minor, "wallet_currency": wallet_left.currency,
-                  "at": result.at.isoformat(),
-                  # What the line received, when the provider says (riel or dollars), and
-                  # the end of its transaction id: the outbox keeps no reference whole.
-                  "delivered_minor": result.delivered.minor if result.delivered else None,
-                  "delivered_currency": (result.delivered.currency if result.delivered
-                                         else None),
-                  "provider_tx_shown": (masked_reference(result.provider_tx_id)
-                                        if result.provider_tx_id else None)}
-        await NotificationsRepository(conn).enqueue(
-            user_id=charge.user_id, chat_id=charge.user_id, dedupe_key=f"receipt:{charge.id}",
-            kind=RECEIPT, params=params, now=now)
+        receipt = Receipt(
+            charge=await self._facts(conn, charge), reference=charge.reference,
+            balance_after=result.balance_after, data_after_mb=result.data_after_mb,
+            validity_end=result.validity_end, wallet=wallet_left, at=result.at,
+            delivered=result.delivered,
+            provider_tx_shown=(masked_reference(result.provider_tx_id)
+                               if result.provider_tx_id else None))
+        await queue(NotificationsRepository(conn), receipt, user_id=charge.user_id,
+                    chat_id=charge.user_id, dedupe_key=f"receipt:{charge.id}", now=now)
         await self._audit(conn, now, "system", "charge.succeeded", charge,
                           reference=charge.reference, attempts=charge.attempts)
 
@@ -117,13 +107,18 @@ class Settlement(Phase):
         moved = await repo.transition(current.id, current.state, ChargeState.FAILED, now,
                                       failure_reason=reason, next_attempt_at=None)
         holds(moved, f"charge {current.id} failed once")
-        params = {**await self._base_params(conn, current), "reason": reason,
-                  "attempts": current.attempts}
-        await NotificationsRepository(conn).enqueue(
-            user_id=current.user_id, chat_id=current.user_id, dedupe_key=f"failed:{current.id}",
-            kind=CHARGE_FAILED, params={**params, "audience": "user"}, now=now)
-        await self._tell_admins(conn, current, CHARGE_FAILED, params, now,
-                                dedupe=f"failed:{current.id}")
+        facts = await self._facts(conn, current)
+        await queue(NotificationsRepository(conn),
+                    ChargeFailed(charge=facts, reason=reason, attempts=current.attempts,
+                                 audience=Audience.USER),
+                    user_id=current.user_id, chat_id=current.user_id,
+                    dedupe_key=f"failed:{current.id}", now=now)
+        await self._tell_admins(
+            conn, current,
+            ChargeFailed(charge=facts, reason=reason, attempts=current.attempts,
+                         audience=Audience.ADMIN, user_id=current.user_id,
+                         reference=current.reference),
+            now, dedupe=f"failed:{current.id}")
         await self._audit(conn, now, "system", "charge.failed", current, reason=reason,
                           attempts=current.attempts)
         return await repo.get(current.id)
@@ -141,10 +136,10 @@ class Settlement(Phase):
                 return charge
             await repo.reschedule(charge.id, ChargeState.SUBMITTED, now, failure_reason=None,
                                   next_attempt_at=now + self.retry.poll_interval)
-            first = await NotificationsRepository(conn).enqueue(
-                user_id=charge.user_id, chat_id=charge.user_id,
-                dedupe_key=f"processing:{charge.id}", kind=CHARGE_PROCESSING,
-                params=await self._base_params(conn, charge), now=now)
+            first = await queue(NotificationsRepository(conn),
+                                ChargeProcessing(charge=await self._facts(conn, charge)),
+                                user_id=charge.user_id, chat_id=charge.user_id,
+                                dedupe_key=f"processing:{charge.id}", now=now)
             if first:
                 await self._audit(conn, now, "system", "charge.pending", charge,
                                   reference=charge.reference)

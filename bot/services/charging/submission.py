@@ -17,8 +17,9 @@ from bot.gateways.topup import (
     TryLater,
 )
 from bot.services.charging.common import Deps, Phase
+from bot.services.charging.notices import ChargeStuck
 from bot.services.charging.outcomes import LOOKUP_FAILED, Lookup
-from bot.services.charging.policy import CHARGE_STUCK, LINE_UNAVAILABLE
+from bot.services.charging.policy import LINE_UNAVAILABLE
 from bot.services.charging.settlement import Settlement
 from storage.charges import ChargeRecord
 
@@ -139,7 +140,7 @@ class Submission(Phase):
                               lookup_failed=lookup_failed,
                               provider_asked_to_wait=asked_to_wait is not None)
             if lookup_failed and attempts >= self.retry.max_attempts:
-                await self._tell_admins(conn, current, CHARGE_STUCK,
-                                        await self._base_params(conn, current), now,
-                                        dedupe=f"stuck:{current.id}")
+                stuck = ChargeStuck(charge=await self._facts(conn, current),
+                                    user_id=current.user_id, reference=current.reference)
+                await self._tell_admins(conn, current, stuck, now, dedupe=f"stuck:{current.id}")
             return await repo.get(current.id)

@@ -1,0 +1,34 @@
+"""Every notification kind the services queue, and its notice type: one explicit list (the
+outbox's Telegram side has one view per kind, checked by tests/unit/test_notices.py)."""
+
+from __future__ import annotations
+
+from bot.services.charging.notices import (
+    ApprovalRequest,
+    ChargeExpired,
+    ChargeFailed,
+    ChargeProcessing,
+    ChargeStuck,
+    Receipt,
+)
+from bot.services.notices import Notice, kinds
+from bot.services.provider_float import FloatLow, FloatRestored
+from bot.services.scheduler import (
+    LineUnreadable,
+    LineWarning,
+    RunReminder,
+    RunSkipped,
+    RunsMissed,
+)
+from bot.services.wallet import PaymentDisputed, PaymentDisputeHeld, WalletCredit, WalletRefund
+
+NOTICE_KINDS: dict[str, type[Notice]] = kinds(
+    # charging
+    ApprovalRequest, Receipt, ChargeFailed, ChargeProcessing, ChargeExpired, ChargeStuck,
+    # the scheduler
+    LineWarning, LineUnreadable, RunReminder, RunsMissed, RunSkipped,
+    # the wallet
+    WalletCredit, WalletRefund, PaymentDisputed, PaymentDisputeHeld,
+    # the provider float
+    FloatLow, FloatRestored,
+)
