@@ -32,6 +32,7 @@ from handlers.balance import BalanceFlow
 from handlers.binding import BindingFlow
 from handlers.chat_gate import GATE_GROUP, ChatGate
 from handlers.errors import ErrorHandler
+from handlers.esim import EsimFlow
 from handlers.lines import LinesFlow
 from handlers.lockout import LockoutNotice
 from handlers.outbox import TelegramDeliverer
@@ -82,14 +83,17 @@ def build_application(components: Components,
     # Private chats and new messages only, before anything else sees the update.
     app.add_handlers(ChatGate(users, i18n, settings.telegram.admin_chat_ids,
                               ADMIN_COMMANDS).handlers(), group=GATE_GROUP)
-    start = StartHandlers(components.users, components.i18n)
+    start = StartHandlers(components.users, components.i18n, components.lines)
     app.add_handlers(start.handlers())
     wallet = WalletFlow(users, i18n, components.wallet, settings.telegram.admin_chat_ids)
     # Payments and approval buttons are answered ahead of any conversation in progress.
     app.add_handlers(wallet.payment_handlers(), group=PAYMENT_GROUP)
     app.add_handlers(ApprovalsFlow(users, i18n, components.charging).handlers(),
                      group=PAYMENT_GROUP)
+    esims = EsimFlow(users, i18n, components.esims)
+    app.add_handlers(esims.button_handlers(), group=PAYMENT_GROUP)
     app.add_handlers(wallet.handlers())
+    app.add_handlers(esims.handlers())
     app.add_handlers(BindingFlow(users, i18n, components.binding).handlers())
     app.add_handlers(LinesFlow(users, i18n, components.lines).handlers())
     app.add_handlers(BalanceFlow(users, i18n, components.lines, components.readings).handlers())
@@ -133,7 +137,7 @@ def _schedule_work(app: Application, components: Components) -> None:  # type: i
         return
     dispatcher = NotificationDispatcher(
         components.db, components.clock,
-        TelegramDeliverer(app.bot, components.users, components.i18n))
+        TelegramDeliverer(app.bot, components.users, components.i18n, components.esims))
     schedule_pollers(app.job_queue, components.charging, dispatcher, components.scheduler,
                      sweep_seconds=components.settings.scheduler.sweep_interval_seconds)
     schedule_provider_jobs(app.job_queue, components.provider_float, components.reconciliation)

@@ -14,6 +14,8 @@ from bot.clock import Clock, SystemClock
 from bot.gateways.airalo import AiraloConfig, AiraloGateway
 from bot.gateways.dingconnect import DingConfig, DingConnectGateway
 from bot.gateways.esim import EsimProvider
+from bot.gateways.esim_charges import EsimCharges
+from bot.gateways.esim_readings import EsimLineReadings
 from bot.gateways.readings import LineReadings, NoLineReadings
 from bot.gateways.reloadly import ReloadlyConfig, ReloadlyGateway
 from bot.gateways.simulated_carrier import SimulatedCarrier, SimulatorKnobs
@@ -24,6 +26,7 @@ from bot.i18n import Translations
 from bot.services.binding import BindingService
 from bot.services.catalog import CatalogService
 from bot.services.charging import ChargingService
+from bot.services.esims import EsimService
 from bot.services.keys import KeyRotationService
 from bot.services.lines import LinesService
 from bot.services.otp import OtpService
@@ -62,6 +65,7 @@ class Components:
     rules: RulesService = field(init=False)
     wallet: WalletService = field(init=False)
     charging: ChargingService = field(init=False)
+    esims: EsimService = field(init=False)
     scheduler: SchedulerService = field(init=False)
     reconciliation: ReconciliationService = field(init=False)
     provider_float: ProviderFloatService | None = field(init=False)  # real providers only
@@ -98,7 +102,8 @@ class Components:
             self.provider, self.clock,
             ttl=timedelta(minutes=self.settings.providers.catalog_ttl_minutes),
             esims=self.esim_provider)
-        self.lines = LinesService(self.db, self.cipher, self.catalog, self.clock)
+        self.lines = LinesService(self.db, self.cipher, self.catalog, self.clock,
+                                  esims=self.esim_provider)
         self.readings = ReadingsService(self.db, self.cipher, self.clock)
         self.rules = RulesService(self.db, self.cipher, self.otp, self.clock,
                                   zone_for=self.users.zone_of, catalog=self.catalog)
@@ -110,7 +115,9 @@ class Components:
             self.db, self.cipher, self.provider, self.clock,
             approval_timeout=timedelta(minutes=payments.approval_timeout_minutes),
             admin_chat_ids=self.settings.telegram.admin_chat_ids, zone_for=self.users.zone_of,
-            catalog=self.catalog)
+            catalog=self.catalog, esims=EsimCharges(self.esim_provider, self.clock))
+        self.esims = EsimService(self.db, self.cipher, self.catalog, self.esim_provider,
+                                 self.charging, self.clock)
         scheduler = self.settings.scheduler
         self.scheduler = SchedulerService(
             self.db, self.cipher, self.line_readings, self.charging, self.clock,
@@ -118,7 +125,8 @@ class Components:
             settings=SweepSettings(
                 batch=scheduler.sweep_batch, concurrency=scheduler.sweep_concurrency,
                 read_timeout=timedelta(seconds=scheduler.read_timeout_seconds),
-                worker=self.worker))
+                worker=self.worker),
+            esims=EsimLineReadings(self.esim_provider))
         self._provider_services()
 
 

@@ -26,6 +26,7 @@ from bot.domain.money import Money
 from bot.domain.products import Product, ProductKind
 from bot.i18n import Translations
 from bot.services.charging import (
+    ESIM_PURCHASE,
     LINE_UNAVAILABLE,
     NOT_ACCEPTED,
     AlreadyHandled,
@@ -96,6 +97,7 @@ def failure_text(ui: Ui, reason: str | None) -> str:
                                           "has been told"),
         DeclineReason.AMOUNT_NOT_OFFERED: _("the carrier does not sell that amount"),
         DeclineReason.PRODUCT_UNAVAILABLE: _("that plan is no longer sold"),
+        DeclineReason.ESIM_RECYCLED: _("the eSIM provider has taken this eSIM back for good"),
         DeclineReason.OPERATOR_TIMED_OUT: _("the carrier did not answer in time; nothing "
                                             "was taken"),
         NOT_ACCEPTED: _("the carrier could not be reached, even after several tries"),
@@ -127,19 +129,21 @@ class PlanOffer:
         return cls(plan.id, plan.name, plan.price) if plan is not None else None
 
 
-def top_up_now_buttons(ui: Ui, line_id: int,
-                       plan: PlanOffer | None = None) -> list[list[InlineKeyboardButton]]:
-    """Rows for a line card: the line's plan (when it has one) and a few airtime amounts."""
+def top_up_now_buttons(ui: Ui, line_id: int, plan: PlanOffer | None = None, *,
+                       airtime: bool = True) -> list[list[InlineKeyboardButton]]:
+    """Rows for a line card: the line's plan (when it has one) and a few airtime amounts
+    (``airtime``: not for an eSIM, which takes only its own top-ups)."""
     _ = ui._
     rows: list[list[InlineKeyboardButton]] = []
     if plan is not None:
         rows.append([InlineKeyboardButton(
             _("⚡ Buy now: {plan} ({price})").format(plan=plan.name, price=ui.money(plan.price)),
             callback_data=cb.encode(TOP_UP_NOW_KIND, line_id, plan.id))])
-    rows.append([InlineKeyboardButton(
-        _("⚡ Top up {amount}").format(amount=ui.money(Money(cents, "USD"))),
-        callback_data=cb.encode(TOP_UP_NOW_KIND, line_id, f"a{cents}"))
-        for cents in QUICK_AMOUNTS_CENTS])
+    if airtime:
+        rows.append([InlineKeyboardButton(
+            _("⚡ Top up {amount}").format(amount=ui.money(Money(cents, "USD"))),
+            callback_data=cb.encode(TOP_UP_NOW_KIND, line_id, f"a{cents}"))
+            for cents in QUICK_AMOUNTS_CENTS])
     return rows
 
 
@@ -213,6 +217,11 @@ def render_charge_failed(ui: Ui, notice: ChargeFailed) -> Rendered:
                  "{reference}, {attempts} attempts). The hold was released.").format(
             charge=charge.charge_id, user=notice.user_id, reason=failure_text(ui, reason),
             code=reason, reference=notice.reference, attempts=notice.attempts), None
+    if charge.cause == ESIM_PURCHASE:
+        return _("❌ The eSIM {what} ({amount}) could not be bought: {reason}. Nothing was "
+                 "taken from your wallet.").format(what=charge.product_name or "",
+                                                   amount=ui.money(charge.amount),
+                                                   reason=failure_text(ui, reason)), None
     return _("❌ The top-up of {line} ({amount}) did not go through: {reason}. Nothing was "
              "taken from your wallet.").format(line=charge.line,
                                                amount=ui.money(charge.amount),

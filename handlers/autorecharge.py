@@ -527,8 +527,14 @@ class AutoRechargeFlow(Flow):
             self._draft(context).clear()
             await self.reply(update, _("Updated. The rule stays on."))
             return END
+        if outcome.code is None:  # an eSIM: its purchase proved it, no code is needed
+            self._draft(context).clear()
+            text = _("Auto-recharge is on.")
+            if outcome.rule.next_run_at is not None:
+                text += " " + _("Next run: {when}").format(when=ui.when(outcome.rule.next_run_at))
+            await self.reply(update, text)
+            return END
         draft["rule_id"] = outcome.rule.id
-        assert outcome.code is not None
         return await self._code_sent(update, ui, outcome.code)
 
     async def _code_sent(self, update: Update, ui: Ui,

@@ -221,7 +221,7 @@ class BindingFlow(Flow):
         line = bound.line
         await self.reply(update, _("Done: {line} ({operator}) is bound to you. Next: pick a "
                                    "plan or set up auto-recharge from /lines.").format(
-            line=line.number.masked, operator=line.number.operator.display_name),
+            line=line.label, operator=line.operator.display_name),
             reply_markup=ReplyKeyboardRemove())
         if bound.previous_owner_id is not None:
             previous = await self.users.language_of(bound.previous_owner_id, None)
@@ -231,7 +231,7 @@ class BindingFlow(Flow):
                     bound.previous_owner_id,
                     p_("{line} was bound to another Telegram account that proved it owns the "
                        "line with an SMS code. It is no longer in your /lines, and its "
-                       "auto-recharge is off.").format(line=line.number.masked))
+                       "auto-recharge is off.").format(line=line.label))
 
     async def _too_many(self, update: Update, ui: Ui, too_many: TooManyLines) -> None:
         await self.reply(update, ui._("You already have {count} lines, the most I can look "

@@ -24,6 +24,7 @@ from handlers import callback_data as cb
 from handlers.approvals import PlanOffer, top_up_now_buttons
 from handlers.balance import REPORT_KIND
 from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, too_long
+from handlers.esim import install_again_button
 from handlers.render import plan_label, reading_text
 
 LINE = cb.register("ln", "line", "action")  # show, ren, unb, unbok
@@ -49,7 +50,7 @@ class LinesFlow(Flow):
             await self.reply(update, _("You have no lines yet. Send /bind to add one."))
             return
         buttons = [[InlineKeyboardButton(
-            f"{line.label} · {line.number.operator.display_name}",
+            f"{line.label} · {line.operator.display_name}",
             callback_data=cb.encode("ln", line.id, "show"))] for line in lines]
         await self.reply(update, _("Your lines. Tap one to see it and change it:"),
                          reply_markup=InlineKeyboardMarkup(buttons))
@@ -70,7 +71,8 @@ class LinesFlow(Flow):
                 return END
             await query.answer()
             await self._edit(query, self._card(ui, found),
-                             self._card_buttons(ui, found.line.id, found.plan))
+                             self._card_buttons(ui, found.line.id, found.plan,
+                                                esim=found.line.is_esim))
             return END
         line = await self._lines.own(user.id, line_id) if line_id is not None else None
         if line is None:
@@ -106,19 +108,25 @@ class LinesFlow(Flow):
         _ = ui._
         line, plan, latest = found.line, found.plan, found.reading
         age = ui.age(latest.read_at) if latest is not None else ""
-        lines = [f"{line.label} · {line.number.national} · {line.number.operator.display_name}",
+        what = line.number.national if line.number is not None else _("eSIM")
+        lines = [f"{line.label} · {what} · {line.operator.display_name}",
                  _("Plan: {plan}").format(plan=plan_label(ui, plan) if plan else _("none chosen")),
                  reading_text(ui, latest, age)]
         return "\n".join(lines)
 
-    def _card_buttons(self, ui: Ui, line_id: int,
-                      plan: Product | None) -> InlineKeyboardMarkup:
+    def _card_buttons(self, ui: Ui, line_id: int, plan: Product | None, *,
+                      esim: bool) -> InlineKeyboardMarkup:
         _ = ui._
+        choose = InlineKeyboardButton(_("📋 Choose plan"),
+                                      callback_data=cb.encode("pl", line_id, 0))
+        # An eSIM is read from its provider (nothing to report) and takes only its own
+        # top-ups; while it is not installed its code can be shown again.
+        middle = ([[choose], [install_again_button(ui, line_id)]] if esim
+                  else [[choose, InlineKeyboardButton(
+                      _("💬 Report balance"), callback_data=cb.encode(REPORT_KIND, line_id))]])
         return InlineKeyboardMarkup([
-            *top_up_now_buttons(ui, line_id, PlanOffer.of(plan)),
-            [InlineKeyboardButton(_("📋 Choose plan"), callback_data=cb.encode("pl", line_id, 0)),
-             InlineKeyboardButton(_("💬 Report balance"),
-                                  callback_data=cb.encode(REPORT_KIND, line_id))],
+            *top_up_now_buttons(ui, line_id, PlanOffer.of(plan), airtime=not esim),
+            *middle,
             [InlineKeyboardButton(_("✏️ Rename"), callback_data=cb.encode("ln", line_id, "ren")),
              InlineKeyboardButton(_("🗑 Unbind"), callback_data=cb.encode("ln", line_id, "unb"))],
         ])
@@ -181,7 +189,7 @@ class LinesFlow(Flow):
         rows.append([InlineKeyboardButton(_("« Back"),
                                           callback_data=cb.encode("ln", line.id, "show"))])
         await self._edit(query, _("{operator} plans for {line} (page {page} of {pages}):").format(
-            operator=line.number.operator.display_name, line=line.label, page=page + 1,
+            operator=line.operator.display_name, line=line.label, page=page + 1,
             pages=pages), InlineKeyboardMarkup(rows))
 
     async def pick_plan(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -199,7 +207,8 @@ class LinesFlow(Flow):
         await query.answer(_("Plan saved."))
         await self._edit(query, _("{line} plan: {plan}.").format(
             line=chosen.line.label, plan=plan_label(ui, chosen.plan)),
-            self._card_buttons(ui, chosen.line.id, chosen.plan))
+            self._card_buttons(ui, chosen.line.id, chosen.plan,
+                                                esim=chosen.line.is_esim))
 
     def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
         rename = ConversationHandler(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +19,7 @@ from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.i18n import Translations
+from bot.services.esims import CodeUnavailable, EsimService
 from bot.services.notices import NoticeError
 from bot.services.notifications import (
     Delivered,
@@ -30,15 +31,20 @@ from bot.services.notifications import (
     Unreachable,
 )
 from bot.services.users import UsersService
-from handlers import alerts, approvals, provider_notices, wallet
+from handlers import alerts, approvals, esim, provider_notices, wallet
 from handlers.common import Ui, user_ui
 from handlers.notification_views import NoticeView, Rendered, views_by_kind
+from handlers.qr import qr_png
 
 log = logging.getLogger(__name__)
 
 VIEWS: dict[str, NoticeView[Any]] = views_by_kind(
     approvals.NOTICE_VIEWS, alerts.NOTICE_VIEWS, wallet.NOTICE_VIEWS,
     provider_notices.NOTICE_VIEWS)
+# Kinds sent as a QR code with a caption: each needs an eSIM's install code when it is sent.
+PHOTO_VIEWS: dict[str, esim.InstallCodeView] = {view.kind: view for view in esim.PHOTO_VIEWS}
+if VIEWS.keys() & PHOTO_VIEWS.keys():
+    raise ValueError("a notification kind is both a text and a photo")
 
 # BadRequest texts that mean the chat is gone for us, not that the message was wrong.
 _GONE = ("chat not found", "user is deactivated", "bot was kicked", "have no rights")
@@ -62,12 +68,16 @@ def _seconds(error: RetryAfter) -> float:
 class TelegramDeliverer:
     """The dispatcher's ``Deliverer``: one message, sent or edited in place."""
 
-    def __init__(self, bot: Bot, users: UsersService, i18n: Translations) -> None:
+    def __init__(self, bot: Bot, users: UsersService, i18n: Translations,
+                 esims: EsimService | None = None) -> None:
         self._bot = bot
         self._users = users
         self._i18n = i18n
+        self._esims = esims
 
     async def __call__(self, message: Outgoing) -> Delivery:
+        if message.kind in PHOTO_VIEWS:
+            return await self._photo(PHOTO_VIEWS[message.kind], message)
         view = VIEWS.get(message.kind)
         if view is None:
             return Rejected(f"no view for kind {message.kind!r}")
@@ -77,7 +87,8 @@ class TelegramDeliverer:
             text, markup = view.render_params(ui, message.params)
         except NoticeError as error:  # it will never read: sending it again would not help
             return Rejected(f"unreadable params: {error}")
-        try:
+
+        async def send() -> Delivery:
             if message.replaces_message_id is not None:
                 try:
                     await self._bot.edit_message_text(
@@ -92,13 +103,44 @@ class TelegramDeliverer:
                              message.replaces_message_id, exc.message)
             sent = await self._bot.send_message(message.chat_id, text, reply_markup=markup)
             return Delivered(sent.message_id)
-        except RetryAfter as exc:
-            return Throttled(_seconds(exc))
-        except Forbidden as exc:
+
+        return await _answered(send)
+
+    async def _photo(self, view: esim.InstallCodeView, message: Outgoing) -> Delivery:
+        """A QR code with its caption (a new message: a photo does not replace a text)."""
+        try:
+            notice = view.notice.from_params(message.params)
+        except NoticeError as error:
+            return Rejected(f"unreadable params: {error}")
+        if self._esims is None:
+            return Rejected("no eSIM service to read the install code from")
+        try:
+            card = await self._esims.code_to_deliver(notice.line_id)
+        except CodeUnavailable as error:  # the provider, not the message: try again later
+            return Transient(str(error)) if error.transient else Rejected(str(error))
+        ui = await user_ui(self._users, self._i18n, message.chat_id, None)
+        caption, markup = view.render(ui, notice, card)
+
+        async def send() -> Delivery:
+            sent = await self._bot.send_photo(
+                message.chat_id, qr_png(card.activation_code), caption=caption,
+                parse_mode="HTML", reply_markup=markup)
+            return Delivered(sent.message_id)
+
+        return await _answered(send)
+
+
+async def _answered(send: Callable[[], Awaitable[Delivery]]) -> Delivery:
+    """What Telegram's answer to ``send`` means for the dispatcher."""
+    try:
+        return await send()
+    except RetryAfter as exc:
+        return Throttled(_seconds(exc))
+    except Forbidden as exc:
+        return Unreachable(exc.message)
+    except BadRequest as exc:
+        if any(gone in exc.message.lower() for gone in _GONE):
             return Unreachable(exc.message)
-        except BadRequest as exc:
-            if any(gone in exc.message.lower() for gone in _GONE):
-                return Unreachable(exc.message)
-            return Rejected(exc.message)
-        except TelegramError as exc:  # TimedOut, NetworkError, server errors
-            return Transient(f"{type(exc).__name__}: {exc.message}")
+        return Rejected(exc.message)
+    except TelegramError as exc:  # TimedOut, NetworkError, server errors
+        return Transient(f"{type(exc).__name__}: {exc.message}")

@@ -14,9 +14,12 @@ from telegram.ext import (
     filters,
 )
 
-from bot.i18n import Gettext
+from bot.i18n import Gettext, Translations
+from bot.services.lines import LinesService
+from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.common import Flow
+from handlers.esim import shop_button
 
 
 def _(message: str) -> str:
@@ -30,6 +33,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("bind", _("Add a line (proven by SMS code)")),
     ("lines", _("Your lines: balance, plan, rename, unbind")),
     ("autorecharge", _("Automatic top-ups: your rules, and new ones")),
+    ("esim", _("Buy a Cambodian eSIM and get its QR code")),
     ("balance", _("Report a line's balance (type it or paste the SMS)")),
     ("settings", _("Time zone, quiet hours, warnings, language")),
     ("language", _("Change the language")),
@@ -43,6 +47,11 @@ def command_menu(gettext: Gettext) -> list[BotCommand]:
 
 
 class StartHandlers(Flow):
+    def __init__(self, users: UsersService, i18n: Translations,
+                 lines: LinesService | None = None) -> None:
+        super().__init__(users, i18n)
+        self._lines = lines
+
     async def start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         user, message = update.effective_user, update.effective_message
         if user is None or message is None:
@@ -51,9 +60,10 @@ class StartHandlers(Flow):
         await self.users.greet(user.id, user.language_code)
         ui = await self.ui(update)
         _ = ui._
-        menu = InlineKeyboardMarkup([
-            [InlineKeyboardButton(_("➕ Add a line"), callback_data=cb.encode("mnb", "bind"))],
-        ])
+        rows = [[InlineKeyboardButton(_("➕ Add a line"), callback_data=cb.encode("mnb", "bind"))]]
+        if self._lines is not None and not await self._lines.for_user(user.id):
+            rows.append([shop_button(ui)])  # no line yet: a traveller may want an eSIM
+        menu = InlineKeyboardMarkup(rows)
         greeting = _(
             "Hello, {name}! I keep your Cambodian prepaid and eSIM lines alive.\n\n"
             "Add your Smart, Cellcard, Metfone or Seatel number, pick a plan, and I top it "

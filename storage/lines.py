@@ -1,6 +1,9 @@
-"""Lines: a phone number (and, for an eSIM, its ICCID) bound to one user.
+"""Lines: a SIM's phone number, or an eSIM's ICCID (usually without a number), bound to one
+user.
 
-Numbers are stored encrypted; the UNIQUE blind index finds a number without decrypting.
+Numbers and ICCIDs are stored encrypted; UNIQUE blind indexes find them without decrypting.
+An eSIM line is added when its order is placed, without an ICCID, and gets one when the
+order succeeds (``attach_iccid``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.lines import LineKind
 from bot.domain.operators import Operator
 from bot.domain.phone import MobileNumber
 from bot.domain.watch import EpisodeState
@@ -24,7 +28,7 @@ from storage.tables import lines
 class LineRecord:
     id: int
     owner_id: int
-    number: MobileNumber
+    number: MobileNumber | None  # None: an eSIM without a phone number
     iccid: str | None
     nickname: str | None
     verified_at: datetime | None
@@ -37,14 +41,34 @@ class LineRecord:
     check_failures: int = 0  # failed reads in a row
     check_failure_told: bool = False  # the user was told the line cannot be read
     episodes: EpisodeState = field(default_factory=EpisodeState)
+    kind: LineKind = LineKind.SIM
+    esim_operator: Operator | None = None  # an eSIM's network (a SIM's is its number's)
 
     @property
     def is_bound(self) -> bool:
         return self.unbound_at is None
 
     @property
+    def operator(self) -> Operator:
+        """The operator whose network the line uses."""
+        if self.number is not None:
+            return self.number.operator
+        if self.esim_operator is None:
+            raise ValueError(f"line {self.id} has neither a number nor a network")
+        return self.esim_operator
+
+    @property
+    def is_esim(self) -> bool:
+        return self.kind is LineKind.ESIM
+
+    @property
     def label(self) -> str:
-        return self.nickname or self.number.masked
+        """How the line is shown: its name, its masked number, or "eSIM …1234"."""
+        if self.nickname:
+            return self.nickname
+        if self.number is not None:
+            return self.number.masked
+        return f"eSIM …{self.iccid[-4:]}" if self.iccid else "eSIM"
 
 
 # The statements most updates run, built once (a reused statement object skips SQLAlchemy's
@@ -87,10 +111,13 @@ class LinesRepository:
         self._cipher = cipher
 
     def _record(self, row: RowMapping) -> LineRecord:
-        number = MobileNumber(e164=self._cipher.decrypt(row["phone_enc"]),
-                              operator=Operator(row["operator"]))
+        operator = Operator(row["operator"])
+        number = (MobileNumber(e164=self._cipher.decrypt(row["phone_enc"]), operator=operator)
+                  if row["phone_enc"] else None)
         iccid = self._cipher.decrypt(row["iccid_enc"]) if row["iccid_enc"] else None
+        kind = LineKind(row["kind"])
         return LineRecord(id=row["id"], owner_id=row["owner_id"], number=number, iccid=iccid,
+                          kind=kind, esim_operator=operator if kind is LineKind.ESIM else None,
                           nickname=row["nickname"], verified_at=row["verified_at"],
                           next_check_at=row["next_check_at"], created_at=row["created_at"],
                           plan_product_id=row["plan_product_id"],
@@ -121,6 +148,33 @@ class LinesRepository:
                           iccid=iccid, nickname=nickname, verified_at=verified_at,
                           next_check_at=now, created_at=now, plan_product_id=None,
                           warn_balance_minor=None, warn_data_mb=None, unbound_at=None)
+
+    async def add_esim(self, *, owner_id: int, operator: Operator, now: datetime,
+                       plan_product_id: str | None = None) -> LineRecord:
+        """An eSIM line whose order is on its way: no ICCID yet, nothing to check."""
+        values = {
+            "owner_id": owner_id, "operator": operator.value, "kind": LineKind.ESIM.value,
+            "plan_product_id": plan_product_id, "next_check_at": None,
+            "created_at": now, "updated_at": now,
+        }
+        result = await self._conn.execute(_ADD, values)
+        return LineRecord(id=result.scalar_one(), owner_id=owner_id, number=None, iccid=None,
+                          nickname=None, verified_at=None, next_check_at=None,
+                          created_at=now, plan_product_id=plan_product_id,
+                          kind=LineKind.ESIM, esim_operator=operator)
+
+    async def attach_iccid(self, line_id: int, iccid: str, *, now: datetime,
+                           check_at: datetime) -> bool:
+        """The eSIM's order succeeded: the line is proven by the purchase and watched from
+        ``check_at``. False when it has an ICCID already (a replayed settlement)."""
+        result = await self._conn.execute(
+            update(lines)
+            .where(lines.c.id == line_id, lines.c.kind == LineKind.ESIM.value,
+                   lines.c.iccid_index.is_(None))
+            .values(iccid_enc=self._cipher.encrypt(iccid),
+                    iccid_index=self._cipher.blind_index(iccid), verified_at=now,
+                    next_check_at=check_at, updated_at=now))
+        return bool(result.rowcount)
 
     async def get(self, line_id: int, *, lock: bool = False) -> LineRecord | None:
         row = (await self._conn.execute(_BY_ID_LOCKED if lock else _BY_ID,

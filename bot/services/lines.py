@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from bot.clock import Clock
 from bot.domain.products import Product
 from bot.domain.readings import LineReading, shown_to_owner
+from bot.gateways.esim import EsimProvider
+from bot.gateways.topup import GatewayError
 from bot.services.catalog import PlanSource
 from storage.audit import AuditRepository
 from storage.crypto import FieldCipher
@@ -38,8 +40,9 @@ def _owned(line: LineRecord | None, user_id: int) -> bool:
 
 class LinesService:
     def __init__(self, db: Database, cipher: FieldCipher, provider: PlanSource,
-                 clock: Clock) -> None:
+                 clock: Clock, *, esims: EsimProvider | None = None) -> None:
         self._db = db
+        self._esims = esims
         self._cipher = cipher
         self._provider = provider
         self._clock = clock
@@ -61,7 +64,7 @@ class LinesService:
             if line is None or not _owned(line, user_id):
                 return None
             reading = await ReadingsRepository(conn).latest(line_id)
-        products = await self._provider.catalog(line.number.operator)
+        products = await self._plans_for(line)
         return LineCard(line, next((p for p in products if p.id == line.plan_product_id), None),
                         shown_to_owner(reading, line.verified_at))
 
@@ -104,14 +107,27 @@ class LinesService:
             disabled = await RulesRepository(conn).disable_for_line(line_id, now)
             await AuditRepository(conn).record(
                 at=now, actor=f"user:{user_id}", action="line.unbound", subject=str(line_id),
-                details={"line": line.number.masked, "rules_disabled": disabled})
+                details={"line": line.label, "rules_disabled": disabled})
             return line
 
     async def catalog(self, user_id: int, line_id: int) -> tuple[LineRecord, list[Product]] | None:
         line = await self.own(user_id, line_id)
         if line is None:
             return None
-        return line, await self._provider.catalog(line.number.operator)
+        return line, await self._plans_for(line)
+
+    async def _plans_for(self, line: LineRecord) -> list[Product]:
+        """What the line can be topped up with: its operator's plans, or for an eSIM the
+        top-ups its provider offers for it (none while it is being bought, or expired)."""
+        if not line.is_esim:
+            return await self._provider.catalog(line.operator)
+        if self._esims is None or line.iccid is None:
+            return []
+        try:
+            packages = await self._esims.topup_packages(line.iccid)
+        except GatewayError:
+            return []
+        return [product for package in packages if (product := package.as_product())]
 
     async def choose_plan(self, user_id: int, line_id: int,
                           product_id: str) -> LineWithPlan | None:

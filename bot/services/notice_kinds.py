@@ -9,6 +9,7 @@ from bot.services.charging.notices import (
     ChargeFailed,
     ChargeProcessing,
     ChargeStuck,
+    EsimReady,
     Receipt,
 )
 from bot.services.notices import Notice, kinds
@@ -25,6 +26,7 @@ from bot.services.wallet import PaymentDisputed, PaymentDisputeHeld, WalletCredi
 NOTICE_KINDS: dict[str, type[Notice]] = kinds(
     # charging
     ApprovalRequest, Receipt, ChargeFailed, ChargeProcessing, ChargeExpired, ChargeStuck,
+    EsimReady,
     # the scheduler
     LineWarning, LineUnreadable, RunReminder, RunsMissed, RunSkipped,
     # the wallet

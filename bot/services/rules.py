@@ -24,6 +24,7 @@ from bot.clock import Clock
 from bot.domain.invariants import present
 from bot.domain.money import Money
 from bot.domain.otp import CheckResult
+from bot.domain.products import ProductKind
 from bot.domain.rules import (
     Approval,
     CalendarKind,
@@ -94,7 +95,7 @@ class Invalid:
 @dataclass(frozen=True)
 class Proposed:
     rule: RuleView  # awaiting_otp until the code is confirmed
-    code: CodeSent | CodeNotSent
+    code: CodeSent | CodeNotSent | None  # None: on at once (an eSIM, proven by its purchase)
 
 
 
@@ -164,25 +165,33 @@ class RulesService:
         return await self._zone_for(user_id) if self._zone_for is not None else DEFAULT_ZONE
 
     def _plan_price(self, product_id: str | None, line: LineRecord) -> Money | None:
-        """The plan's price when it is in the catalog of the line's operator, else None."""
+        """The plan's price when the line can take it (the catalog of its operator; for an
+        eSIM, one of the eSIM provider's top-ups), else None."""
         product = self._catalog.get(product_id)
-        if product is None or product.operator is not line.number.operator:
+        if (product is None or product.operator is not line.operator
+                or product.for_esims is not line.is_esim
+                or product.kind is ProductKind.ESIM):  # a new eSIM is no top-up
             return None
         return product.price
 
     def _prepare(self, zone: ZoneInfo, spec: RuleSpec, line: LineRecord,
                  now: datetime) -> tuple[RuleSpec, Money] | Invalid:
-        """The spec as it will be stored (defaults filled in) and what one run costs."""
+        """The spec as it will be stored (defaults filled in) and what one run costs. An
+        eSIM is topped up with one of its packages, never an airtime amount: its keep-alive
+        rule buys the line's plan."""
+        if line.is_esim and spec.amount is not None:
+            return Invalid(RuleError.Reason.UNKNOWN_PLAN, "an eSIM takes its own top-ups")
         if (spec.trigger is Trigger.KEEP_ALIVE and spec.amount is None
                 and spec.product_id is None):
-            spec = replace(spec, amount=keep_alive_amount(line.number.operator))
+            spec = (replace(spec, product_id=line.plan_product_id) if line.is_esim
+                    else replace(spec, amount=keep_alive_amount(line.operator)))
         if (spec.trigger is Trigger.CALENDAR and spec.calendar is CalendarKind.EVERY_N
                 and spec.calendar_anchor is None):
             spec = replace(spec, calendar_anchor=now.astimezone(zone).date())
         plan_price = self._plan_price(spec.product_id, line)
         try:
-            validate(spec, plan_price=plan_price, operator=line.number.operator)
-            amount = charge_amount(spec, plan_price, operator=line.number.operator)
+            validate(spec, plan_price=plan_price, operator=line.operator)
+            amount = charge_amount(spec, plan_price, operator=line.operator)
         except RuleError as error:
             return Invalid(error.reason, error.detail)
         return spec, amount
@@ -210,9 +219,25 @@ class RulesService:
 
     async def _send_code(self, user_id: int, line: LineRecord, rule_id: int,
                          sms_text: str) -> CodeSent | CodeNotSent:
-        return await self._otp.send(user_id=user_id, number=line.number,
+        number = present(line.number, f"line {line.id} asked for a code has a number")
+        return await self._otp.send(user_id=user_id, number=number,
                                     purpose=OtpPurpose.CONFIRM_RULE, sms_text=sms_text,
                                     subject=str(rule_id))
+
+    async def _enable_in(self, conn: AsyncConnection, user_id: int, rule: RuleRecord,
+                         amount: Money, now: datetime, zone: ZoneInfo,
+                         proven_by: str) -> RuleRecord:
+        """Turns a rule on at what was confirmed (by a code, or by an eSIM's purchase)."""
+        repo = RulesRepository(conn)
+        await repo.update(rule.id, now=now, status=RuleStatus.ACTIVE,
+                          confirmed_amount_minor=amount.minor,
+                          confirmed_cap_minor=rule.monthly_cap.minor,
+                          next_run_at=first_run_at(rule.spec, now, zone))
+        await self._audit(conn, user_id, "rule.enabled", rule.id,
+                          {"line": rule.line_id, "proven_by": proven_by,
+                           **_summary(rule.spec, amount)})
+        await _watch_now(conn, self._cipher, rule, now)
+        return present(await repo.get(rule.id), f"rule {rule.id} exists")
 
     # --- use cases --------------------------------------------------------------------
 
@@ -240,6 +265,10 @@ class RulesService:
                                       status=RuleStatus.AWAITING_OTP)
                 await self._audit(conn, user_id, "rule.proposed", rule.id,
                                   {"line": line_id, **_summary(spec, amount)})
+            if line.is_esim:  # bought by this user: the purchase proved the line
+                enabled = await self._enable_in(conn, user_id, rule, amount, now, zone,
+                                                proven_by="esim_purchase")
+                return Proposed(RuleView.of(enabled), None)
         return Proposed(RuleView.of(rule), await self._send_code(user_id, line, rule.id, sms_text))
 
     async def resend_code(self, user_id: int, rule_id: int, sms_text: str
@@ -269,11 +298,13 @@ class RulesService:
             return ConfirmResult(ConfirmStatus.NOT_AWAITING, RuleView.of(rule))
         plan_price = self._plan_price(rule.product_id, line)
         try:
-            validate(rule.spec, plan_price=plan_price, operator=line.number.operator)
+            validate(rule.spec, plan_price=plan_price, operator=line.operator)
         except RuleError:
             return ConfirmResult(ConfirmStatus.INVALID, RuleView.of(rule))
-        amount = charge_amount(rule.spec, plan_price, operator=line.number.operator)
+        amount = charge_amount(rule.spec, plan_price, operator=line.operator)
 
+        if line.number is None:  # an eSIM's rules are on from the start: no code to check
+            return ConfirmResult(ConfirmStatus.NOT_AWAITING, RuleView.of(rule))
         outcome = await self._otp.check(user_id=user_id, number=line.number,
                                         purpose=OtpPurpose.CONFIRM_RULE, typed=typed)
         if outcome.result is not CheckResult.OK:
@@ -292,15 +323,8 @@ class RulesService:
                 return ConfirmResult(ConfirmStatus.NOT_AWAITING, RuleView.of(current), outcome)
             if current.updated_at != rule.updated_at:  # edited while the code was typed
                 return ConfirmResult(ConfirmStatus.CODE_FOR_OTHER, RuleView.of(current), outcome)
-            repo = RulesRepository(conn)
-            await repo.update(rule.id, now=now, status=RuleStatus.ACTIVE,
-                              confirmed_amount_minor=amount.minor,
-                              confirmed_cap_minor=rule.monthly_cap.minor,
-                              next_run_at=first_run_at(rule.spec, now, zone))
-            await self._audit(conn, user_id, "rule.enabled", rule.id,
-                              {"line": rule.line_id, **_summary(rule.spec, amount)})
-            await _watch_now(conn, self._cipher, rule, now)
-            enabled = present(await repo.get(rule.id), f"rule {rule.id} exists")
+            enabled = await self._enable_in(conn, user_id, rule, amount, now, zone,
+                                            proven_by="otp")
         return ConfirmResult(ConfirmStatus.ENABLED, RuleView.of(enabled), outcome)
 
     async def own(self, user_id: int, rule_id: int) -> RuleView | None:
@@ -401,9 +425,11 @@ class RulesService:
             spec, amount = prepared
             to_auto = spec.approval is Approval.AUTO and (
                 rule.approval is Approval.ASK or rule.status is RuleStatus.AWAITING_OTP)
-            needs_code = (spec.currency != rule.currency or to_auto or needs_confirmation(
-                rule.confirmed_amount_minor, rule.confirmed_cap_minor, amount,
-                spec.monthly_cap))
+            # An eSIM's purchase proved it: what a code would confirm applies at once.
+            needs_code = not line.is_esim and (
+                spec.currency != rule.currency or to_auto or needs_confirmation(
+                    rule.confirmed_amount_minor, rule.confirmed_cap_minor, amount,
+                    spec.monthly_cap))
             next_run_at: datetime | None = None
             if needs_code:
                 status = RuleStatus.AWAITING_OTP
@@ -418,8 +444,10 @@ class RulesService:
                 else:
                     next_run_at = first_run_at(spec, now, zone)
             repo = RulesRepository(conn)
+            confirmed = ({"confirmed_amount_minor": amount.minor,
+                          "confirmed_cap_minor": spec.monthly_cap.minor} if line.is_esim else {})
             await repo.update(rule.id, now=now, status=status, next_run_at=next_run_at,
-                              **spec_columns(spec))
+                              **spec_columns(spec), **confirmed)
             await self._audit(conn, user_id, "rule.edited", rule.id, {
                 "line": rule.line_id, "needs_code": needs_code, "status": status.value,
                 **_summary(spec, amount)})

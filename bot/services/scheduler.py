@@ -60,6 +60,7 @@ from bot.domain.watch import (
     threshold_rule,
     warnings_for,
 )
+from bot.gateways.esim_readings import EsimLineReadings
 from bot.gateways.readings import LineNotReadable, LineReadings
 from bot.gateways.topup import GatewayError
 from bot.services.charging import (
@@ -255,8 +256,10 @@ class SchedulerService:
     def __init__(self, db: Database, cipher: FieldCipher, readings: LineReadings,
                  charging: ChargingService, clock: Clock, *, default_zone: ZoneInfo,
                  settings: SweepSettings | None = None, rng: random.Random | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 esims: EsimLineReadings | None = None) -> None:
         self._db = db
+        self._esims = esims  # reads eSIM lines from the eSIM provider
         self._cipher = cipher
         self._readings = readings
         self._charging = charging
@@ -311,7 +314,7 @@ class SchedulerService:
                 last_topup = topped_up.get(line.id)
                 if current is None and item.error is None and last_topup is not None:
                     # Nothing read or reported: the validity the last top-up bought.
-                    current = estimate_from_last_topup(line.number.operator, *last_topup)
+                    current = estimate_from_last_topup(line.operator, *last_topup)
                 if item.fresh is not None:
                     fresh.append((line.id, item.fresh))
                 if item.error is not None:
@@ -338,8 +341,12 @@ class SchedulerService:
         timeout = self.settings.read_timeout.total_seconds()
 
         async def read(line: LineRecord) -> _Checked:
-            operator = line.number.operator
-            if not self._readings.can_read(operator):
+            operator = line.operator
+            if line.is_esim:
+                if self._esims is None or line.iccid is None:
+                    return _Checked(line, None, None)  # not bought yet, or nobody to ask
+                return await read_esim(line, self._esims, line.iccid)
+            if line.number is None or not self._readings.can_read(operator):
                 return _Checked(line, None, None)  # tracked from reports and estimates
             async with gate:
                 try:
@@ -356,6 +363,19 @@ class SchedulerService:
                     return _Checked(line, None, "error")
             return _Checked(line, reading, None)
 
+        async def read_esim(line: LineRecord, esims: EsimLineReadings,
+                            iccid: str) -> _Checked:
+            # No read timeout here: the provider spaces these reads under its rate limit
+            # (Airalo: 5 a second for the account), so a read may first wait for its turn;
+            # its HTTP call has its own timeout.
+            try:
+                return _Checked(line, await esims.read(iccid), None)
+            except GatewayError as error:
+                return _Checked(line, None, type(error).__name__)
+            except Exception:
+                log.exception("Reading eSIM line %s failed", line.id)
+                return _Checked(line, None, "error")
+
         return list(await asyncio.gather(*(read(line) for line in batch)))
 
     async def _evaluate(self, conn: AsyncConnection, line: LineRecord,
@@ -365,7 +385,7 @@ class SchedulerService:
                         report: SweepReport,
                         outcomes: list[RuleCharge | RuleSkipped]) -> CheckResult:
         thresholds = Thresholds(line.warn_balance_minor, line.warn_data_mb)
-        recycle_at = (last_topup + RECYCLE_AFTER[line.number.operator]
+        recycle_at = (last_topup + RECYCLE_AFTER[line.operator]
                       if last_topup is not None else None)
         warnings, episodes = warnings_for(current, thresholds, line.episodes, now,
                                           recycle_at=recycle_at)

@@ -69,7 +69,8 @@ def test_start_greets_with_the_main_menu_and_unknown_input_is_answered(
 
     greeting = chat.say("/start", "Hello, Dara!")
     assert greeting.content == GREETING.format(name="Dara")
-    assert greeting.button_texts == ["➕ Add a line"]
+    # No line yet: the eSIM shop is offered beside binding one.
+    assert greeting.button_texts == ["➕ Add a line", "🌐 Buy a Cambodian eSIM"]
 
     help_text = chat.say("/help", "Commands:").content
     for command in ("/start", "/bind", "/lines", "/autorecharge", "/settings", "/cancel"):
@@ -332,7 +333,7 @@ def test_start_and_binding_follow_the_users_telegram_language(deployment: Deploy
 
     greeting = khmer.say("/start", km(GREETING).format(name="Sreymom").split("\n")[0])
     assert greeting.content == km(GREETING).format(name="Sreymom")
-    assert greeting.button_texts == [km("➕ Add a line")]
+    assert greeting.button_texts == [km("➕ Add a line"), km("🌐 Buy a Cambodian eSIM")]
     menu = deployment.server.commands_for(language_code="km")
     assert [c["description"] for c in menu][:2] == [km("What this bot does"),
                                                     km("Add a line (proven by SMS code)")]

@@ -17,6 +17,7 @@ from bot.clock import ManualClock
 from bot.settings import load_settings
 from bot.wiring import Components, build_components
 from handlers.approvals import SUBMISSION_TASK
+from handlers.esim import ORDER_TASK
 from storage import migrate
 from tests.flow.recording import BOT_TOKEN, RecordingRequest, RecordingSms
 
@@ -29,12 +30,13 @@ class BotHarness:
     sms: RecordingSms
 
     async def send(self, update_json: dict[str, Any]) -> None:
-        """Processes the update, and waits for the top-ups it sent in the background (an
-        approval answers at once and submits in a task), as a user would see them."""
+        """Processes the update, and waits for the top-ups and eSIM orders it sent in the
+        background (an approval answers at once and submits in a task), as a user would see
+        them."""
         before = asyncio.all_tasks()
         await self.app.process_update(Update.de_json(update_json, self.app.bot))
         started = [task for task in asyncio.all_tasks() - before
-                   if task.get_name().startswith(SUBMISSION_TASK)]
+                   if task.get_name().startswith((SUBMISSION_TASK, ORDER_TASK))]
         if started:
             await asyncio.gather(*started)
 

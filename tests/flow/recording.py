@@ -45,8 +45,12 @@ class RecordingRequest(BaseRequest):
                          connect_timeout: Any = None, pool_timeout: Any = None,
                          ) -> tuple[int, bytes]:
         api_method = url.rsplit("/", 1)[-1]
-        params = request_data.parameters if request_data is not None else {}
-        self.calls.append(RecordedCall(api_method, dict(params)))
+        params = dict(request_data.parameters) if request_data is not None else {}
+        if request_data is not None and request_data.multipart_data:
+            # Uploaded files (a QR code's PNG): name -> bytes, beside the other params.
+            params["_files"] = {name: value[1] for name, value
+                                in request_data.multipart_data.items()}
+        self.calls.append(RecordedCall(api_method, params))
         if api_method in self.unsupported:
             return 404, json.dumps({"ok": False, "error_code": 404,
                                     "description": "Not Found: method not found"}).encode()
@@ -57,6 +61,14 @@ class RecordingRequest(BaseRequest):
             return {"id": BOT_ID, "is_bot": True, "first_name": "TopUp", "username": "topup_bot",
                     "can_join_groups": False, "can_read_all_group_messages": False,
                     "supports_inline_queries": False}
+        if method == "sendPhoto":
+            chat_id = int(params.get("chat_id", 0))
+            return {"message_id": next(self._message_ids), "date": int(time.time()),
+                    "chat": {"id": chat_id, "type": "private"},
+                    "caption": params.get("caption", ""),
+                    "photo": [{"file_id": "qr", "file_unique_id": "qr", "width": 370,
+                               "height": 370}],
+                    "from": {"id": BOT_ID, "is_bot": True, "first_name": "TopUp"}}
         if method in ("sendMessage", "editMessageText"):
             chat_id = int(params.get("chat_id", 0))
             return {"message_id": next(self._message_ids), "date": int(time.time()),

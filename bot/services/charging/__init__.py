@@ -30,6 +30,7 @@ provider, never blind), ``settlement`` (the provider's answer becomes the charge
 ``service`` the one object the bot talks to.
 """
 
+from bot.services.charging.buying import CannotAfford, EsimOrdered
 from bot.services.charging.notices import (
     ApprovalRequest,
     ChargeExpired,
@@ -37,6 +38,7 @@ from bot.services.charging.notices import (
     ChargeFailed,
     ChargeProcessing,
     ChargeStuck,
+    EsimReady,
     Receipt,
 )
 from bot.services.charging.outcomes import (
@@ -62,6 +64,8 @@ from bot.services.charging.policy import (
     CHARGE_FAILED,
     CHARGE_PROCESSING,
     CHARGE_STUCK,
+    ESIM_PURCHASE,
+    ESIM_READY,
     LINE_UNAVAILABLE,
     NOT_ACCEPTED,
     RECEIPT,
@@ -79,6 +83,8 @@ __all__ = [
     "CHARGE_FAILED",
     "CHARGE_PROCESSING",
     "CHARGE_STUCK",
+    "ESIM_PURCHASE",
+    "ESIM_READY",
     "LINE_UNAVAILABLE",
     "NOT_ACCEPTED",
     "RECEIPT",
@@ -87,6 +93,7 @@ __all__ = [
     "ApprovalReason",
     "ApprovalRequest",
     "Approved",
+    "CannotAfford",
     "ChargeExpired",
     "ChargeFacts",
     "ChargeFailed",
@@ -96,6 +103,8 @@ __all__ = [
     "ChargingService",
     "Checkpoint",
     "Declined",
+    "EsimOrdered",
+    "EsimReady",
     "InsufficientFunds",
     "Invalid",
     "NotYourLine",

@@ -13,6 +13,7 @@ from bot.domain.charges import ChargeState
 from bot.domain.invariants import holds
 from bot.domain.money import CURRENCIES, Money, MoneyError
 from bot.domain.operators import MIN_AIRTIME_USD_CENTS
+from bot.domain.products import ProductKind
 from bot.domain.rules import Approval, RuleError, RuleStatus, charge_amount
 from bot.services.charging.common import Deps, Phase
 from bot.services.charging.notices import ApprovalRequest
@@ -58,10 +59,16 @@ class Asking(Phase):
             return Invalid(RequestProblem.BOTH_AMOUNT_AND_PLAN)
         if product_id is not None:
             product = self._product(product_id)
-            if product is None or product.operator is not line.number.operator:
+            # A SIM takes its operator's plans; an eSIM its provider's top-ups (never a new
+            # eSIM, nor airtime).
+            if (product is None or product.operator is not line.operator
+                    or product.for_esims is not line.is_esim
+                    or product.kind is ProductKind.ESIM):
                 return Invalid(RequestProblem.UNKNOWN_PLAN)
             return product.price
         assert amount is not None
+        if line.is_esim:
+            return Invalid(RequestProblem.UNKNOWN_PLAN)  # an eSIM takes no airtime
         if amount.currency != TOPUP_CURRENCY:
             return Invalid(RequestProblem.UNSUPPORTED_CURRENCY)
         if amount.minor < MIN_AIRTIME_USD_CENTS:
@@ -199,9 +206,9 @@ class Asking(Phase):
             return RuleSkipped(SkipReason.LINE_UNAVAILABLE)
         product = self._product(current.product_id)
         plan_price = (product.price if product is not None
-                      and product.operator is line.number.operator else None)
+                      and product.operator is line.operator else None)
         try:
-            amount = charge_amount(current.spec, plan_price, operator=line.number.operator)
+            amount = charge_amount(current.spec, plan_price, operator=line.operator)
             start, end = await self._month(current.owner_id, now)
             spent = Money(await repo.spent_in_period(rule_id, start, end), amount.currency)
             over_cap = spent + amount > current.monthly_cap

@@ -16,6 +16,7 @@ from bot.domain.charges import ChargeState
 from bot.domain.invariants import holds, present
 from bot.domain.money import Money
 from bot.domain.products import Product
+from bot.gateways.esim_charges import EsimCharges
 from bot.gateways.topup import TopUpProvider
 from bot.services.catalog import CatalogService
 from bot.services.charging.notices import (
@@ -56,6 +57,7 @@ class Deps:
     catalog: CatalogService
     concurrency: int
     checkpoint: Checkpoint | None
+    esims: EsimCharges | None = None  # orders for eSIM lines (None: no eSIMs sold)
 
 
 class Phase:
@@ -75,6 +77,7 @@ class Phase:
         self._catalog = deps.catalog
         self._concurrency = deps.concurrency
         self._checkpoint = deps.checkpoint
+        self._esims = deps.esims
 
     async def _point(self, name: str, charge_id: int) -> None:
         if self._checkpoint is not None:

@@ -14,6 +14,7 @@ from bot.services.charging.policy import (
     CHARGE_FAILED,
     CHARGE_PROCESSING,
     CHARGE_STUCK,
+    ESIM_READY,
     RECEIPT,
     ApprovalReason,
 )
@@ -108,3 +109,15 @@ class ChargeStuck(Notice):
     audience: Audience = Audience.ADMIN
     user_id: int
     reference: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EsimReady(Notice):
+    """An eSIM bought. The install code is not in it (the outbox keeps no activation code):
+    the deliverer reads it from the eSIM provider when it sends the QR code."""
+
+    KIND: ClassVar[str] = ESIM_READY
+    charge: ChargeFacts
+    line_id: int
+    wallet: Money = field(metadata=_WALLET)  # what is left after the purchase
+    provider_tx_shown: str | None

@@ -21,6 +21,10 @@ CHARGE_FAILED = "charge_failed"
 CHARGE_PROCESSING = "charge_processing"
 CHARGE_EXPIRED = "charge_expired"
 CHARGE_STUCK = "charge_stuck"  # admins: the provider cannot say what became of a top-up
+ESIM_READY = "esim_ready"  # an eSIM bought: its QR code and install code
+ESIM_PURCHASE = "esim"  # the cause of a charge that buys a new eSIM
+# A bought eSIM is first read this long after its purchase (time to install it).
+FIRST_ESIM_CHECK = timedelta(minutes=15)
 
 # Why a charge failed (failure_reason); the renderer explains each to the user.
 NOT_ACCEPTED = "not_accepted"  # the provider never took it, after every retry

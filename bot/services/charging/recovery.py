@@ -34,7 +34,7 @@ class Recovery(Phase):
             return await self._submission.submit(charge.id)
         if charge.state is not ChargeState.SUBMITTED:
             return charge
-        found = await self._submission.lookup(charge.reference)
+        found = await self._submission.lookup(charge)
         if isinstance(found, TopUpResult):
             return await self._settlement.apply(charge.id, found)
         if found is LOOKUP_FAILED:
@@ -105,7 +105,7 @@ class Recovery(Phase):
                             submitted += 1
                             continue
                         looked_up += 1
-                        found = await self._submission.lookup(charge.reference)
+                        found = await self._submission.lookup(charge)
                         if isinstance(found, TopUpResult):
                             await self._settlement.apply(charge.id, found)
                             if found.status is TopUpStatus.PENDING:

@@ -17,11 +17,13 @@ from bot.clock import Clock
 from bot.domain.charges import ChargeState
 from bot.domain.money import Money
 from bot.domain.products import Product
+from bot.gateways.esim_charges import EsimCharges
 from bot.gateways.simulated_catalog import PRODUCTS
 from bot.gateways.topup import TopUpProvider
 from bot.services.catalog import CatalogService
 from bot.services.charging.answering import Answering
 from bot.services.charging.asking import Asking
+from bot.services.charging.buying import Buying, CannotAfford, EsimOrdered
 from bot.services.charging.common import Deps, Phase
 from bot.services.charging.outcomes import (
     AlreadyHandled,
@@ -54,7 +56,8 @@ class ChargingService(Phase):
                  admin_chat_ids: Sequence[int] = (), retry: RetryPolicy | None = None,
                  zone_for: Callable[[int], Awaitable[ZoneInfo]] | None = None,
                  catalog: CatalogService | None = None, concurrency: int = 8,
-                 checkpoint: Checkpoint | None = None) -> None:
+                 checkpoint: Checkpoint | None = None,
+                 esims: EsimCharges | None = None) -> None:
         """``checkpoint(point, charge_id)`` is awaited at the points a crash matters
         ("approved", "submitted", "settling" - inside the settling transaction, before the
         receipt is written -, "settled"): fault-injection tests raise there."""
@@ -63,12 +66,13 @@ class ChargingService(Phase):
             approval_timeout=approval_timeout, admins=tuple(dict.fromkeys(admin_chat_ids)),
             retry=retry or RetryPolicy(), zone_for=zone_for,
             catalog=CatalogService.of(PRODUCTS) if catalog is None else catalog,
-            concurrency=max(1, concurrency), checkpoint=checkpoint))
+            concurrency=max(1, concurrency), checkpoint=checkpoint, esims=esims))
         self._settlement = Settlement(self._deps)
         self._submission = Submission(self._deps, self._settlement)
         self._asking = Asking(self._deps, self._submission)
         self._answering = Answering(self._deps, self._submission)
         self._recovery = Recovery(self._deps, self._asking, self._submission, self._settlement)
+        self._buying = Buying(self._deps)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -137,6 +141,12 @@ class ChargingService(Phase):
         return await self._answering.decline(user_id, charge_id)
 
     # --- submitting and recovering ------------------------------------------------------------
+
+    async def buy_esim(self, user_id: int, product_id: str, nonce: str,
+                       ) -> EsimOrdered | CannotAfford | Invalid:
+        """Buys a new eSIM from the wallet (the Confirm tap is the approval); ``submit`` it
+        next, in the background."""
+        return await self._buying.buy_esim(user_id, product_id, nonce)
 
     async def submit(self, charge_id: int) -> ChargeRecord | None:
         return await self._submission.submit(charge_id)

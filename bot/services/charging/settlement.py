@@ -9,14 +9,17 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.charges import ChargeState
-from bot.domain.invariants import holds
+from bot.domain.invariants import holds, present
+from bot.domain.money import Money
 from bot.domain.readings import LineReading, ReadingSource
 from bot.domain.references import masked_reference
 from bot.gateways.topup import TopUpResult, TopUpStatus
 from bot.services.charging.common import Phase
-from bot.services.charging.notices import ChargeFailed, ChargeProcessing, Receipt
+from bot.services.charging.notices import ChargeFailed, ChargeProcessing, EsimReady, Receipt
+from bot.services.charging.policy import ESIM_PURCHASE, FIRST_ESIM_CHECK
 from bot.services.notices import Audience, queue
 from storage.charges import ChargeRecord, ProviderMoney
+from storage.lines import LinesRepository
 from storage.notifications import NotificationsRepository
 from storage.readings import ReadingsRepository
 from storage.wallet import WalletRepository
@@ -82,6 +85,9 @@ class Settlement(Phase):
                         charge.amount)
         await self._point("settling", charge.id)
         wallet_left = await wallet.available(charge.user_id, charge.amount.currency)
+        if charge.cause == ESIM_PURCHASE:
+            await self._esim_bought(conn, charge, result, wallet_left, now)
+            return
         receipt = Receipt(
             charge=await self._facts(conn, charge), reference=charge.reference,
             balance_after=result.balance_after, data_after_mb=result.data_after_mb,
@@ -93,6 +99,24 @@ class Settlement(Phase):
                     chat_id=charge.user_id, dedupe_key=f"receipt:{charge.id}", now=now)
         await self._audit(conn, now, "system", "charge.succeeded", charge,
                           reference=charge.reference, attempts=charge.attempts)
+
+    async def _esim_bought(self, conn: AsyncConnection, charge: ChargeRecord,
+                           result: TopUpResult, wallet_left: Money, now: datetime) -> None:
+        """The eSIM's line gets its ICCID (the purchase proves it) and the user their QR."""
+        iccid = present(result.esim_iccid, f"the order of eSIM charge {charge.id} names its "
+                                           "eSIM")
+        attached = await LinesRepository(conn, self._cipher).attach_iccid(
+            charge.line_id, iccid, now=now, check_at=now + FIRST_ESIM_CHECK)
+        holds(attached, f"eSIM line {charge.line_id} got its ICCID once")
+        ready = EsimReady(charge=await self._facts(conn, charge), line_id=charge.line_id,
+                          wallet=wallet_left,
+                          provider_tx_shown=(masked_reference(result.provider_tx_id)
+                                             if result.provider_tx_id else None))
+        await queue(NotificationsRepository(conn), ready, user_id=charge.user_id,
+                    chat_id=charge.user_id, dedupe_key=f"esim-ready:{charge.id}", now=now)
+        await self._audit(conn, now, "system", "charge.succeeded", charge,
+                          reference=charge.reference, attempts=charge.attempts,
+                          esim_line=charge.line_id)
 
     async def fail_in(self, conn: AsyncConnection, charge: ChargeRecord, reason: str,
                        now: datetime) -> ChargeRecord | None:
@@ -108,6 +132,8 @@ class Settlement(Phase):
                                       failure_reason=reason, next_attempt_at=None)
         holds(moved, f"charge {current.id} failed once")
         facts = await self._facts(conn, current)
+        if current.cause == ESIM_PURCHASE:  # no eSIM came of it: its line goes
+            await LinesRepository(conn, self._cipher).unbind(current.line_id, now=now)
         await queue(NotificationsRepository(conn),
                     ChargeFailed(charge=facts, reason=reason, attempts=current.attempts,
                                  audience=Audience.USER),

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from bot.domain.charges import ChargeState
 from bot.domain.invariants import present
+from bot.gateways.esim_charges import EsimCharges
 from bot.gateways.topup import (
     DuplicateReference,
     GatewayError,
@@ -22,6 +23,7 @@ from bot.services.charging.outcomes import LOOKUP_FAILED, Lookup
 from bot.services.charging.policy import LINE_UNAVAILABLE
 from bot.services.charging.settlement import Settlement
 from storage.charges import ChargeRecord
+from storage.lines import LineRecord
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ class Submission(Phase):
     def __init__(self, deps: Deps, settlement: Settlement) -> None:
         super().__init__(deps)
         self._settlement = settlement
+        self._line_kinds: dict[int, bool] = {}  # line id -> an eSIM line
 
     async def submit(self, charge_id: int) -> ChargeRecord | None:
         """Sends an approved charge to the provider (once: the move to submitted is a
@@ -40,7 +43,7 @@ class Submission(Phase):
         if charge.attempts > 0:
             # It went out before (it cannot with today's states, but never send blind):
             # what does the provider know of it?
-            found = await self.lookup(charge.reference)
+            found = await self.lookup(charge)
             if isinstance(found, TopUpResult):
                 async with self._db.write() as conn:
                     await self._repo(conn).transition(
@@ -78,12 +81,8 @@ class Submission(Phase):
                               attempt=charge.attempts + 1, reference=charge.reference)
             sent = present(await repo.get(charge.id), f"charge {charge.id} exists")
         await self._point("submitted", charge.id)
-        request = TopUpRequest(
-            reference=sent.reference, phone_e164=line.number.e164,
-            operator=line.number.operator,
-            amount=sent.amount if sent.product_id is None else None, product_id=sent.product_id)
         try:
-            result = await self._provider.top_up(request)
+            result = await self._send_once(line, sent)
         except GatewayError as error:
             log.warning("Top-up %s (charge %s): %s; looking it up", sent.reference, sent.id,
                         type(error).__name__)
@@ -93,12 +92,42 @@ class Submission(Phase):
             return await self._after_unknown(sent, GatewayError("reference mismatch"))
         return await self._settlement.apply(sent.id, result)
 
-    async def lookup(self, reference: str) -> Lookup:
+    async def _send_once(self, line: LineRecord, sent: ChargeRecord) -> TopUpResult:
+        """The one call that makes the top-up: to the eSIM provider for an eSIM line (a new
+        eSIM while it has no ICCID, else a top-up of it), to the top-up provider else."""
+        if line.is_esim:
+            return await self._esim_charges().charge(
+                reference=sent.reference, iccid=line.iccid, price=sent.amount,
+                package_id=present(sent.product_id, f"eSIM charge {sent.id} has a package"))
+        number = present(line.number, f"SIM line {line.id} has a number")
+        return await self._provider.top_up(TopUpRequest(
+            reference=sent.reference, phone_e164=number.e164, operator=line.operator,
+            amount=sent.amount if sent.product_id is None else None,
+            product_id=sent.product_id))
+
+    def _esim_charges(self) -> EsimCharges:
+        if self._esims is None:
+            raise GatewayError("no eSIM provider is configured")
+        return self._esims
+
+    async def lookup(self, charge: ChargeRecord) -> Lookup:
+        """What the provider that was sent the charge knows of its reference."""
         try:
-            return await self._provider.lookup(reference)
+            if await self._is_esim_line(charge.line_id):
+                return await self._esim_charges().lookup(charge.reference)
+            return await self._provider.lookup(charge.reference)
         except GatewayError as error:
-            log.warning("Look-up of %s failed: %s", reference, type(error).__name__)
+            log.warning("Look-up of %s failed: %s", charge.reference, type(error).__name__)
             return LOOKUP_FAILED
+
+    async def _is_esim_line(self, line_id: int) -> bool:
+        # A line's kind never changes: read once per line and process.
+        kind = self._line_kinds.get(line_id)
+        if kind is None:
+            async with self._db.read() as conn:
+                line = await self._line(conn, line_id)
+            kind = self._line_kinds[line_id] = bool(line is not None and line.is_esim)
+        return kind
 
     async def _after_unknown(self, charge: ChargeRecord,
                              error: GatewayError) -> ChargeRecord | None:
@@ -106,7 +135,7 @@ class Submission(Phase):
         if isinstance(error, TryLater):  # nothing was done: no look-up needed
             return await self.retry_later(charge, error.reason, lookup_failed=False,
                                            asked_to_wait=error.retry_after)
-        found = await self.lookup(charge.reference)
+        found = await self.lookup(charge)
         if isinstance(found, TopUpResult):
             return await self._settlement.apply(charge.id, found)
         reason = ("timeout" if isinstance(error, GatewayTimeout)
