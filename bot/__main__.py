@@ -195,14 +195,18 @@ def _reconcile_day(text: str | None, settings: Settings) -> date:
 
 async def _reconcile(components: Components, day: date) -> int:
     await _require_schema(components)
-    try:
-        report = await components.reconciliation.reconcile(day, actor="cli")
-    except GatewayError as exc:
-        print(f"topup-bot: the provider could not list {day}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    for line in format_reconciliation(report):
-        print(line)
-    return EXIT_FAILED if report.differences else EXIT_OK
+    failed = False
+    for reconciliation in components.reconciliations:  # the top-up and the eSIM provider
+        try:
+            report = await reconciliation.reconcile(day, actor="cli")
+        except GatewayError as exc:
+            print(f"topup-bot: the provider could not list {day}: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        for line in format_reconciliation(report):
+            print(line)
+        failed = failed or bool(report.differences)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _providers_check(settings: Settings) -> int:

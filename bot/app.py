@@ -140,7 +140,8 @@ def _schedule_work(app: Application, components: Components) -> None:  # type: i
         TelegramDeliverer(app.bot, components.users, components.i18n, components.esims))
     schedule_pollers(app.job_queue, components.charging, dispatcher, components.scheduler,
                      sweep_seconds=components.settings.scheduler.sweep_interval_seconds)
-    schedule_provider_jobs(app.job_queue, components.provider_float, components.reconciliation)
+    schedule_provider_jobs(app.job_queue, components.provider_float,
+                           components.reconciliations)
 
 
 def build_worker(components: Components,

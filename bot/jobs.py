@@ -8,6 +8,7 @@ messages to send) and works it under a lease. A run that is skipped or dies lose
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from telegram.ext import ContextTypes, JobQueue
@@ -65,9 +66,10 @@ def schedule_pollers(job_queue: JobQueue[Any], charging: ChargingService,
 
 
 def schedule_provider_jobs(job_queue: JobQueue[Any], float_check: ProviderFloatService | None,
-                           reconciliation: ReconciliationService) -> None:
+                           reconciliations: Sequence[ReconciliationService]) -> None:
     """Our float at the provider every 15 minutes (real providers only), and yesterday's
-    reconciliation once a day (asked every hour: the database says whether it is done)."""
+    reconciliation of each provider once a day (asked every hour: the database says whether
+    it is done)."""
     async def check_float(_context: ContextTypes.DEFAULT_TYPE) -> None:
         assert float_check is not None  # narrowing: only scheduled with one
         try:
@@ -76,15 +78,16 @@ def schedule_provider_jobs(job_queue: JobQueue[Any], float_check: ProviderFloatS
             log.warning("Provider float not read: %s", error)
 
     async def reconcile(_context: ContextTypes.DEFAULT_TYPE) -> None:
-        try:
-            report = await reconciliation.reconcile_yesterday_if_due()
-        except GatewayError as error:
-            log.warning("Reconciliation not run: %s", error)
-            return
-        if report is not None:
-            log.info("Reconciled %s for %s: ours %d, theirs %d, %d differences",
-                     report.backend, report.day, report.ours, report.theirs,
-                     len(report.differences))
+        for reconciliation in reconciliations:
+            try:
+                report = await reconciliation.reconcile_yesterday_if_due()
+            except GatewayError as error:
+                log.warning("Reconciliation not run: %s", error)
+                continue
+            if report is not None:
+                log.info("Reconciled %s for %s: ours %d, theirs %d, %d differences",
+                         report.backend, report.day, report.ours, report.theirs,
+                         len(report.differences))
 
     if float_check is not None:
         _every(job_queue, check_float, FLOAT_CHECK_SECONDS, "provider_float")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.clock import Clock, SystemClock
+from bot.domain.lines import LineKind
 from bot.gateways.airalo import AiraloConfig, AiraloGateway
 from bot.gateways.dingconnect import DingConfig, DingConnectGateway
 from bot.gateways.esim import EsimProvider
@@ -66,17 +67,23 @@ class Components:
     wallet: WalletService = field(init=False)
     charging: ChargingService = field(init=False)
     esims: EsimService = field(init=False)
+    esim_charges: EsimCharges = field(init=False)  # eSIM lines' charges at the eSIM provider
     scheduler: SchedulerService = field(init=False)
-    reconciliation: ReconciliationService = field(init=False)
+    reconciliations: tuple[ReconciliationService, ...] = field(init=False)
     provider_float: ProviderFloatService | None = field(init=False)  # real providers only
     worker: str = "bot"  # names this process's sweeps in `topup-bot status`
 
     def _provider_services(self) -> None:
         backend = self.settings.gateways.carrier_backend
         provider = self.provider
-        self.reconciliation = ReconciliationService(
-            self.db, self.cipher, provider, self.clock,
-            backend=backend, zone=self.settings.locale.zone)
+        zone = self.settings.locale.zone
+        # The top-up provider with SIM lines' charges, the eSIM provider with eSIM lines'.
+        self.reconciliations = (
+            ReconciliationService(self.db, self.cipher, provider, self.clock,
+                                  backend=backend, zone=zone),
+            ReconciliationService(self.db, self.cipher, self.esim_charges, self.clock,
+                                  backend=f"esim:{self.settings.gateways.esim_backend}",
+                                  zone=zone, lines_of=LineKind.ESIM))
         self.provider_float = None
         if backend != "simulated" and isinstance(provider, ProviderAccount):
             self.provider_float = ProviderFloatService(
@@ -98,6 +105,7 @@ class Components:
         self.otp = OtpService(self.db, self.cipher, self.sms, self.clock)
         self.binding = BindingService(self.db, self.cipher, self.otp, self.clock)
         # One catalog of plans for every service, read from the provider and cached.
+        self.esim_charges = EsimCharges(self.esim_provider, self.clock)
         self.catalog = CatalogService(
             self.provider, self.clock,
             ttl=timedelta(minutes=self.settings.providers.catalog_ttl_minutes),
@@ -115,7 +123,7 @@ class Components:
             self.db, self.cipher, self.provider, self.clock,
             approval_timeout=timedelta(minutes=payments.approval_timeout_minutes),
             admin_chat_ids=self.settings.telegram.admin_chat_ids, zone_for=self.users.zone_of,
-            catalog=self.catalog, esims=EsimCharges(self.esim_provider, self.clock))
+            catalog=self.catalog, esims=self.esim_charges)
         self.esims = EsimService(self.db, self.cipher, self.catalog, self.esim_provider,
                                  self.charging, self.clock)
         scheduler = self.settings.scheduler

@@ -20,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.charges import OPEN_STATES, TRANSITIONS, ChargeState
 from bot.domain.invariants import present
+from bot.domain.lines import LineKind
 from bot.domain.money import Money
 from storage.common import insert_ignoring_conflict
 from storage.crypto import FieldCipher
-from storage.tables import charges, users
+from storage.tables import charges, lines, users
 
 REFERENCE_PREFIX = "tb-"
 
@@ -325,12 +326,16 @@ class ChargesRepository:
             query = query.where(charges.c.id > after_id)
         return [self._record(r) for r in (await self._conn.execute(query)).mappings()]
 
-    async def succeeded_between(self, start: datetime, end: datetime) -> list[ChargeRecord]:
-        """Charges that succeeded (settled) in [start, end): what a day's reconciliation
-        expects to find at the provider."""
+    async def succeeded_between(self, start: datetime, end: datetime, *,
+                                line_kind: LineKind = LineKind.SIM) -> list[ChargeRecord]:
+        """Charges of ``line_kind`` lines that succeeded (settled) in [start, end): what a
+        day's reconciliation expects to find at the provider (SIM lines' at the top-up
+        provider, eSIM lines' at the eSIM provider)."""
         query = select(charges).where(
             charges.c.state == ChargeState.SUCCEEDED.value, charges.c.updated_at >= start,
-            charges.c.updated_at < end).order_by(charges.c.id)
+            charges.c.updated_at < end,
+            charges.c.line_id.in_(select(lines.c.id).where(lines.c.kind == line_kind.value)),
+        ).order_by(charges.c.id)
         return [self._record(r) for r in (await self._conn.execute(query)).mappings()]
 
     async def latest(self, states: Iterable[ChargeState] | None = None,

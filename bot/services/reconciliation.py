@@ -10,7 +10,9 @@ matched to our charges by our reference; each difference is printed and stored:
   top-up under its reference on any day (it is looked up, so a top-up made just before
   midnight and settled here just after is not a difference).
 
-Run again for the same day, it replaces that day's run.
+Run again for the same day, it replaces that day's run. The top-up provider and the eSIM
+provider are reconciled apart (each with its own charges: those of SIM lines, those of eSIM
+lines), each its own run.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot.clock import Clock
 from bot.domain.charges import ChargeState
-from bot.gateways.topup import TopUpBackend, TopUpResult, TopUpStatus
+from bot.domain.lines import LineKind
+from bot.gateways.topup import TopUpResult, TopUpStatus
 from storage.charges import ChargeRecord, ChargesRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
@@ -49,10 +53,20 @@ def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     return start, datetime.combine(day + timedelta(days=1), time(), zone)
 
 
+class Reconciled(Protocol):
+    """A provider as reconciliation reads it: a top-up backend, or the eSIM charges."""
+
+    async def transactions(self, start: datetime, end: datetime) -> list[TopUpResult]: ...
+
+    async def lookup(self, reference: str) -> TopUpResult | None: ...
+
+
 class ReconciliationService:
-    def __init__(self, db: Database, cipher: FieldCipher, provider: TopUpBackend,
-                 clock: Clock, *, backend: str, zone: ZoneInfo) -> None:
+    def __init__(self, db: Database, cipher: FieldCipher, provider: Reconciled,
+                 clock: Clock, *, backend: str, zone: ZoneInfo,
+                 lines_of: LineKind = LineKind.SIM) -> None:
         self._db = db
+        self._lines_of = lines_of  # whose charges this provider made
         self._cipher = cipher
         self._provider = provider
         self._clock = clock
@@ -65,7 +79,7 @@ class ReconciliationService:
         theirs = await self._provider.transactions(start, end)
         async with self._db.read() as conn:
             repo = ChargesRepository(conn, self._cipher)
-            ours = await repo.succeeded_between(start, end)
+            ours = await repo.succeeded_between(start, end, line_kind=self._lines_of)
             matched = {t.reference: await repo.by_reference(t.reference) for t in theirs}
         found = [d for t in theirs if (d := _compare(t, matched[t.reference])) is not None]
         listed = {t.reference for t in theirs}  # compared above, whatever their status
@@ -84,7 +98,6 @@ class ReconciliationService:
             log.warning("Reconciliation of %s for %s: %d differences", self._backend, day,
                         len(found))
         return ReconciliationReport(self._backend, day, len(ours), len(theirs), found)
-
 
     async def reconcile_yesterday_if_due(self) -> ReconciliationReport | None:
         """What the hourly job runs: yesterday (in the bot's zone) once it is past

@@ -271,3 +271,19 @@ async def test_a_stored_charge_of_an_esim_is_in_the_ledger_once(harness: BotHarn
         hold = await WalletRepository(conn).hold_of(charge.id)
     assert hold is not None and hold.status.value == "captured"
     assert hold.amount == Money(500, "USD")
+
+
+async def test_esim_charges_are_reconciled_with_the_esim_provider_only(
+        harness: BotHarness, clock: ManualClock) -> None:
+    await fund(harness, 700)
+    await buy(harness)
+    await provider(harness).order(ONE_GB, "not-ours")  # someone else's use of our account
+    carrier, esims = harness.components.reconciliations
+    day = clock.now().astimezone(harness.components.settings.locale.zone).date()
+
+    top_ups = await carrier.reconcile(day)
+    assert (top_ups.ours, top_ups.differences) == (0, [])  # not looked for at the carrier
+    orders = await esims.reconcile(day)
+    assert (orders.backend, orders.ours, orders.theirs) == ("esim:simulated", 1, 2)
+    assert [(d.kind, d.reference) for d in orders.differences] == [
+        ("unknown_to_us", "not-ours")]
