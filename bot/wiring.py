@@ -43,6 +43,9 @@ from bot.startup import load_cipher, prepare_data_dir
 from storage.crypto import FieldCipher
 from storage.db import Database
 
+# How a reading names the eSIM provider it came from ("read from Airalo 3 minutes ago").
+ESIM_PROVIDER_NAMES = {"airalo": "Airalo", "simulated": "Simulated eSIM"}
+
 
 @dataclass
 class Components:
@@ -134,7 +137,8 @@ class Components:
                 batch=scheduler.sweep_batch, concurrency=scheduler.sweep_concurrency,
                 read_timeout=timedelta(seconds=scheduler.read_timeout_seconds),
                 worker=self.worker),
-            esims=EsimLineReadings(self.esim_provider))
+            esims=EsimLineReadings(self.esim_provider, ESIM_PROVIDER_NAMES[
+                self.settings.gateways.esim_backend]))
         self._provider_services()
 
 

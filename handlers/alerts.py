@@ -77,8 +77,10 @@ def render_warning(ui: Ui, notice: LineWarning) -> Rendered:
     shown = notice.line.reading
     reading = shown.as_reading() if shown is not None else None
     text = "\n\n".join([_headline(ui, notice),
-                        reading_text(ui, reading, ui.age(reading.read_at) if reading else "")])
-    rows = top_up_now_buttons(ui, notice.line.id, _offer(notice.line))
+                        reading_text(ui, reading, ui.age(reading.read_at) if reading else "",
+                                     shown.read_by if shown is not None else None)])
+    rows = top_up_now_buttons(ui, notice.line.id, _offer(notice.line),
+                              airtime=not notice.line.esim)
     if notice.warning in (WarningKind.LOW_BALANCE, WarningKind.LOW_DATA):
         rows.append([InlineKeyboardButton(_("💤 Remind me later"),
                                           callback_data=cb.encode(SNOOZE_KIND, notice.line.id))])

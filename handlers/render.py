@@ -21,13 +21,17 @@ def plan_label(ui: Ui, product: Product) -> str:
                                                    price=ui.money(product.price))
 
 
-def reading_text(ui: Ui, reading: LineReading | None, now_label: str) -> str:
+def reading_text(ui: Ui, reading: LineReading | None, now_label: str,
+                 read_by: str | None = None) -> str:
+    """A reading and where it came from; ``read_by`` names the provider that read it (an
+    eSIM's: "read from Airalo")."""
     _ = ui._
     if reading is None:
         return _("No balance known yet: report it with the button below, or forward the "
                  "carrier's balance SMS to me.")
     source = {
-        ReadingSource.PROVIDER: _("read from the carrier"),
+        ReadingSource.PROVIDER: (_("read from {provider}").format(provider=read_by)
+                                 if read_by else _("read from the carrier")),
         ReadingSource.USER: _("reported by you"),
         ReadingSource.ESTIMATE: _("estimated from the last top-up"),
     }[reading.source]

@@ -9,8 +9,9 @@ from bot.gateways.esim import EsimProvider
 
 
 class EsimLineReadings:
-    def __init__(self, provider: EsimProvider) -> None:
+    def __init__(self, provider: EsimProvider, name: str) -> None:
         self._provider = provider
+        self.name = name  # how readings name their source: "read from Airalo"
 
     async def read(self, iccid: str) -> LineReading:
         """Raises EsimNotFound, RateLimited or GatewayError as the provider does. The

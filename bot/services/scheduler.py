@@ -117,13 +117,17 @@ class ReadingShown(NoticePart):
     balance: Money | None = field(metadata=money_keys("balance_minor", "balance_currency"))
     data_mb: int | None
     validity_end: datetime | None
+    # Who read it, when that is worth saying ("read from Airalo"): an eSIM's provider.
+    read_by: str | None = field(default=None, metadata=stored(omit_none=True))
 
     @classmethod
-    def of(cls, reading: LineReading | None) -> ReadingShown | None:
+    def of(cls, reading: LineReading | None,
+           read_by: str | None = None) -> ReadingShown | None:
         if reading is None:
             return None
         return cls(source=reading.source, read_at=reading.read_at, balance=reading.balance,
-                   data_mb=reading.data_mb, validity_end=reading.validity_end)
+                   data_mb=reading.data_mb, validity_end=reading.validity_end,
+                   read_by=read_by if reading.source is ReadingSource.PROVIDER else None)
 
     def as_reading(self) -> LineReading:
         return LineReading(source=self.source, read_at=self.read_at, balance=self.balance,
@@ -140,12 +144,15 @@ class LineShown(NoticePart):
     plan_id: str | None
     reading: ReadingShown | None
     plan: PlanShown | None
+    # True for an eSIM (no airtime to offer); absent (None) for a SIM, as rows always were.
+    esim: bool | None = field(default=None, metadata=stored(omit_none=True))
 
     @classmethod
-    def of(cls, line: LineRecord, reading: LineReading | None,
-           plan: Product | None) -> LineShown:
+    def of(cls, line: LineRecord, reading: LineReading | None, plan: Product | None, *,
+           read_by: str | None = None) -> LineShown:
         return cls(id=line.id, label=line.label, plan_id=line.plan_product_id,
-                   reading=ReadingShown.of(reading), plan=PlanShown.of(plan))
+                   reading=ReadingShown.of(reading, read_by), plan=PlanShown.of(plan),
+                   esim=True if line.is_esim else None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,7 +319,8 @@ class SchedulerService:
                 # line backs off and is read again.
                 current = item.fresh or (previous if item.error is None else None)
                 last_topup = topped_up.get(line.id)
-                if current is None and item.error is None and last_topup is not None:
+                if (current is None and item.error is None and last_topup is not None
+                        and not line.is_esim):  # an eSIM is read, never estimated
                     # Nothing read or reported: the validity the last top-up bought.
                     current = estimate_from_last_topup(line.operator, *last_topup)
                 if item.fresh is not None:
@@ -385,12 +393,14 @@ class SchedulerService:
                         report: SweepReport,
                         outcomes: list[RuleCharge | RuleSkipped]) -> CheckResult:
         thresholds = Thresholds(line.warn_balance_minor, line.warn_data_mb)
+        # A carrier recycles a SIM's number left without top-ups; an eSIM just expires.
         recycle_at = (last_topup + RECYCLE_AFTER[line.operator]
-                      if last_topup is not None else None)
+                      if last_topup is not None and not line.is_esim else None)
         warnings, episodes = warnings_for(current, thresholds, line.episodes, now,
                                           recycle_at=recycle_at)
         zone, quiet = self._preferences(owner)
-        shown = LineShown.of(line, current, self._charging.known_plan(line.plan_product_id))
+        shown = LineShown.of(line, current, self._charging.known_plan(line.plan_product_id),
+                             read_by=self._esims.name if line.is_esim and self._esims else None)
         for warning in warnings:
             report.warnings += await self._notify(
                 conn, line.owner_id, warning.dedupe_key(line.id),

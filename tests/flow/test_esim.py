@@ -19,15 +19,18 @@ from bot.clock import ManualClock
 from bot.domain.charges import ChargeState
 from bot.domain.lines import LineKind
 from bot.domain.money import Money
+from bot.domain.rules import Approval, RuleSpec, Trigger
 from bot.gateways.simulated_esim import SimulatedEsimProvider
 from bot.services.esims import package_token
 from bot.services.notifications import NotificationDispatcher
+from bot.services.rules import Proposed
 from handlers import callback_data as cb
 from handlers.esim import BUY_KIND, INSTALL_KIND, OFFER_KIND, SHOP_KIND
 from handlers.outbox import TelegramDeliverer
 from storage.charges import ChargesRepository
 from storage.lines import LineRecord, LinesRepository
 from storage.payments import PaymentsRepository
+from storage.readings import ReadingsRepository
 from storage.tables import charges, lines
 from storage.users import UsersRepository
 from storage.wallet import WalletRepository
@@ -287,3 +290,60 @@ async def test_esim_charges_are_reconciled_with_the_esim_provider_only(
     assert (orders.backend, orders.ours, orders.theirs) == ("esim:simulated", 1, 2)
     assert [(d.kind, d.reference) for d in orders.differences] == [
         ("unknown_to_us", "not-ours")]
+
+
+async def bought_line(harness: BotHarness, clock: ManualClock) -> LineRecord:
+    await fund(harness, 2000)
+    await buy(harness)
+    await deliver(harness)  # the QR code
+    [line] = await esim_lines(harness)
+    assert line.iccid is not None
+    await provider(harness).install(line.iccid)
+    await provider(harness).use_data(line.iccid, 700)  # 324 MB of 1 GB left
+    async with harness.components.db.write() as conn:
+        await LinesRepository(conn, harness.components.cipher).set_warnings(
+            line.id, balance_minor=None, data_mb=500, now=clock.now())
+    return line
+
+
+async def test_an_esim_is_read_from_its_provider_and_warned_about_low_data(
+        harness: BotHarness, clock: ManualClock) -> None:
+    line = await bought_line(harness, clock)
+    clock.advance(timedelta(minutes=16))
+    await harness.components.scheduler.check_lines()
+
+    async with harness.components.db.read() as conn:
+        reading = await ReadingsRepository(conn).latest(line.id)
+    assert reading is not None and reading.source.value == "provider"
+    assert reading.data_mb is not None and reading.data_mb <= 324
+    assert reading.validity_end is not None and reading.balance is None
+    await deliver(harness)
+    [warning] = [p for p in harness.api.sent() if "Data left" in str(p["text"])]
+    assert "read from Simulated eSIM" in str(warning["text"])
+    labels = [text for text, _ in buttons(warning)]
+    assert not any(label.startswith("⚡ Top up $") for label in labels)  # an eSIM: no airtime
+
+
+async def test_an_esim_rule_needs_no_code_and_buys_its_top_up(
+        harness: BotHarness, clock: ManualClock) -> None:
+    line = await bought_line(harness, clock)
+    rules = harness.components.rules
+    await harness.components.catalog.warm()
+    spec = RuleSpec(trigger=Trigger.DATA_BELOW, monthly_cap=Money(2000, "USD"),
+                    approval=Approval.AUTO, product_id="kh-7d-1gb-topup", threshold_mb=500)
+    airtime = dataclasses.replace(spec, product_id=None, amount=Money(500, "USD"))
+    assert not isinstance(await rules.propose(OWNER, line.id, airtime, "code {code}"),
+                          Proposed)  # an eSIM takes its own top-ups, not airtime
+    proposed = await rules.propose(OWNER, line.id, spec, "code {code}")
+    assert isinstance(proposed, Proposed) and proposed.code is None  # on at once
+    assert proposed.rule.status.value == "active" and harness.sms.sent == []
+
+    clock.advance(timedelta(minutes=16))
+    await harness.components.scheduler.check_lines()
+    await harness.components.charging.process_due()
+
+    assert await charge_states(harness) == [ChargeState.SUCCEEDED, ChargeState.SUCCEEDED]
+    assert line.iccid is not None
+    usage = await provider(harness).usage(line.iccid)
+    assert usage.total_mb == 2048  # the 1 GB top-up arrived on the eSIM
+    assert await wallet(harness) == Money(1000, "USD")  # $5 eSIM + $5 top-up
