@@ -102,6 +102,10 @@ class Components:
                 await close()
         await self.db.dispose()
 
+    @property
+    def esim_provider_name(self) -> str:
+        return ESIM_PROVIDER_NAMES[self.settings.gateways.esim_backend]
+
     def __post_init__(self) -> None:
         self.users = UsersService(self.db, self.clock, self.settings.locale.zone)
         self.keys = KeyRotationService(self.db, self.cipher, self.clock)
@@ -114,7 +118,8 @@ class Components:
             ttl=timedelta(minutes=self.settings.providers.catalog_ttl_minutes),
             esims=self.esim_provider)
         self.lines = LinesService(self.db, self.cipher, self.catalog, self.clock,
-                                  esims=self.esim_provider)
+                                  esims=self.esim_provider,
+                                  esim_provider_name=self.esim_provider_name)
         self.readings = ReadingsService(self.db, self.cipher, self.clock)
         self.rules = RulesService(self.db, self.cipher, self.otp, self.clock,
                                   zone_for=self.users.zone_of, catalog=self.catalog)
@@ -137,8 +142,7 @@ class Components:
                 batch=scheduler.sweep_batch, concurrency=scheduler.sweep_concurrency,
                 read_timeout=timedelta(seconds=scheduler.read_timeout_seconds),
                 worker=self.worker),
-            esims=EsimLineReadings(self.esim_provider, ESIM_PROVIDER_NAMES[
-                self.settings.gateways.esim_backend]))
+            esims=EsimLineReadings(self.esim_provider, self.esim_provider_name))
         self._provider_services()
 
 

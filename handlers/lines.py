@@ -111,7 +111,7 @@ class LinesFlow(Flow):
         what = line.number.national if line.number is not None else _("eSIM")
         lines = [f"{line.label} · {what} · {line.operator.display_name}",
                  _("Plan: {plan}").format(plan=plan_label(ui, plan) if plan else _("none chosen")),
-                 reading_text(ui, latest, age)]
+                 reading_text(ui, latest, age, found.read_by)]
         return "\n".join(lines)
 
     def _card_buttons(self, ui: Ui, line_id: int, plan: Product | None, *,

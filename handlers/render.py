@@ -26,6 +26,8 @@ def reading_text(ui: Ui, reading: LineReading | None, now_label: str,
     """A reading and where it came from; ``read_by`` names the provider that read it (an
     eSIM's: "read from Airalo")."""
     _ = ui._
+    if reading is None and read_by:  # an eSIM: nothing to report, its provider is asked
+        return _("Not read from {provider} yet.").format(provider=read_by)
     if reading is None:
         return _("No balance known yet: report it with the button below, or forward the "
                  "carrier's balance SMS to me.")

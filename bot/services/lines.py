@@ -32,6 +32,7 @@ class LineWithPlan:
 @dataclass(frozen=True)
 class LineCard(LineWithPlan):
     reading: LineReading | None  # the newest one its owner may see
+    read_by: str | None = None  # who read it, when it was an eSIM's provider
 
 
 def _owned(line: LineRecord | None, user_id: int) -> bool:
@@ -40,9 +41,11 @@ def _owned(line: LineRecord | None, user_id: int) -> bool:
 
 class LinesService:
     def __init__(self, db: Database, cipher: FieldCipher, provider: PlanSource,
-                 clock: Clock, *, esims: EsimProvider | None = None) -> None:
+                 clock: Clock, *, esims: EsimProvider | None = None,
+                 esim_provider_name: str | None = None) -> None:
         self._db = db
         self._esims = esims
+        self._esim_provider_name = esim_provider_name
         self._cipher = cipher
         self._provider = provider
         self._clock = clock
@@ -66,7 +69,8 @@ class LinesService:
             reading = await ReadingsRepository(conn).latest(line_id)
         products = await self._plans_for(line)
         return LineCard(line, next((p for p in products if p.id == line.plan_product_id), None),
-                        shown_to_owner(reading, line.verified_at))
+                        shown_to_owner(reading, line.verified_at),
+                        read_by=self._esim_provider_name if line.is_esim else None)
 
     async def snooze_warnings(self, user_id: int, line_id: int) -> datetime | None:
         """"Remind me later" on a low-balance warning: when the line is looked at again

@@ -231,7 +231,7 @@ async def test_the_install_code_again_only_while_not_installed_and_only_for_its_
 
     await harness.send(callback_update(cb.encode("ln", line.id, "show")))
     card = harness.api.sent("editMessageText")[-1]
-    assert "eSIM" in card["text"]
+    assert "eSIM" in card["text"] and "Not read from Simulated eSIM yet." in card["text"]
     labels = [text for text, _ in buttons(card)]
     assert "📲 Show install code again" in labels and "💬 Report balance" not in labels
     assert not any(label.startswith("⚡ Top up $") for label in labels)  # no airtime
