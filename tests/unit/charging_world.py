@@ -229,8 +229,10 @@ async def check_invariants(world: World, *, settled: bool = False) -> None:
                            if row.user_id == user_id and row.status == "captured")
             assert available + held + captured == credited.get(user_id, 0), user_id
             assert available >= 0, user_id
+        # A top-up's receipt, or a bought eSIM's QR code message (its receipt).
         receipts = Counter(row.dedupe_key for row in await conn.execute(
-            select(notifications.c.dedupe_key).where(notifications.c.kind == "receipt")))
+            select(notifications.c.dedupe_key).where(
+                notifications.c.kind.in_(("receipt", "esim_ready")))))
     everything = await world.all_charges()
     for charge in everything:
         hold = hold_rows.get(charge.id)
@@ -240,7 +242,7 @@ async def check_invariants(world: World, *, settled: bool = False) -> None:
         if charge.state is ChargeState.SUCCEEDED:
             assert status == "captured", charge
             assert paid == 1, charge
-            assert receipts[f"receipt:{charge.id}"] == 1, charge
+            assert receipts[_receipt_key(charge)] == 1, charge
         elif charge.state in (ChargeState.APPROVED, ChargeState.SUBMITTED):
             assert status == "open", charge
             assert not settled, f"charge {charge.id} left {charge.state.value}"
@@ -251,9 +253,13 @@ async def check_invariants(world: World, *, settled: bool = False) -> None:
             if charge.state is ChargeState.FAILED:
                 assert paid == 0, charge
         if charge.state is not ChargeState.SUCCEEDED:
-            assert receipts[f"receipt:{charge.id}"] == 0, charge
+            assert receipts[_receipt_key(charge)] == 0, charge
     assert sum(receipts.values()) == sum(c.state is ChargeState.SUCCEEDED for c in everything)
     assert all(count == 1 for count in receipts.values())
+
+
+def _receipt_key(charge: ChargeRecord) -> str:
+    return f"esim-ready:{charge.id}" if charge.cause == "esim" else f"receipt:{charge.id}"
 
 
 async def drive_to_completion(world: World, service: ChargingService, *,
