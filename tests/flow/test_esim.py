@@ -347,3 +347,30 @@ async def test_an_esim_rule_needs_no_code_and_buys_its_top_up(
     usage = await provider(harness).usage(line.iccid)
     assert usage.total_mb == 2048  # the 1 GB top-up arrived on the eSIM
     assert await wallet(harness) == Money(1000, "USD")  # $5 eSIM + $5 top-up
+
+
+async def test_keep_my_esim_alive_buys_its_plan_before_it_expires(
+        harness: BotHarness, clock: ManualClock) -> None:
+    line = await bought_line(harness, clock)
+    assert line.iccid is not None
+    c = harness.components
+    await c.catalog.warm()
+    assert await c.lines.choose_plan(OWNER, line.id, "kh-7d-1gb-topup") is not None
+    spec = RuleSpec(trigger=Trigger.KEEP_ALIVE, monthly_cap=Money(2000, "USD"),
+                    approval=Approval.AUTO, days_before=2)
+    proposed = await c.rules.propose(OWNER, line.id, spec, "code {code}")
+    assert isinstance(proposed, Proposed) and proposed.code is None
+    expires = (await provider(harness).usage(line.iccid)).expires_at
+    assert expires is not None
+
+    clock.advance(timedelta(days=2))  # 5 days left: nothing yet
+    await c.scheduler.check_lines()
+    await c.charging.process_due()
+    assert await charge_states(harness) == [ChargeState.SUCCEEDED]
+
+    clock.set(expires - timedelta(days=1, hours=12))  # within the two days before
+    await c.scheduler.check_lines()
+    await c.charging.process_due()
+    assert await charge_states(harness) == [ChargeState.SUCCEEDED, ChargeState.SUCCEEDED]
+    after = await provider(harness).usage(line.iccid)
+    assert after.expires_at == expires + timedelta(days=7)
