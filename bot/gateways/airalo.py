@@ -54,12 +54,13 @@ from bot.gateways.esim import (
     RateLimited,
 )
 from bot.gateways.http import (
-    PROVIDER_LIMITS,
+    BearerToken,
+    CachedToken,
     ProviderRefused,
     Sleep,
     decimal_of,
     parse_json,
-    provider_transport,
+    provider_client,
     retrying_read,
     transport_error,
 )
@@ -111,12 +112,6 @@ class AiraloConfig:
         return self.api_url.rstrip("/")
 
 
-@dataclass(frozen=True)
-class _Token:
-    value: str
-    expires_at: datetime
-
-
 class AiraloGateway:
     """EsimProvider over Airalo's Partner API v2."""
 
@@ -126,11 +121,8 @@ class AiraloGateway:
         self._config = config
         self._clock = clock
         self._sleep = sleep
-        self._client = httpx.AsyncClient(
-            transport=transport or provider_transport(), limits=PROVIDER_LIMITS,
-            timeout=httpx.Timeout(config.timeout_seconds, connect=10.0))
-        self._token: _Token | None = None
-        self._token_lock = asyncio.Lock()
+        self._client = provider_client(config.timeout_seconds, transport=transport)
+        self._token = CachedToken(clock, self._fetch_token)
         self._catalog: tuple[list[EsimPackage], datetime] | None = None
         self._catalog_lock = asyncio.Lock()
         self._usage_turns = SpacedCalls(config.usage_per_second, timedelta(seconds=1), clock,
@@ -142,15 +134,7 @@ class AiraloGateway:
 
     # --- the token --------------------------------------------------------------------
 
-    async def _bearer(self, *, renew: bool = False) -> str:
-        async with self._token_lock:
-            token = self._token
-            if renew or token is None or self._clock.now() >= token.expires_at:
-                token = await self._fetch_token()
-                self._token = token
-            return token.value
-
-    async def _fetch_token(self) -> _Token:
+    async def _fetch_token(self) -> BearerToken:
         config = self._config
         try:
             response = await self._client.post(
@@ -171,7 +155,7 @@ class AiraloGateway:
             raise GatewayError(f"token: HTTP {response.status_code}")
         lifetime = min(timedelta(seconds=int(data.get("expires_in") or 0)), MAX_TOKEN_LIFETIME)
         margin = min(TOKEN_MARGIN, lifetime / 10)
-        return _Token(str(data["access_token"]), self._clock.now() + lifetime - margin)
+        return BearerToken(str(data["access_token"]), self._clock.now() + lifetime - margin)
 
     # --- calls ------------------------------------------------------------------------
 
@@ -187,7 +171,7 @@ class AiraloGateway:
             if turns is not None:
                 await turns.wait_turn()
             headers = {"Accept": "application/json",
-                       "Authorization": f"Bearer {await self._bearer(renew=False)}"}
+                       "Authorization": f"Bearer {await self._token.value()}"}
             try:
                 response = await self._client.request(
                     method, f"{self._config.api_base}{path}", params=params, data=form,
@@ -196,7 +180,7 @@ class AiraloGateway:
                 raise transport_error(exc) from exc
             if response.status_code == 401 and not renewed:
                 renewed = True
-                await self._bearer(renew=True)
+                await self._token.value(renew=True)
                 continue
             if response.status_code == 429:
                 retry_after = _retry_after(response)

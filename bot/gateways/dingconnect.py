@@ -36,13 +36,12 @@ from bot.domain.money import CURRENCIES, Money, MoneyError
 from bot.domain.operators import Operator, validity_days_for_airtime
 from bot.domain.products import Product, ProductKind
 from bot.gateways.http import (
-    PROVIDER_LIMITS,
     ProviderRefused,
     Sleep,
     decimal_of,
     json_bytes,
     parse_json,
-    provider_transport,
+    provider_client,
     retrying_read,
     transport_error,
 )
@@ -134,9 +133,8 @@ class DingConnectGateway:
         self._config = config
         self._clock = clock
         self._sleep = sleep
-        self._client = httpx.AsyncClient(
-            transport=transport or provider_transport(), limits=PROVIDER_LIMITS,
-            timeout=httpx.Timeout(config.timeout_seconds, connect=10.0),
+        self._client = provider_client(
+            config.timeout_seconds, transport=transport,
             headers={"api_key": config.api_key, "Accept": "application/json"})
         self._products: tuple[list[DingProduct], datetime] | None = None
         self._products_lock = asyncio.Lock()

@@ -23,8 +23,11 @@ about 6 with 100 kept alive). Either way a top-up took 0.55–0.75 s for the pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -37,6 +40,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from bot.clock import Clock
 from bot.gateways.topup import GatewayError, GatewayTimeout
 
 T = TypeVar("T")
@@ -144,6 +148,39 @@ def provider_transport(limits: httpx.Limits = PROVIDER_LIMITS) -> httpx.AsyncHTT
             and hasattr(pool, "_requests") and hasattr(pool, "_connections")):
         pool.__class__ = _OneRequestPerConnectionPool  # the same state, the pass corrected
     return transport
+
+
+def provider_client(timeout_seconds: float, *, transport: httpx.AsyncBaseTransport | None = None,
+                    headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    """The HTTP client of one provider adapter: the pool above, its read timeout, 10 s to
+    connect."""
+    return httpx.AsyncClient(
+        transport=transport or provider_transport(), limits=PROVIDER_LIMITS,
+        timeout=httpx.Timeout(timeout_seconds, connect=10.0), headers=headers)
+
+
+@dataclass(frozen=True)
+class BearerToken:
+    value: str
+    expires_at: datetime  # already shortened by a margin: fetch a new one from here
+
+
+class CachedToken:
+    """An OAuth client-credentials token, fetched once and shared by every call until it
+    ends (or a 401 says it ended early): concurrent callers wait for the one fetch."""
+
+    def __init__(self, clock: Clock, fetch: Callable[[], Awaitable[BearerToken]]) -> None:
+        self._clock = clock
+        self._fetch = fetch
+        self._token: BearerToken | None = None
+        self._lock = asyncio.Lock()
+
+    async def value(self, *, renew: bool = False) -> str:
+        async with self._lock:
+            token = self._token
+            if renew or token is None or self._clock.now() >= token.expires_at:
+                token = self._token = await self._fetch()
+            return token.value
 
 
 def decimal_of(value: Any) -> Decimal:

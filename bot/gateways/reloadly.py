@@ -41,13 +41,14 @@ from bot.domain.money import CURRENCIES, Money, MoneyError
 from bot.domain.operators import Operator, validity_days_for_airtime
 from bot.domain.products import Product, ProductKind
 from bot.gateways.http import (
-    PROVIDER_LIMITS,
+    BearerToken,
+    CachedToken,
     ProviderRefused,
     Sleep,
     decimal_of,
     json_bytes,
     parse_json,
-    provider_transport,
+    provider_client,
     retrying_read,
     transport_error,
 )
@@ -126,12 +127,6 @@ class ReloadlyConfig:
 
 
 @dataclass(frozen=True)
-class _Token:
-    value: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
 class ReloadlyOperator:
     """What the adapter keeps of one operator object."""
 
@@ -171,11 +166,8 @@ class ReloadlyGateway:
         self._config = config
         self._clock = clock
         self._sleep = sleep
-        self._client = httpx.AsyncClient(
-            transport=transport or provider_transport(), limits=PROVIDER_LIMITS,
-            timeout=httpx.Timeout(config.timeout_seconds, connect=10.0))
-        self._token: _Token | None = None
-        self._token_lock = asyncio.Lock()
+        self._client = provider_client(config.timeout_seconds, transport=transport)
+        self._token = CachedToken(clock, self._fetch_token)
         self._operators: tuple[list[ReloadlyOperator], datetime] | None = None
         self._operators_lock = asyncio.Lock()
 
@@ -184,15 +176,7 @@ class ReloadlyGateway:
 
     # --- the token --------------------------------------------------------------------
 
-    async def _bearer(self, *, renew: bool = False) -> str:
-        async with self._token_lock:
-            token = self._token
-            if renew or token is None or self._clock.now() >= token.expires_at:
-                token = await self._fetch_token()
-                self._token = token
-            return token.value
-
-    async def _fetch_token(self) -> _Token:
+    async def _fetch_token(self) -> BearerToken:
         config = self._config
         try:
             response = await self._client.post(f"{config.auth_base}/oauth/token", json={
@@ -209,7 +193,7 @@ class ReloadlyGateway:
             raise GatewayError(f"token: HTTP {response.status_code}")
         lifetime = timedelta(seconds=int(body.get("expires_in") or 0))
         margin = min(TOKEN_MARGIN, lifetime / 10)
-        return _Token(str(body["access_token"]), self._clock.now() + lifetime - margin)
+        return BearerToken(str(body["access_token"]), self._clock.now() + lifetime - margin)
 
     # --- calls ------------------------------------------------------------------------
 
@@ -219,7 +203,7 @@ class ReloadlyGateway:
         nothing, so sending again is not blind)."""
         for renew in (False, True):
             headers = {"Accept": ACCEPT,
-                       "Authorization": f"Bearer {await self._bearer(renew=renew)}"}
+                       "Authorization": f"Bearer {await self._token.value(renew=renew)}"}
             if json is not None:
                 headers["Content-Type"] = "application/json"
             try:
