@@ -2,6 +2,7 @@
 
     with FakeAiralo(clock=clock.now) as fake:          # the adapter's base URL: fake.api_url
         fake.sell_out(PACKAGE_1GB)
+        iccids = fake.make_sims(PACKAGE_3GB, 10_000)  # bought before: no request, no debit
         fake.faults.add(Fault.drop_after_processing(), path="/v2/orders", method="POST")
 
 Written from Airalo's OpenAPI export of its apidog developer pages (paths, parameters, the
@@ -710,6 +711,36 @@ class FakeAiralo(FakeHttpServer):
                 self._maintenance.add(operator_id)
             else:
                 self._maintenance.discard(operator_id)
+
+    def make_sims(self, package_id: str, count: int, *, installed: bool = True) -> list[str]:
+        """``count`` eSIMs of a sim package made straight in the fake's state, as orders of
+        at most ``MAX_QUANTITY`` (no description), without an HTTP request and without
+        touching the balance or the stock: eSIMs the partner bought before, for benchmarks
+        and tests that need many. ``installed``: ACTIVE from now, as ``install()`` does.
+        Their ICCIDs, in order."""
+        if count < 0:
+            raise ValueError("count must not be negative")
+        with self.lock:
+            package = self._packages[package_id]
+            if package.type != "sim":
+                raise ValueError(f"{package_id} is a {package.type} package, not a sim one")
+            operator = self._operators[package.operator_id]
+            now = self._now()
+            made: list[str] = []
+            while len(made) < count:
+                order_id = next(self._order_ids)
+                sims = [self._new_sim(order_id, package, operator, now, None)
+                        for _ in range(min(MAX_QUANTITY, count - len(made)))]
+                if installed:
+                    for sim in sims:
+                        sim.installed_at = now
+                        sim.expired_at = now + timedelta(days=sim.validity_days)
+                self._orders.append(_Order(
+                    id=order_id, type="sim", package=package, operator=operator,
+                    quantity=len(sims), description=None, brand=None, created_at=now,
+                    sims=sims))
+                made.extend(sim.iccid for sim in sims)
+            return made
 
     # -- the base's hooks --------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from tests.fakes.airalo import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     KOUPREY_ID,
+    MAX_QUANTITY,
     PACKAGE_1GB,
     PACKAGE_3GB,
     PACKAGE_5GB,
@@ -745,6 +746,29 @@ class TestUsage:
             assert api.get(f"/sims/{iccid}/usage").status_code == 200
             refused = api.get(f"/sims/{iccid}/usage")
             assert (refused.status_code, refused.headers["retry-after"]) == (429, "900")
+
+    def test_make_sims_seeds_many_without_requests(self, fake: FakeAiralo,
+                                                   api: httpx.Client) -> None:
+        balance, requests = fake.balance, len(fake.requests)
+        iccids = fake.make_sims(PACKAGE_3GB, MAX_QUANTITY + 2)
+        assert len(set(iccids)) == MAX_QUANTITY + 2 and all(map(luhn_valid, iccids))
+        assert (fake.balance, len(fake.requests)) == (balance, requests)
+        orders = fake.orders
+        assert [(o.quantity, o.description, o.package_id) for o in orders] == [
+            (MAX_QUANTITY, None, PACKAGE_3GB), (2, None, PACKAGE_3GB)]
+        assert [i for o in orders for i in o.iccids] == iccids
+        data = usage(api, iccids[-1])
+        assert (data["status"], data["total"], data["expired_at"]) == (
+            "ACTIVE", 3072, "2026-12-22 10:00:00")  # from now + 15 days
+        idle = fake.make_sims(PACKAGE_1GB, 1, installed=False)
+        assert usage(api, idle[0])["status"] == "NOT_ACTIVE"
+        fake.install(idle[0])  # as a bought eSIM, the user installs it later
+        assert fake.make_sims(PACKAGE_1GB, 0) == []
+        with pytest.raises(ValueError, match="topup"):
+            fake.make_sims(TOPUP_1GB, 1)
+        with pytest.raises(KeyError):
+            fake.make_sims("no-such-package", 1)
+        assert len(fake.sims()) == MAX_QUANTITY + 3
 
 
 # -- top-ups ----------------------------------------------------------------------------------
