@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -50,6 +49,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from bench.children import child_main, run_child
 
 TARGET_RATIO = 0.8  # an adapter's charges/s over the simulated carrier's, same latency
 CONCURRENCY = 50  # charges in flight
@@ -558,32 +559,21 @@ def _result(job: Job, ends: Counter[str], states: dict[str, int], paid: int, sec
 
 
 def _child(spec: str) -> None:
-    job = Job(**json.loads(spec))
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    result = asyncio.run(_run(job))
-    print("RESULT " + json.dumps(result), flush=True)
-
-
-# -- the parent: every run, then the table ----------------------------------------------
+    child_main(spec, Job, _run)
 
 
 def _run_child(job: Job) -> dict[str, Any]:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.providers", "--child", json.dumps(dataclasses.asdict(job))],
-        capture_output=True, text=True, timeout=job.timeout_s + 120, check=False)
-    for line in completed.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result: dict[str, Any] = json.loads(line[len("RESULT "):])
-            return result
-    tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
-    nan = float("nan")
-    return {"backend": job.backend, "latency_ms": job.latency_ms, "charges": job.charges,
-            "succeeded": 0, "seconds": nan, "rate": 0.0, "p50": nan, "p99": nan, "max": nan,
-            "top_up_p50": nan, "top_up_p99": nan, "cpu_ms": nan, "fake_cpu_ms": nan,
-            "cpu_share": nan,
-            "rss_mb": nan, "requests": 0, "by_path": {}, "connections": 0, "pool_retries": 0,
-            "fake_thread": job.fake_thread,
-            "problems": [f"child exited {completed.returncode}: " + " | ".join(tail)]}
+    def failed(why: str) -> dict[str, Any]:
+        nan = float("nan")
+        return {"backend": job.backend, "latency_ms": job.latency_ms, "charges": job.charges,
+                "succeeded": 0, "seconds": nan, "rate": 0.0, "p50": nan, "p99": nan, "max": nan,
+                "top_up_p50": nan, "top_up_p99": nan, "cpu_ms": nan, "fake_cpu_ms": nan,
+                "cpu_share": nan,
+                "rss_mb": nan, "requests": 0, "by_path": {}, "connections": 0, "pool_retries": 0,
+                "fake_thread": job.fake_thread,
+                "problems": [why]}
+
+    return run_child("bench.providers", job, job.timeout_s + 120, failed)
 
 
 def _load_note() -> str:

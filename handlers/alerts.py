@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import BadRequest
 from telegram.ext import BaseHandler, CallbackQueryHandler, ContextTypes
 
 from bot.domain.money import Money
@@ -28,7 +27,7 @@ from bot.services.scheduler import (
 from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.approvals import PlanOffer, top_up_now_buttons
-from handlers.common import Flow, Ui
+from handlers.common import Flow, Ui, edit_in_place
 from handlers.notification_views import NoticeView, Rendered
 from handlers.render import data_text, reading_text
 
@@ -181,11 +180,7 @@ class AlertsFlow(Flow):
         text = getattr(message, "text", None)
         done = _("⏭ You skipped this one.")
         if text and done not in text:  # a second tap leaves the message as it is
-            try:
-                await query.edit_message_text(f"{text}\n\n{done}")
-            except BadRequest as error:
-                if "not modified" not in str(error).lower():
-                    raise
+            await edit_in_place(query, f"{text}\n\n{done}")
 
     def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
         return [CallbackQueryHandler(self.snooze, pattern=SNOOZE),

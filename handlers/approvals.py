@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
-from telegram.error import BadRequest
 from telegram.ext import ApplicationHandlerStop, BaseHandler, CallbackQueryHandler, ContextTypes
 
 from bot.domain.charges import ChargeState, DeclineReason
@@ -53,7 +52,7 @@ from bot.services.charging import (
 from bot.services.notices import Audience
 from bot.services.users import UsersService
 from handlers import callback_data as cb
-from handlers.common import Flow, Ui
+from handlers.common import Flow, Ui, edit_in_place
 from handlers.notification_views import NoticeView, Rendered
 from handlers.render import data_text
 
@@ -278,11 +277,7 @@ class ApprovalsFlow(Flow):
 
     @staticmethod
     async def _edit(query: Any, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
-        try:
-            await query.edit_message_text(text, reply_markup=markup)
-        except BadRequest as error:
-            if "not modified" not in str(error).lower():
-                raise
+        await edit_in_place(query, text, markup)
 
     def outcome_text(self, ui: Ui, charge: ChargeView, line: str, *,
                      just_approved: bool) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime, format_timedelta
-from telegram import ReplyKeyboardRemove, Update
+from telegram import CallbackQuery, InlineKeyboardMarkup, ReplyKeyboardRemove, Update
+from telegram.error import BadRequest
 from telegram.ext import ContextTypes, ConversationHandler
 
 from bot.domain.money import Money, format_money
@@ -60,6 +61,17 @@ async def user_ui(users: UsersService, i18n: Translations, user_id: int | None,
         language, zone = await users.preferences(user_id, telegram_language)
     return Ui(language=language, _=i18n.gettext(language), locale=i18n.locale(language),
               zone=zone, now=users.clock.now())
+
+
+async def edit_in_place(query: CallbackQuery, text: str,
+                        markup: InlineKeyboardMarkup | None = None) -> None:
+    """Edits the message under a button; a second tap that would change nothing is fine
+    (Telegram answers "message is not modified")."""
+    try:
+        await query.edit_message_text(text, reply_markup=markup)
+    except BadRequest as error:
+        if "not modified" not in str(error).lower():
+            raise
 
 
 class Flow:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import BadRequest
 from telegram.ext import (
     ApplicationHandlerStop,
     BaseHandler,
@@ -38,7 +37,7 @@ from bot.services.esims import (
 )
 from bot.services.users import UsersService
 from handlers import callback_data as cb
-from handlers.common import Flow, Ui
+from handlers.common import Flow, Ui, edit_in_place
 from handlers.notification_views import Rendered
 from handlers.qr import qr_png
 from handlers.render import data_text
@@ -284,11 +283,7 @@ class EsimFlow(Flow):
         if query is None:
             await self.reply(update, text, reply_markup=markup)
             return
-        try:
-            await query.edit_message_text(text, reply_markup=markup)
-        except BadRequest as error:
-            if "not modified" not in str(error).lower():
-                raise
+        await edit_in_place(query, text, markup)
 
     def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
         return [CommandHandler("esim", self.shop)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import BadRequest
 from telegram.ext import (
     BaseHandler,
     CallbackQueryHandler,
@@ -23,7 +22,7 @@ from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.approvals import PlanOffer, top_up_now_buttons
 from handlers.balance import REPORT_KIND
-from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, too_long
+from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, edit_in_place, too_long
 from handlers.esim import install_again_button
 from handlers.render import plan_label, reading_text
 
@@ -132,11 +131,7 @@ class LinesFlow(Flow):
         ])
 
     async def _edit(self, query: Any, text: str, markup: InlineKeyboardMarkup | None) -> None:
-        try:
-            await query.edit_message_text(text, reply_markup=markup)
-        except BadRequest as error:
-            if "not modified" not in str(error).lower():  # a second tap on the same button
-                raise
+        await edit_in_place(query, text, markup)
 
     async def rename(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
         message, user = update.effective_message, update.effective_user
