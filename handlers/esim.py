@@ -145,11 +145,7 @@ class EsimFlow(Flow):
         if query is not None:
             data = cb.decode(query.data)
             page = (data.int_arg("page") if data else None) or 0
-        try:
-            products = await self._esims.shop()
-        except Exception:
-            log.exception("The eSIM shop could not be read")
-            products = []
+        products = await self._esims.shop()
         if query is not None:
             await query.answer()
         if not products:

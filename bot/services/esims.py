@@ -113,16 +113,17 @@ class EsimService:
         self._clock = clock
 
     async def shop(self) -> list[Product]:
-        """New eSIMs for sale, cheapest first; GatewayError when none was ever read."""
-        return await self._catalog.esims_for_sale()
+        """New eSIMs for sale, cheapest first; none when the provider cannot say (and never
+        could: a catalog read once is kept)."""
+        try:
+            return await self._catalog.esims_for_sale()
+        except GatewayError as error:
+            log.warning("eSIM packages not read: %s", error)
+            return []
 
     async def find(self, token: str) -> Product | None:
         """The eSIM for sale whose button token this is (None: withdrawn, or forged)."""
-        try:
-            for_sale = await self.shop()
-        except GatewayError:
-            return None
-        return next((p for p in for_sale if package_token(p.id) == token), None)
+        return next((p for p in await self.shop() if package_token(p.id) == token), None)
 
     async def offer(self, user_id: int, token: str) -> Offer | None:
         product = await self.find(token)

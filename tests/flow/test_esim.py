@@ -21,6 +21,7 @@ from bot.domain.lines import LineKind
 from bot.domain.money import Money
 from bot.domain.rules import Approval, RuleSpec, Trigger
 from bot.gateways.simulated_esim import SimulatedEsimProvider
+from bot.gateways.topup import GatewayTimeout
 from bot.services.esims import package_token
 from bot.services.notifications import NotificationDispatcher
 from bot.services.rules import Proposed
@@ -374,3 +375,14 @@ async def test_keep_my_esim_alive_buys_its_plan_before_it_expires(
     assert await charge_states(harness) == [ChargeState.SUCCEEDED, ChargeState.SUCCEEDED]
     after = await provider(harness).usage(line.iccid)
     assert after.expires_at == expires + timedelta(days=7)
+
+
+async def test_a_shop_the_provider_cannot_fill_says_so(
+        harness: BotHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def down() -> list[object]:
+        raise GatewayTimeout("packages timed out")
+
+    monkeypatch.setattr(provider(harness), "catalog", down)
+    await harness.send(text_update("/esim"))
+    assert harness.api.texts(OWNER)[-1] == (
+        "No eSIMs can be bought at the moment. Please try again later.")
