@@ -260,17 +260,28 @@ class AutoRechargeFlow(Flow):
         self._draft(context)["line_id"] = line.id
         return await self._ask_buy(update, ui, line.id, user.id)
 
-    async def _ask_buy(self, update: Update, ui: Ui, line_id: int, user_id: int) -> str:
+    async def _ask_buy(self, update: Update, ui: Ui, line_id: int,
+                       user_id: int) -> str | int:
         _ = ui._
         with_plan = await self._lines.with_plan(user_id, line_id)
-        rows = [[InlineKeyboardButton(_("A fixed amount of airtime"),
-                                      callback_data=cb.encode("arb", "amount"))]]
-        if with_plan is not None and with_plan.plan is not None:
+        esim = with_plan is not None and with_plan.line.is_esim
+        plan = with_plan.plan if with_plan is not None else None
+        if esim and plan is None:
+            await self.reply(update, _("An eSIM is topped up with one of its own packages: "
+                                       "choose it first in /lines (📋 Choose plan)."))
+            return END
+        rows = []
+        if not esim:  # an eSIM takes no airtime
+            rows.append([InlineKeyboardButton(_("A fixed amount of airtime"),
+                                              callback_data=cb.encode("arb", "amount"))])
+        if plan is not None:
             rows.append([InlineKeyboardButton(
-                _("My plan: {plan}").format(plan=with_plan.plan.name),
+                _("My plan: {plan}").format(plan=plan.name),
                 callback_data=cb.encode("arb", "plan"))])
-        rows.append([InlineKeyboardButton(_("The cheapest top-up that keeps the line alive"),
-                                          callback_data=cb.encode("arb", "cheap"))])
+        if not esim:
+            rows.append([InlineKeyboardButton(
+                _("The cheapest top-up that keeps the line alive"),
+                callback_data=cb.encode("arb", "cheap"))])
         await self.reply(update, _("What should I buy each time?"),
                          reply_markup=InlineKeyboardMarkup(rows))
         return PICK_BUY

@@ -386,3 +386,29 @@ async def test_a_shop_the_provider_cannot_fill_says_so(
     await harness.send(text_update("/esim"))
     assert harness.api.texts(OWNER)[-1] == (
         "No eSIMs can be bought at the moment. Please try again later.")
+
+
+async def test_autorecharge_for_an_esim_offers_its_plan_and_needs_no_code(
+        harness: BotHarness) -> None:
+    await fund(harness, 2000)
+    await buy(harness)
+    [line] = await esim_lines(harness)
+    await harness.send(text_update("/autorecharge"))
+    await harness.send(callback_update("v1:arn:new"))
+    assert "choose it first in /lines" in harness.api.texts(OWNER)[-1]  # no plan yet
+
+    await harness.components.catalog.warm()
+    assert await harness.components.lines.choose_plan(OWNER, line.id, "kh-7d-1gb-topup")
+    await harness.send(text_update("/autorecharge"))
+    await harness.send(callback_update("v1:arn:new"))
+    asked = harness.api.sent()[-1]
+    assert [text for text, _ in buttons(asked)] == ["My plan: 1 GB - 7 Days"]  # no airtime
+    await harness.send(callback_update("v1:arb:plan"))
+    await harness.send(callback_update("v1:arw:alive"))
+    await harness.send(text_update("3"))
+    await harness.send(text_update("20"))
+    await harness.send(callback_update("v1:arp:auto"))
+    await harness.send(callback_update("v1:arc:ok"))
+
+    assert harness.api.texts(OWNER)[-1].startswith("Auto-recharge is on.")
+    assert harness.sms.sent == []
