@@ -49,6 +49,11 @@ def _headline(ui: Ui, notice: LineWarning) -> str:
     if kind is WarningKind.LOW_DATA:
         return _("⚠️ {line}: less than {threshold} of data left.").format(
             line=line, threshold=data_text(notice.threshold_mb or 0))
+    if notice.line.esim and kind in (WarningKind.VALIDITY_3_DAYS, WarningKind.VALIDITY_24_HOURS,
+                                     WarningKind.VALIDITY_HOUR):
+        # An eSIM has no number to keep: it stops working, until a top-up extends it.
+        return _("⏳ {line}: this eSIM expires {date}. Top it up to keep using it.").format(
+            line=line, date=when)
     if kind is WarningKind.VALIDITY_3_DAYS:
         return _("⏳ {line}: its validity ends within three days ({date}). Top it up to keep "
                  "the number.").format(line=line, date=when)

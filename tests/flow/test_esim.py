@@ -412,3 +412,20 @@ async def test_autorecharge_for_an_esim_offers_its_plan_and_needs_no_code(
 
     assert harness.api.texts(OWNER)[-1].startswith("Auto-recharge is on.")
     assert harness.sms.sent == []
+
+
+async def test_an_esim_about_to_expire_is_warned_as_an_esim(
+        harness: BotHarness, clock: ManualClock) -> None:
+    line = await bought_line(harness, clock)
+    assert line.iccid is not None
+    expires = (await provider(harness).usage(line.iccid)).expires_at
+    assert expires is not None
+    clock.set(expires - timedelta(days=2))
+    await harness.components.scheduler.check_lines()
+    for _ in range(3):  # one message a chat at a time: the low-data warning goes first
+        await deliver(harness)
+        clock.advance(timedelta(seconds=5))
+
+    [warned] = [t for t in harness.api.texts(OWNER) if "expires" in t]
+    assert f"{line.label}: this eSIM expires" in warned
+    assert "keep the number" not in warned and "read from Simulated eSIM" in warned
