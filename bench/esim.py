@@ -20,10 +20,11 @@ arriving exactly ``latency`` later, whenever its process gets to it: its rate-li
 then do not see the fake process's own scheduling delays.
 
 Real time still costs simulated time, ``speed`` times over, and so does every real stall
-and jitter of the client: at 15x a 7 ms hiccup is 0.1 s simulated. The spacing leaves little
-room for it: slots 1.1 / 5 = 0.22 s apart put 5 requests in a 1-s window with 0.1 s to
-spare, so a request ~0.1 s late makes a sixth in the window and a 429. Measured on 2 cores
-(10,000 eSIMs, 429s after the first minute): at 20x 11-54 (the fake's clock read as it got
+and jitter of the client: at 15x a 7 ms hiccup is 0.1 s simulated. The spacing leaves some
+room for it: slots 1.25 / 5 = 0.25 s apart (``SPACING_MARGIN``) put 5 requests in a 1-s
+window with 0.25 s to spare, so a request that late makes a sixth in the window and a 429.
+With the earlier margin of 1.1 (0.1 s to spare), measured on 2 cores (10,000 eSIMs, 429s
+after the first minute): at 20x 11-54 (the fake's clock read as it got
 to a request, the client's full collections on) and 11 (them held back), at 15x 0 on an idle
 machine, 4 and 1 (with the sending stamp) with other work on it, at 10x 0, 1 and 0; hence
 the default ``--speed 10`` for the spaced run. The unspaced run is CPU-bound from 3x on (the
@@ -32,7 +33,7 @@ which the scale stretches over most of the next window or more: fewer reads give
 429s): at 1x and 2x its figures were the same, at 3x-15x they drifted; hence
 ``--baseline-speed 2``. A note says when a run used more
 than 60 % of a core, and when the spaced run's reads/s after the first minute fell below
-0.97 x the spacing's 4.55 a second (the machine did not keep up).
+0.97 x the spacing's 4 a second (the machine did not keep up).
 
 The client's full garbage collections are held back during the round (young ones run as
 usual; the start-up objects are frozen first, as ``bot.app.freeze_start_up_objects`` does),
@@ -46,7 +47,7 @@ to let 4-8 slots through at once (429s a client at 1x would not get from such a 
 (``--fake``, started by the child, answering over a pipe after the run) so that the fake does
 not take the client's GIL or core:
   spaced     ``AiraloGateway`` as configured for production, ``usage_per_second=5``: its
-             ``SpacedCalls`` gives each usage call a slot 1.1 / 5 s after the one before.
+             ``SpacedCalls`` gives each usage call a slot 1.25 / 5 s after the one before.
   unspaced   the baseline, ``usage_per_second=1000``: only the fake's 429s hold it back
              (what a client without client-side spacing does: the adapter still waits out
              Retry-After, pausing its usage calls until then, and gives up after 3 waits in a
@@ -101,12 +102,13 @@ from typing import Any
 import httpx
 
 from bench.children import child_main, run_child
+from bot.gateways.rate_limit import SPACING_MARGIN
 
 RUNS = ("spaced", "unspaced")
 TARGET_RUN = "spaced"
 BASELINE = "unspaced"
 LIMIT_PER_SECOND = 5  # Airalo's documented usage limit for the whole account
-UNSPACED_PER_SECOND = 1000  # spacing of 1.1 ms: in effect none
+UNSPACED_PER_SECOND = 1000  # spacing of 1.25 ms: in effect none
 CONCURRENCY = 128  # the scheduler's sweep: reads in flight at once
 DEFAULT_SPEED = 10.0  # the spaced run: 15x-20x let real jitter through as 429s (docstring)
 BASELINE_SPEED = 2.0  # the unspaced run: from 3x on its bursts are CPU-bound, its figures move
@@ -447,7 +449,7 @@ class _Reads:
 async def _read_all(gateway: Any, clock: ScaledClock, iccids: list[str],
                     concurrency: int) -> _Reads:
     """Every eSIM's usage once, ``concurrency`` workers each taking the next eSIM."""
-    from bot.gateways.esim import RateLimited
+    from bot.gateways.http import RateLimited
 
     reads = _Reads()
     pending = iter(iccids)
@@ -599,9 +601,9 @@ def _run_child(job: Job) -> dict[str, Any]:
 
 def _jobs(esims: int, latency_ms: float, speed: float, baseline_speed: float,
           concurrency: int, full_gc: bool = False) -> list[Job]:
-    # Long enough for a spaced round (a slot every 1.1 / 5 s) three times over, in real time;
-    # the unspaced round is shorter (its reads give up).
-    spaced_s = esims * 1.1 / LIMIT_PER_SECOND + 2 * FIRST_MINUTE
+    # Long enough for a spaced round (a slot every SPACING_MARGIN / 5 s) three times over, in
+    # real time; the unspaced round is shorter (its reads give up).
+    spaced_s = esims * SPACING_MARGIN / LIMIT_PER_SECOND + 2 * FIRST_MINUTE
     jobs = []
     for run in RUNS:
         pace = speed if run == TARGET_RUN else baseline_speed
@@ -652,7 +654,7 @@ def _print_table(jobs: list[Job], results: list[dict[str, Any]]) -> bool:
     print("-" * len(header))
     ok = True
     notes: list[str] = []
-    spacing = LIMIT_PER_SECOND / 1.1  # SpacedCalls' margin (bot.gateways.rate_limit)
+    spacing = LIMIT_PER_SECOND / SPACING_MARGIN
     for job, result in zip(jobs, results, strict=True):
         misses = _misses(result)
         verdict = "FAIL" if misses else ("PASS" if job.run == TARGET_RUN else "ok")
@@ -725,7 +727,8 @@ def _print_table(jobs: list[Job], results: list[dict[str, Any]]) -> bool:
     print(f"targets ({TARGET_RUN}): every eSIM read, none given up or failed, no 429 after the "
           f"first simulated minute")
     print(f"simulated seconds (speed: per real second) but wall s and CPU %; per s: the "
-          f"adapter's usage_per_second (its spacing: 1.1 / per s); reads/s: readings / round, "
+          f"adapter's usage_per_second (its spacing: {SPACING_MARGIN} / per s); reads/s: "
+          f"readings / round, "
           f"and after the round's first minute (spacing at {LIMIT_PER_SECOND}/s: "
           f"{spacing:.2f}); p50/p99: one usage() call, its waits included (readings only)")
     print("429s: the fake's answers to usage requests; usage HTTP: usage requests the fake got "

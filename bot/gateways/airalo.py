@@ -51,16 +51,17 @@ from bot.gateways.esim import (
     EsimUsage,
     InstallCode,
     PackageKind,
-    RateLimited,
 )
 from bot.gateways.http import (
     BearerToken,
     CachedToken,
     ProviderRefused,
+    RateLimited,
     Sleep,
     decimal_of,
     parse_json,
     provider_client,
+    retry_after_of,
     retrying_read,
     transport_error,
 )
@@ -144,7 +145,7 @@ class AiraloGateway:
         except httpx.HTTPError as exc:
             raise transport_error(exc) from exc
         if response.status_code == 429:
-            raise RateLimited("token", _retry_after(response))
+            raise RateLimited("token", retry_after_of(response))
         body = parse_json(response)
         if response.status_code in (401, 422):
             raise ProviderRefused("Airalo refused AIRALO_CLIENT_ID / AIRALO_CLIENT_SECRET "
@@ -168,10 +169,12 @@ class AiraloGateway:
         renewed = False
         waits = 0
         while True:
-            if turns is not None:
-                await turns.wait_turn()
+            # The token first: a slot taken before a token fetch would fall due while it
+            # runs, and the slots behind it would then all go at once (a burst of 429s).
             headers = {"Accept": "application/json",
                        "Authorization": f"Bearer {await self._token.value()}"}
+            if turns is not None:
+                await turns.wait_turn()
             try:
                 response = await self._client.request(
                     method, f"{self._config.api_base}{path}", params=params, data=form,
@@ -183,7 +186,7 @@ class AiraloGateway:
                 await self._token.value(renew=True)
                 continue
             if response.status_code == 429:
-                retry_after = _retry_after(response)
+                retry_after = retry_after_of(response)
                 if turns is not None:
                     turns.pause_until(self._clock.now() + retry_after)
                 waits += 1
@@ -377,14 +380,6 @@ def _checked(iccid: str) -> str:
     if not iccid.isdigit() or not 18 <= len(iccid) <= 22:
         raise EsimNotFound(f"not an ICCID: {iccid!r}")
     return iccid
-
-
-def _retry_after(response: httpx.Response) -> timedelta:
-    try:
-        seconds = int(response.headers.get("Retry-After", "60"))
-    except ValueError:
-        seconds = 60
-    return timedelta(seconds=max(seconds, 1))
 
 
 def _reason(body: Any) -> str:

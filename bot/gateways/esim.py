@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 from bot.domain.charges import DeclineReason
@@ -143,17 +143,6 @@ class EsimNotFound(GatewayError):
     """The provider knows no eSIM by that ICCID."""
 
     transient = False
-
-
-class RateLimited(GatewayError):
-    """The provider said too many requests (and did nothing); come back after ``retry_after``.
-    Not retried at once: the adapter has already waited out the short limits."""
-
-    transient = False
-
-    def __init__(self, what: str, retry_after: timedelta) -> None:
-        super().__init__(f"{what}: rate limited for {retry_after}")
-        self.retry_after = retry_after
 
 
 class EsimProvider(Protocol):

@@ -27,7 +27,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -60,6 +60,27 @@ class ProviderRefused(GatewayError):
     worth retrying."""
 
     transient = False
+
+
+class RateLimited(GatewayError):
+    """The provider said too many requests (and did nothing); come back after ``retry_after``.
+    Not retried at once: the adapter has already waited out the short limits."""
+
+    transient = False
+
+    def __init__(self, what: str, retry_after: timedelta) -> None:
+        super().__init__(f"{what}: rate limited for {retry_after}")
+        self.retry_after = retry_after
+
+
+def retry_after_of(response: httpx.Response, default_seconds: int = 60) -> timedelta:
+    """A 429's Retry-After (in seconds), at least a second; ``default_seconds`` without
+    one."""
+    try:
+        seconds = int(response.headers.get("Retry-After", str(default_seconds)))
+    except ValueError:
+        seconds = default_seconds
+    return timedelta(seconds=max(seconds, 1))
 
 
 def parse_json(response: httpx.Response) -> Any:

@@ -21,9 +21,8 @@ from bot.gateways.esim import (
     EsimStatus,
     InstallCode,
     PackageKind,
-    RateLimited,
 )
-from bot.gateways.http import ProviderRefused
+from bot.gateways.http import ProviderRefused, RateLimited
 from bot.gateways.topup import GatewayError, GatewayTimeout
 from tests.fakes import airalo
 from tests.fakes.http import Fault

@@ -33,7 +33,7 @@ async def test_calls_wait_for_their_slot() -> None:
         await turns.wait_turn()
         moments.append(clock.now())
     gaps = {(b - a) for a, b in itertools.pairwise(moments)}
-    assert gaps == {turns.interval} and turns.interval == timedelta(seconds=0.22)
+    assert gaps == {turns.interval} and turns.interval == timedelta(seconds=0.25)
 
 
 async def test_a_pause_moves_the_next_slot() -> None:
