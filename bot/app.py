@@ -20,7 +20,7 @@ from telegram.ext import (
 from telegram.request import BaseRequest
 from telegram.warnings import PTBUserWarning
 
-from bot.jobs import schedule_pollers, schedule_provider_jobs
+from bot.jobs import schedule_khqr_polling, schedule_pollers, schedule_provider_jobs
 from bot.services.notifications import NotificationDispatcher
 from bot.startup import check_start_up
 from bot.update_processor import PerChatUpdateProcessor
@@ -33,6 +33,7 @@ from handlers.binding import BindingFlow
 from handlers.chat_gate import GATE_GROUP, ChatGate
 from handlers.errors import ErrorHandler
 from handlers.esim import EsimFlow
+from handlers.khqr import KhqrFlow
 from handlers.lines import LinesFlow
 from handlers.lockout import LockoutNotice
 from handlers.outbox import TelegramDeliverer
@@ -85,13 +86,17 @@ def build_application(components: Components,
                               ADMIN_COMMANDS).handlers(), group=GATE_GROUP)
     start = StartHandlers(components.users, components.i18n, components.lines)
     app.add_handlers(start.handlers())
-    wallet = WalletFlow(users, i18n, components.wallet, settings.telegram.admin_chat_ids)
+    wallet = WalletFlow(users, i18n, components.wallet, settings.telegram.admin_chat_ids,
+                        khqr_enabled=components.khqr is not None)
     # Payments and approval buttons are answered ahead of any conversation in progress.
     app.add_handlers(wallet.payment_handlers(), group=PAYMENT_GROUP)
     app.add_handlers(ApprovalsFlow(users, i18n, components.charging).handlers(),
                      group=PAYMENT_GROUP)
     esims = EsimFlow(users, i18n, components.esims)
     app.add_handlers(esims.button_handlers(), group=PAYMENT_GROUP)
+    if components.khqr is not None:
+        app.add_handlers(KhqrFlow(users, i18n, components.khqr).button_handlers(),
+                         group=PAYMENT_GROUP)
     app.add_handlers(wallet.handlers())
     app.add_handlers(esims.handlers())
     app.add_handlers(BindingFlow(users, i18n, components.binding).handlers())
@@ -142,6 +147,9 @@ def _schedule_work(app: Application, components: Components) -> None:  # type: i
                      sweep_seconds=components.settings.scheduler.sweep_interval_seconds)
     schedule_provider_jobs(app.job_queue, components.provider_float,
                            components.reconciliations)
+    if components.khqr is not None:
+        schedule_khqr_polling(app.job_queue, components.khqr,
+                              seconds=components.settings.bakong.poll_seconds)
 
 
 def build_worker(components: Components,

@@ -1,7 +1,8 @@
 """The provider commands: `topup-bot providers check` (are the chosen top-up and eSIM
 providers usable with these settings? It gets a token - the first call does -, reads our
-balance at each provider, the Cambodian operators' catalogs and the eSIMs for sale, and
-prints them; any failure is named, and the command exits 1) and how `topup-bot reconcile`
+balance at each provider, the Cambodian operators' catalogs and the eSIMs for sale, asks
+Bakong one KHQR look-up when KHQR is on, and prints them; any failure is named, and the
+command exits 1) and how `topup-bot reconcile`
 prints a day's differences.
 """
 
@@ -51,7 +52,26 @@ async def providers_check(components: Components) -> list[str]:
             if len(products) > SHOWN_PRODUCTS else ""
         lines.append(f"{operator.display_name}: {len(products)} products"
                      + (f": {shown}{more}" if products else ""))
-    return lines + await _esim_check(components)
+    return lines + await _esim_check(components) + await _khqr_check(components)
+
+
+# An MD5 no KHQR has: asking for it proves the token and the route without paying anything.
+_NOBODYS_MD5 = "0" * 32
+
+
+async def _khqr_check(components: Components) -> list[str]:
+    """Bakong accepts our token from this host: a look-up that finds nothing is the proof."""
+    checks = components.khqr_checks
+    if checks is None:
+        return ["KHQR: off (BAKONG_ACCOUNT_ID is not set)"]
+    bakong = components.settings.bakong
+    try:
+        await checks.transaction(_NOBODYS_MD5)
+    except GatewayError as exc:
+        raise ProviderCheckFailed(f"Bakong ({bakong.api_root}): {exc}") from exc
+    return [f"KHQR: on, paid to {bakong.account_id} ({bakong.merchant_name}, "
+            f"{bakong.merchant_city}), QRs in {bakong.currency}; Bakong at "
+            f"{bakong.api_root} accepts the token"]
 
 
 async def _esim_check(components: Components) -> list[str]:

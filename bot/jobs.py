@@ -15,6 +15,7 @@ from telegram.ext import ContextTypes, JobQueue
 
 from bot.gateways.topup import GatewayError
 from bot.services.charging import ChargingService
+from bot.services.khqr import KhqrService
 from bot.services.notifications import NotificationDispatcher
 from bot.services.provider_float import ProviderFloatService
 from bot.services.reconciliation import ReconciliationService
@@ -92,6 +93,19 @@ def schedule_provider_jobs(job_queue: JobQueue[Any], float_check: ProviderFloatS
     if float_check is not None:
         _every(job_queue, check_float, FLOAT_CHECK_SECONDS, "provider_float")
     _every(job_queue, reconcile, RECONCILE_CHECK_SECONDS, "reconciliation")
+
+
+def schedule_khqr_polling(job_queue: JobQueue[Any], khqr: KhqrService, *,
+                          seconds: float) -> None:
+    """Open KHQRs checked with Bakong every ``seconds`` (each QR as often as its age says)."""
+    async def poll(_context: ContextTypes.DEFAULT_TYPE) -> None:
+        report = await khqr.poll()
+        if report.paid or report.expired or report.failures:
+            log.info("KHQR: %d checked in %d calls, %d paid, %d expired, failures %s",
+                     report.checked, report.calls, report.paid, report.expired,
+                     report.failures or "none")
+
+    _every(job_queue, poll, seconds, "khqr_payments")
 
 
 def _every(job_queue: JobQueue[Any], callback: Any, seconds: float, name: str) -> None:

@@ -239,6 +239,92 @@ class PaymentsSettings(_Section):
         return self.provider_token is None
 
 
+_BAKONG_ACCOUNT = re.compile(r"[A-Za-z0-9._-]{1,24}@[A-Za-z0-9_-]{1,16}")
+_KHQR_TEXT = re.compile(r"[ -~]+")  # printable ASCII: bank apps show tags 59 and 60 as-is
+
+
+def _khqr_text(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not _KHQR_TEXT.fullmatch(value) or len(value) > limit:
+        raise ValueError(f"must be 1 to {limit} plain Latin letters, digits or punctuation "
+                         "(it is printed into the QR as-is)")
+    return value
+
+
+class BakongSettings(_Section):
+    """Bakong KHQR: wallet funding by the QR every Cambodian bank app pays. On when
+    BAKONG_ACCOUNT_ID is set; the token is the Bakong Open API's developer token."""
+
+    token: SecretStr | None = Field(None, alias="BAKONG_TOKEN")
+    account_id: str | None = Field(None, alias="BAKONG_ACCOUNT_ID")
+    merchant_name: str | None = Field(None, alias="BAKONG_MERCHANT_NAME")
+    merchant_city: str = Field("Phnom Penh", alias="BAKONG_MERCHANT_CITY")
+    # A merchant account's (tag 30) ids; an individual account (tag 29) needs neither.
+    merchant_id: str | None = Field(None, alias="BAKONG_MERCHANT_ID")
+    acquiring_bank: str | None = Field(None, alias="BAKONG_ACQUIRING_BANK")
+    api_url: AnyHttpUrl = Field(AnyHttpUrl("https://api-bakong.nbc.gov.kh"),
+                                alias="BAKONG_API_URL")
+    currency: Literal["USD", "KHR"] = Field("USD", alias="KHQR_CURRENCY")
+    khr_per_usd: int = Field(4_100, ge=1_000, le=10_000, alias="KHR_PER_USD")
+    expiry_minutes: int = Field(15, ge=2, le=24 * 60, alias="KHQR_EXPIRY_MINUTES")
+    # Polling goes on this long after expiry: a payment made at the last second lands late.
+    grace_minutes: int = Field(30, ge=0, le=24 * 60, alias="KHQR_GRACE_MINUTES")
+    poll_seconds: int = Field(5, ge=1, le=600, alias="KHQR_POLL_SECONDS")
+
+    @field_validator("token", "account_id", "merchant_name", "merchant_id", "acquiring_bank",
+                     mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("account_id")
+    @classmethod
+    def _account(cls, value: str | None) -> str | None:
+        if value is not None and not _BAKONG_ACCOUNT.fullmatch(value):
+            raise ValueError("must be a Bakong account id such as yourname@aclb")
+        return value
+
+    @field_validator("merchant_name", "merchant_id", "acquiring_bank")
+    @classmethod
+    def _khqr_text(cls, value: str | None) -> str | None:
+        return _khqr_text(value, 25)
+
+    @field_validator("merchant_city")
+    @classmethod
+    def _khqr_city(cls, value: str) -> str:
+        return _khqr_text(value, 15) or "Phnom Penh"
+
+    @property
+    def enabled(self) -> bool:
+        return self.account_id is not None
+
+    @property
+    def api_root(self) -> str:
+        return str(self.api_url).rstrip("/")
+
+    def missing(self) -> str | None:
+        """The first setting KHQR needs, once BAKONG_ACCOUNT_ID turns it on, that is unset."""
+        if not self.enabled:
+            return None
+        if self.token is None:
+            return "BAKONG_TOKEN"
+        if self.merchant_name is None:
+            return "BAKONG_MERCHANT_NAME"
+        if (self.merchant_id is None) != (self.acquiring_bank is None):
+            return "BAKONG_ACQUIRING_BANK" if self.acquiring_bank is None \
+                else "BAKONG_MERCHANT_ID"
+        return None
+
+
 class SchedulerSettings(_Section):
     sweep_interval_seconds: int = Field(60, ge=1, le=86_400, alias="SWEEP_INTERVAL_SECONDS")
     sweep_batch: int = Field(500, ge=1, le=10_000, alias="SWEEP_BATCH")
@@ -268,6 +354,7 @@ class Settings(BaseModel):
     gateways: GatewaySettings
     providers: ProviderSettings
     payments: PaymentsSettings
+    bakong: BakongSettings
     scheduler: SchedulerSettings
     logging: LoggingSettings
 
@@ -275,8 +362,8 @@ class Settings(BaseModel):
         """Every effective setting by its environment name, secrets shown as ***."""
         shown: dict[str, str] = {}
         for section in (self.telegram, self.storage, self.security, self.locale,
-                        self.gateways, self.providers, self.payments, self.scheduler,
-                        self.logging):
+                        self.gateways, self.providers, self.payments, self.bakong,
+                        self.scheduler, self.logging):
             for name, field in type(section).model_fields.items():
                 value = getattr(section, name)
                 shown[field.alias or name] = _mask(value)
@@ -302,7 +389,7 @@ def _mask_url(url: str) -> str:
 _SECTIONS: dict[str, type[_Section]] = {
     "telegram": TelegramSettings, "storage": StorageSettings, "security": SecuritySettings,
     "locale": LocaleSettings, "gateways": GatewaySettings, "providers": ProviderSettings,
-    "payments": PaymentsSettings,
+    "payments": PaymentsSettings, "bakong": BakongSettings,
     "scheduler": SchedulerSettings,
     "logging": LoggingSettings,
 }
@@ -325,4 +412,7 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
         missing = settings.providers.missing_for(backend)
         if missing is not None:
             raise SettingsError(f"{missing}: needed when {name}={backend}")
+    missing = settings.bakong.missing()
+    if missing is not None:
+        raise SettingsError(f"{missing}: needed when BAKONG_ACCOUNT_ID is set")
     return settings

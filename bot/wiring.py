@@ -13,6 +13,7 @@ from datetime import timedelta
 from bot.clock import Clock, SystemClock
 from bot.domain.lines import LineKind
 from bot.gateways.airalo import AiraloConfig, AiraloGateway
+from bot.gateways.bakong import BakongGateway, KhqrChecks
 from bot.gateways.dingconnect import DingConfig, DingConnectGateway
 from bot.gateways.esim import EsimProvider
 from bot.gateways.esim_charges import EsimCharges
@@ -29,6 +30,7 @@ from bot.services.catalog import CatalogService
 from bot.services.charging import ChargingService
 from bot.services.esims import EsimService
 from bot.services.keys import KeyRotationService
+from bot.services.khqr import KhqrService
 from bot.services.lines import LinesService
 from bot.services.otp import OtpService
 from bot.services.provider_float import ProviderFloatService
@@ -59,6 +61,8 @@ class Components:
     esim_provider: EsimProvider  # who sells eSIMs and reads them: the simulator or Airalo
     sms: SmsSender
     i18n: Translations
+    # Who says whether a KHQR was paid (Bakong); None: KHQR is off (no BAKONG_ACCOUNT_ID).
+    khqr_checks: KhqrChecks | None = None
     users: UsersService = field(init=False)
     catalog: CatalogService = field(init=False)
     keys: KeyRotationService = field(init=False)
@@ -68,6 +72,7 @@ class Components:
     readings: ReadingsService = field(init=False)
     rules: RulesService = field(init=False)
     wallet: WalletService = field(init=False)
+    khqr: KhqrService | None = field(init=False)
     charging: ChargingService = field(init=False)
     esims: EsimService = field(init=False)
     esim_charges: EsimCharges = field(init=False)  # eSIM lines' charges at the eSIM provider
@@ -96,7 +101,7 @@ class Components:
 
     async def aclose(self) -> None:
         """What shutting down releases: the provider's HTTP connections, the database."""
-        for client in (self.provider, self.esim_provider):
+        for client in (self.provider, self.esim_provider, self.khqr_checks):
             close = getattr(client, "aclose", None)
             if close is not None:
                 await close()
@@ -126,6 +131,11 @@ class Components:
         payments = self.settings.payments
         # Airtime is sold in US dollars, so the wallet that pays for it is kept in them.
         self.wallet = WalletService(self.db, self.clock, payments, self.cipher,
+                                    admin_chat_ids=self.settings.telegram.admin_chat_ids)
+        self.khqr = None
+        if self.khqr_checks is not None and self.settings.bakong.enabled:
+            self.khqr = KhqrService(self.db, self.clock, self.settings.bakong, self.cipher,
+                                    self.khqr_checks, wallet_currency=self.wallet.currency,
                                     admin_chat_ids=self.settings.telegram.admin_chat_ids)
         self.charging = ChargingService(
             self.db, self.cipher, self.provider, self.clock,
@@ -165,7 +175,8 @@ def build_components(settings: Settings, *, clock: Clock | None = None,
     return Components(settings=settings, clock=clock, db=db, cipher=cipher,
                       simulator=simulator, provider=provider, line_readings=line_readings,
                       esim_provider=build_esim_provider(settings, db, cipher, clock),
-                      sms=sms or ConsoleSms(), i18n=Translations(), worker=worker)
+                      sms=sms or ConsoleSms(), i18n=Translations(),
+                      khqr_checks=build_khqr_checks(settings), worker=worker)
 
 
 def build_provider(settings: Settings, simulator: SimulatedCarrier,
@@ -191,6 +202,14 @@ def build_provider(settings: Settings, simulator: SimulatedCarrier,
             api_url=str(chosen.dingconnect_api_url) if chosen.dingconnect_api_url else None,
             catalog_ttl=ttl), clock), NoLineReadings()
     return simulator, simulator
+
+
+def build_khqr_checks(settings: Settings) -> KhqrChecks | None:
+    """Bakong's client when KHQR is on (BAKONG_ACCOUNT_ID set; settings ensure a token)."""
+    bakong = settings.bakong
+    if not bakong.enabled or bakong.token is None:
+        return None
+    return BakongGateway(bakong.api_root, bakong.token.get_secret_value())
 
 
 def build_esim_provider(settings: Settings, db: Database, cipher: FieldCipher,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,7 +11,7 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_datetime, format_timedelta
 from telegram import CallbackQuery, InlineKeyboardMarkup, ReplyKeyboardRemove, Update
 from telegram.error import BadRequest
-from telegram.ext import ContextTypes, ConversationHandler
+from telegram.ext import ApplicationHandlerStop, ContextTypes, ConversationHandler
 
 from bot.domain.money import Money, format_money
 from bot.i18n import Gettext, Translations
@@ -72,6 +73,18 @@ async def edit_in_place(query: CallbackQuery, text: str,
     except BadRequest as error:
         if "not modified" not in str(error).lower():
             raise
+
+
+Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
+
+
+def stopping(callback: Callback) -> Callback:
+    """A button answered ahead of the conversations goes no further (no conversation, no
+    "button no longer active" from the last resort)."""
+    async def handle(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await callback(update, context)
+        raise ApplicationHandlerStop
+    return handle
 
 
 class Flow:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import (
-    ApplicationHandlerStop,
     BaseHandler,
     CallbackQueryHandler,
     CommandHandler,
@@ -37,7 +36,7 @@ from bot.services.esims import (
 )
 from bot.services.users import UsersService
 from handlers import callback_data as cb
-from handlers.common import Flow, Ui, edit_in_place
+from handlers.common import Flow, Ui, edit_in_place, stopping
 from handlers.notification_views import Rendered
 from handlers.qr import qr_png
 from handlers.render import data_text
@@ -287,19 +286,7 @@ class EsimFlow(Flow):
     def button_handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
         """The shop's buttons: answered ahead of any conversation in progress (a purchase
         is money, like an approval)."""
-        return [CallbackQueryHandler(_stopping(self.shop), pattern=SHOP),
-                CallbackQueryHandler(_stopping(self.offer), pattern=OFFER),
-                CallbackQueryHandler(_stopping(self.buy), pattern=BUY),
-                CallbackQueryHandler(_stopping(self.install_again), pattern=INSTALL_AGAIN)]
-
-
-Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
-
-
-def _stopping(callback: Callback) -> Callback:
-    """The button answered here goes no further (no conversation, no "button no longer
-    active" from the last resort)."""
-    async def handle(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await callback(update, context)
-        raise ApplicationHandlerStop
-    return handle
+        return [CallbackQueryHandler(stopping(self.shop), pattern=SHOP),
+                CallbackQueryHandler(stopping(self.offer), pattern=OFFER),
+                CallbackQueryHandler(stopping(self.buy), pattern=BUY),
+                CallbackQueryHandler(stopping(self.install_again), pattern=INSTALL_AGAIN)]

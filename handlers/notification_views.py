@@ -27,6 +27,8 @@ class NoticeView(Generic[N]):
 
     notice: type[N]
     render: Callable[[Ui, N], Rendered]
+    # The message it replaces is a photo: its caption is edited, not its text.
+    edits_caption: bool = False
 
     @property
     def kind(self) -> str:
@@ -36,6 +38,22 @@ class NoticeView(Generic[N]):
         """The text and buttons of a queued notice; NoticeError when its params are not a
         notice of this kind."""
         return self.render(ui, self.notice.from_params(params))
+
+
+# A QR code's content, and the caption and buttons under it.
+RenderedQr = tuple[str, str, InlineKeyboardMarkup | None]
+
+
+@dataclass(frozen=True)
+class QrView(Generic[N]):
+    """A notification sent as a QR code whose content the notice itself holds (a KHQR)."""
+
+    notice: type[N]
+    render: Callable[[Ui, N], RenderedQr]
+
+    @property
+    def kind(self) -> str:
+        return self.notice.KIND
 
 
 def views_by_kind(*views: Iterable[NoticeView[Any]]) -> dict[str, NoticeView[Any]]:

@@ -31,20 +31,23 @@ from bot.services.notifications import (
     Unreachable,
 )
 from bot.services.users import UsersService
-from handlers import alerts, approvals, esim, provider_notices, wallet
+from handlers import alerts, approvals, esim, khqr, provider_notices, wallet
 from handlers.common import Ui, user_ui
-from handlers.notification_views import NoticeView, Rendered, views_by_kind
+from handlers.notification_views import NoticeView, QrView, Rendered, views_by_kind
 from handlers.qr import qr_png
 
 log = logging.getLogger(__name__)
 
 VIEWS: dict[str, NoticeView[Any]] = views_by_kind(
     approvals.NOTICE_VIEWS, alerts.NOTICE_VIEWS, wallet.NOTICE_VIEWS,
-    provider_notices.NOTICE_VIEWS)
-# Kinds sent as a QR code with a caption: each needs an eSIM's install code when it is sent.
+    provider_notices.NOTICE_VIEWS, khqr.NOTICE_VIEWS)
+# Kinds sent as a QR code with a caption: an eSIM's install code, read when it is sent...
 PHOTO_VIEWS: dict[str, esim.InstallCodeView] = {view.kind: view for view in esim.PHOTO_VIEWS}
-if VIEWS.keys() & PHOTO_VIEWS.keys():
-    raise ValueError("a notification kind is both a text and a photo")
+# ... or a QR whose content the notice holds (a KHQR).
+QR_VIEWS: dict[str, QrView[Any]] = {view.kind: view for view in khqr.QR_VIEWS}
+if (VIEWS.keys() & PHOTO_VIEWS.keys() or VIEWS.keys() & QR_VIEWS.keys()
+        or PHOTO_VIEWS.keys() & QR_VIEWS.keys()):
+    raise ValueError("a notification kind has two views")
 
 # BadRequest texts that mean the chat is gone for us, not that the message was wrong.
 _GONE = ("chat not found", "user is deactivated", "bot was kicked", "have no rights")
@@ -78,6 +81,8 @@ class TelegramDeliverer:
     async def __call__(self, message: Outgoing) -> Delivery:
         if message.kind in PHOTO_VIEWS:
             return await self._photo(PHOTO_VIEWS[message.kind], message)
+        if message.kind in QR_VIEWS:
+            return await self._qr(QR_VIEWS[message.kind], message)
         view = VIEWS.get(message.kind)
         if view is None:
             return Rejected(f"no view for kind {message.kind!r}")
@@ -91,9 +96,14 @@ class TelegramDeliverer:
         async def send() -> Delivery:
             if message.replaces_message_id is not None:
                 try:
-                    await self._bot.edit_message_text(
-                        text, chat_id=message.chat_id, message_id=message.replaces_message_id,
-                        reply_markup=markup)
+                    if view.edits_caption:
+                        await self._bot.edit_message_caption(
+                            chat_id=message.chat_id, message_id=message.replaces_message_id,
+                            caption=text, reply_markup=markup)
+                    else:
+                        await self._bot.edit_message_text(
+                            text, chat_id=message.chat_id,
+                            message_id=message.replaces_message_id, reply_markup=markup)
                     return Delivered(message.replaces_message_id)
                 except BadRequest as exc:
                     if "not modified" in exc.message.lower():
@@ -125,6 +135,23 @@ class TelegramDeliverer:
             sent = await self._bot.send_photo(
                 message.chat_id, qr_png(card.activation_code), caption=caption,
                 parse_mode="HTML", reply_markup=markup)
+            return Delivered(sent.message_id)
+
+        return await _answered(send)
+
+
+    async def _qr(self, view: QrView[Any], message: Outgoing) -> Delivery:
+        """A QR code made from the notice, with its caption (HTML) and buttons."""
+        try:
+            notice = view.notice.from_params(message.params)
+        except NoticeError as error:
+            return Rejected(f"unreadable params: {error}")
+        ui = await user_ui(self._users, self._i18n, message.chat_id, None)
+        content, caption, markup = view.render(ui, notice)
+
+        async def send() -> Delivery:
+            sent = await self._bot.send_photo(message.chat_id, qr_png(content), caption=caption,
+                                              parse_mode="HTML", reply_markup=markup)
             return Delivered(sent.message_id)
 
         return await _answered(send)

@@ -62,6 +62,7 @@ from bot.services.wallet import (
 )
 from handlers import callback_data as cb
 from handlers.common import Flow, Ui
+from handlers.khqr import pay_button as khqr_pay_button
 from handlers.notification_views import NoticeView, Rendered
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def _movement_label(ui: Ui, entry: Movement) -> str:
     labels = {
         EntryKind.PAYMENT: _("Paid through Telegram"),
         EntryKind.OPERATOR_CREDIT: _("Cash or bank transfer"),
+        EntryKind.KHQR: _("Paid by KHQR"),
         EntryKind.HOLD: _("Top-up of a line"),
         EntryKind.RELEASE: _("Top-up did not go through: returned"),
         EntryKind.REFUND: _("Refunded to you"),
@@ -260,9 +262,11 @@ def star_refunder(bot: Bot) -> StarRefunder:
 class WalletFlow(Flow):
     def __init__(self, users: UsersService, i18n: Translations, wallet: WalletService,
                  admin_chat_ids: Collection[int],
-                 retry_delays: Sequence[float] = CREDIT_RETRY_DELAYS) -> None:
+                 retry_delays: Sequence[float] = CREDIT_RETRY_DELAYS, *,
+                 khqr_enabled: bool = False) -> None:
         super().__init__(users, i18n)
         self._wallet = wallet
+        self._khqr_enabled = khqr_enabled
         self._admins = frozenset(admin_chat_ids)
         self._retry_delays = tuple(retry_delays)
 
@@ -272,17 +276,21 @@ class WalletFlow(Flow):
         ui = await self.ui(update)
         _ = ui._
         text = wallet_text(ui, await self._wallet.summary(user.id))
+        khqr = [[khqr_pay_button(ui)]] if self._khqr_enabled else []
         if not self._wallet.funding_available:
-            await self.reply(update, text + "\n\n" + _(
+            await self.reply(update, text + "\n\n" + (_(
+                "Paying through Telegram is not set up here: pay with KHQR from your bank app, "
+                "or an operator can credit cash or a bank transfer.") if khqr else _(
                 "Paying through Telegram is not set up here. An operator can credit cash or a "
-                "bank transfer to your wallet."))
+                "bank transfer to your wallet.")),
+                reply_markup=InlineKeyboardMarkup(khqr) if khqr else None)
             return
         buttons = [InlineKeyboardButton(_("+ {amount}").format(amount=ui.money(amount)),
                                         callback_data=cb.encode("wf", amount.minor))
                    for amount in self._wallet.offered_amounts()]
         stars = (_("You pay in Telegram Stars.") + "\n") if self._wallet.uses_stars else ""
         await self.reply(update, text + "\n\n" + stars + _("Add money:"),
-                         reply_markup=InlineKeyboardMarkup([buttons[:2], buttons[2:]]))
+                         reply_markup=InlineKeyboardMarkup([buttons[:2], buttons[2:], *khqr]))
 
     async def fund(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """An amount button: send the invoice (the button is never trusted beyond that)."""

@@ -16,7 +16,7 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.money import Money
-from bot.domain.wallet import EntryKind
+from bot.domain.wallet import CREDIT_KIND_OF_SOURCE, EntryKind
 from storage.common import insert_ignoring_conflict
 from storage.crypto import FieldCipher
 from storage.tables import ledger_entries, wallet_payments
@@ -65,7 +65,7 @@ class PaymentsRepository:
             return None
         payment_id = int((await self._conn.execute(select(wallet_payments.c.id).where(
             wallet_payments.c.external_id == index))).scalar_one())
-        kind = EntryKind.PAYMENT if source == "telegram" else EntryKind.OPERATOR_CREDIT
+        kind = CREDIT_KIND_OF_SOURCE[source]
         await self._conn.execute(insert(ledger_entries).values(
             user_id=user_id, currency=amount.currency, amount_minor=amount.minor,
             kind=kind.value, payment_id=payment_id, memo=memo, created_at=now))
@@ -77,7 +77,7 @@ class PaymentsRepository:
             select(wallet_payments, credit.c.memo.label("credit_memo"))
             .select_from(wallet_payments.outerjoin(credit, and_(
                 credit.c.payment_id == wallet_payments.c.id,
-                credit.c.kind.in_((EntryKind.PAYMENT.value, EntryKind.OPERATOR_CREDIT.value)))))
+                credit.c.kind.in_([kind.value for kind in CREDIT_KIND_OF_SOURCE.values()]))))
             .where(wallet_payments.c.external_id == self.external_index(external_id)))
         row = (await self._conn.execute(query)).mappings().first()
         if row is None:

@@ -298,6 +298,45 @@ wallet_invoices = Table(
     CheckConstraint("price_minor > 0", name="price_positive"),
 )
 
+# Bakong KHQRs the wallet issued (issue 15): each is polled by its md5 until it is paid or
+# its expiry plus a grace period has passed (next_check_at NULL: no longer polled). A paid
+# one is credited once: the md5 (here and as the payment's external id) and the Bakong
+# transaction hash (its blind index) are UNIQUE. The payer's account id is encrypted.
+khqr_invoices = Table(
+    "khqr_invoices", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    Column("md5", String(32), nullable=False, unique=True),
+    Column("bill_number", String(25), nullable=False, unique=True),  # our reference, tag 62
+    Column("payload", Text, nullable=False),  # the KHQR string (our account and the amount)
+    Column("amount_minor", BigInteger, nullable=False),  # what the QR asks
+    Column("currency", String(3), nullable=False),
+    Column("credit_minor", BigInteger, nullable=False),  # what paying it exactly credits
+    Column("credit_currency", String(3), nullable=False),  # the wallet's currency
+    Column("khr_per_usd", Integer),  # the rate shown to the user, when the two differ
+    Column("state", String(12), nullable=False),  # open, paid, expired, cancelled
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("next_check_at", UtcDateTime),
+    Column("claimed_until", UtcDateTime),  # a poller's lease
+    Column("checks", Integer, nullable=False, server_default="0"),
+    Column("last_checked_at", UtcDateTime),
+    Column("closed_at", UtcDateTime),  # expired or cancelled
+    Column("paid_at", UtcDateTime),
+    Column("transaction_index", String(64), unique=True),
+    Column("transaction_hash_enc", Text),
+    Column("paid_minor", BigInteger),  # as Bakong said it arrived
+    Column("paid_currency", String(3)),
+    Column("payer_bank", String(32)),  # the part after @ of the payer's account id
+    Column("payer_account_enc", Text),
+    Column("amount_differs", Boolean, nullable=False, server_default=false()),
+    Column("payment_id", BigId, ForeignKey("wallet_payments.id"), unique=True),
+    Index("ix_khqr_invoices_next_check_at", "next_check_at"),
+    CheckConstraint("amount_minor > 0", name="amount_positive"),
+    CheckConstraint("credit_minor > 0", name="credit_positive"),
+    CheckConstraint("state IN ('open', 'paid', 'expired', 'cancelled')", name="state_known"),
+)
+
 # Telegram payments that were not credited: forged or unknown payload, another user's
 # invoice, an invoice paid before, or a total or currency that is not the invoice's. Stars
 # are refunded; anything else waits for an admin. Charge ids are kept encrypted.

@@ -12,6 +12,13 @@ from bot.services.charging.notices import (
     EsimReady,
     Receipt,
 )
+from bot.services.khqr import (
+    KhqrAmountDiffers,
+    KhqrChecksRefused,
+    KhqrClosed,
+    KhqrIssued,
+    KhqrReceipt,
+)
 from bot.services.notices import Notice, kinds
 from bot.services.provider_float import FloatLow, FloatRestored
 from bot.services.scheduler import (
@@ -31,6 +38,8 @@ NOTICE_KINDS: dict[str, type[Notice]] = kinds(
     LineWarning, LineUnreadable, RunReminder, RunsMissed, RunSkipped,
     # the wallet
     WalletCredit, WalletRefund, PaymentDisputed, PaymentDisputeHeld,
+    # KHQR
+    KhqrIssued, KhqrClosed, KhqrReceipt, KhqrAmountDiffers, KhqrChecksRefused,
     # the provider float
     FloatLow, FloatRestored,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +42,16 @@ class BotHarness:
             await asyncio.gather(*started)
 
 
-@pytest.fixture
-async def harness(tmp_path: Path, clock: ManualClock,
-                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[BotHarness]:
+@contextlib.asynccontextmanager
+async def open_harness(tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch,
+                       env: dict[str, str] | None = None) -> AsyncIterator[BotHarness]:
+    """The bot as ``harness`` builds it, with ``env`` set on top (a flow's own settings)."""
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     for name in ("DATABASE_URL", "ENCRYPTION_KEYS", "BLIND_INDEX_KEY", "TELEGRAM_API_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
     sms = RecordingSms()
     components = build_components(load_settings(env_file=None), clock=clock, sms=sms)
     await migrate.upgrade(components.db)
@@ -55,7 +59,16 @@ async def harness(tmp_path: Path, clock: ManualClock,
     app = build_application(components, request=api)
     await app.initialize()
     await app.start()  # the job queue runs (conversation timeouts); nothing polls
-    yield BotHarness(app=app, api=api, components=components, sms=sms)
-    await app.stop()
-    await app.shutdown()
-    await components.db.dispose()
+    try:
+        yield BotHarness(app=app, api=api, components=components, sms=sms)
+    finally:
+        await app.stop()
+        await app.shutdown()
+        await components.aclose()
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, clock: ManualClock,
+                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[BotHarness]:
+    async with open_harness(tmp_path, clock, monkeypatch) as opened:
+        yield opened

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import main
-from bot.settings import GatewaySettings, ProviderSettings
-from tests.fakes import airalo, reloadly
+from bot.settings import BakongSettings, GatewaySettings, ProviderSettings
+from tests.fakes import airalo, bakong, reloadly
 from tests.fakes import dingconnect as ding
 
 TOKEN = "123456789:AAH-example_token_abcdefghijklmnop"
-PROVIDER_VARIABLES = {f.alias for section in (GatewaySettings, ProviderSettings)
+PROVIDER_VARIABLES = {f.alias
+                      for section in (GatewaySettings, ProviderSettings, BakongSettings)
                       for f in section.model_fields.values() if f.alias}
 
 
@@ -110,10 +111,50 @@ def test_providers_check_over_airalo(monkeypatch: pytest.MonkeyPatch,
         assert "AIRALO_CLIENT_SECRET" in capsys.readouterr().err
 
 
+def test_check_config_names_what_khqr_needs(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("BAKONG_ACCOUNT_ID", "topupbot@aclb")
+    assert main(["--env-file", os.devnull, "check-config"]) == 2
+    assert "BAKONG_TOKEN: needed when BAKONG_ACCOUNT_ID is set" in capsys.readouterr().err
+    monkeypatch.setenv("BAKONG_TOKEN", "a-token")
+    assert main(["--env-file", os.devnull, "check-config"]) == 2
+    assert "BAKONG_MERCHANT_NAME: needed when BAKONG_ACCOUNT_ID is set" in \
+        capsys.readouterr().err
+    monkeypatch.setenv("BAKONG_MERCHANT_NAME", "Tóp-up Bot")  # printed into the QR: Latin only
+    assert main(["--env-file", os.devnull, "check-config"]) == 2
+    assert "BAKONG_MERCHANT_NAME: must be 1 to 25 plain Latin" in capsys.readouterr().err
+    monkeypatch.setenv("BAKONG_MERCHANT_NAME", "TopUp Bot")
+    monkeypatch.setenv("BAKONG_ACCOUNT_ID", "no-at-sign")
+    assert main(["--env-file", os.devnull, "check-config"]) == 2
+    assert "BAKONG_ACCOUNT_ID: must be a Bakong account id" in capsys.readouterr().err
+
+
+def test_providers_check_asks_bakong_when_khqr_is_on(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with bakong.FakeBakong() as fake:
+        for name, value in (("BAKONG_ACCOUNT_ID", "topupbot@aclb"), ("BAKONG_TOKEN", fake.token),
+                            ("BAKONG_MERCHANT_NAME", "TopUp Bot"),
+                            ("BAKONG_API_URL", fake.api_url)):
+            monkeypatch.setenv(name, value)
+        assert main(["--env-file", os.devnull, "providers", "check"]) == 0
+        out = capsys.readouterr().out
+        assert "KHQR: on, paid to topupbot@aclb (TopUp Bot, Phnom Penh), QRs in USD" in out
+        assert fake.calls("/v1/check_transaction_by_md5") == 1
+
+        fake.refuse_foreign_ip = True
+        assert main(["--env-file", os.devnull, "providers", "check"]) == 1
+        assert "Bakong answers only requests from Cambodia" in capsys.readouterr().err
+        fake.refuse_foreign_ip = False
+        fake.expire_token()
+        assert main(["--env-file", os.devnull, "providers", "check"]) == 1
+        assert "BAKONG_TOKEN is wrong or has expired" in capsys.readouterr().err
+
+
 def test_providers_check_shows_the_simulated_esims(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--env-file", os.devnull, "providers", "check"]) == 0
     out = capsys.readouterr().out
     assert "eSIM provider: simulated" in out and "eSIMs for Cambodia: 7:" in out
+    assert "KHQR: off (BAKONG_ACCOUNT_ID is not set)" in out
 
 
 def test_reconcile_prints_a_day_without_differences(capsys: pytest.CaptureFixture[str]) -> None:
