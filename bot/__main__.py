@@ -10,7 +10,16 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime, timedelta
+from typing import Any
 
+from bot.cli_broadcast import (
+    BroadcastCliError,
+    NotSent,
+    broadcast,
+    broadcast_status,
+    parse_broadcast_id,
+    parse_offer,
+)
 from bot.cli_charges import STATES, list_charges
 from bot.cli_providers import ProviderCheckFailed, format_reconciliation, providers_check
 from bot.cli_status import scheduler_status
@@ -76,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     credit.add_argument("amount", help="e.g. 10, 10.50 or 40000 KHR")
     credit.add_argument("--reference", required=True,
                         help="the payment's own reference (bank transaction id, receipt no.)")
+    _broadcast_parser(commands)
     charges = commands.add_parser("charges", help="list charges, newest first")
     charges.add_argument("state", nargs="?", choices=STATES, metavar="STATE",
                          help=f"only this state: {', '.join(STATES)}")
@@ -106,6 +116,23 @@ def _parser() -> argparse.ArgumentParser:
     validity.add_argument("phone")
     validity.add_argument("days", help="days from now (0 ends it now)")
     return parser
+
+
+def _broadcast_parser(commands: Any) -> None:
+    broadcast_parser = commands.add_parser(
+        "broadcast", help="send an offer to the users who opted in to promotions (all, or "
+                          "those with a line of one operator); `broadcast status ID` tells "
+                          "how it went")
+    broadcast_parser.add_argument("--to", metavar="all|OPERATOR",
+                                  help="all, smart, cellcard, metfone or seatel")
+    broadcast_parser.add_argument("--text", help="the offer (at most 4000 characters)")
+    broadcast_parser.add_argument("--yes", action="store_true",
+                                  help="send without asking")
+    broadcast_commands = broadcast_parser.add_subparsers(
+        dest="broadcast_command", metavar="status", required=False)
+    status = broadcast_commands.add_parser(
+        "status", help="what became of a broadcast: delivered, blocked, failed, pending")
+    status.add_argument("id", help="the broadcast's number")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,6 +195,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _with_components(settings, lambda c: _wallet_credit(c, args))
     if args.command == "charges":
         return _with_components(settings, lambda c: _charges(c, args))
+    if args.command == "broadcast":
+        return _broadcast(args, settings)
     raise CliError(f"unknown command {args.command}")  # pragma: no cover - argparse checks
 
 
@@ -302,6 +331,33 @@ async def _charges(components: Components, args: argparse.Namespace) -> int:
         raise CliError("--limit must be from 1 to 10000")
     print(await list_charges(components, args.state, args.limit))
     return EXIT_OK
+
+
+def _broadcast(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        if args.broadcast_command == "status":
+            broadcast_id = parse_broadcast_id(args.id)
+
+            async def status(components: Components) -> int:
+                await _require_schema(components)
+                print(await broadcast_status(components, broadcast_id))
+                return EXIT_OK
+
+            return _with_components(settings, status)
+        offer = parse_offer(args.to, args.text)
+
+        async def send(components: Components) -> int:
+            await _require_schema(components)
+            try:
+                print(await broadcast(components, offer, yes=args.yes))
+            except NotSent as exc:
+                print(f"topup-bot: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            return EXIT_OK
+
+        return _with_components(settings, send)
+    except BroadcastCliError as exc:
+        raise CliError(str(exc)) from None
 
 
 async def _status(components: Components) -> int:

@@ -20,7 +20,13 @@ from telegram.ext import (
 from telegram.request import BaseRequest
 from telegram.warnings import PTBUserWarning
 
-from bot.jobs import schedule_khqr_polling, schedule_pollers, schedule_provider_jobs
+from bot.jobs import (
+    schedule_broadcast_reports,
+    schedule_khqr_polling,
+    schedule_monthly_summaries,
+    schedule_pollers,
+    schedule_provider_jobs,
+)
 from bot.services.notifications import NotificationDispatcher
 from bot.startup import check_start_up
 from bot.update_processor import PerChatUpdateProcessor
@@ -30,15 +36,23 @@ from handlers.approvals import ApprovalsFlow
 from handlers.autorecharge import AutoRechargeFlow
 from handlers.balance import BalanceFlow
 from handlers.binding import BindingFlow
+from handlers.broadcast import ADMIN_BUTTONS as BROADCAST_ADMIN_BUTTONS
+from handlers.broadcast import ADMIN_COMMANDS as BROADCAST_ADMIN_COMMANDS
+from handlers.broadcast import BroadcastFlow
+from handlers.charts import ChartsFlow
 from handlers.chat_gate import GATE_GROUP, ChatGate
 from handlers.errors import ErrorHandler
 from handlers.esim import EsimFlow
+from handlers.history import HistoryFlow
 from handlers.khqr import KhqrFlow
 from handlers.lines import LinesFlow
 from handlers.lockout import LockoutNotice
 from handlers.outbox import TelegramDeliverer
+from handlers.privacy import PrivacyFlow
 from handlers.settings import SettingsFlow
 from handlers.start import StartHandlers, command_menu
+from handlers.support import ADMIN_COMMANDS as SUPPORT_ADMIN_COMMANDS
+from handlers.support import SupportFlow
 from handlers.wallet import ADMIN_COMMANDS, PAYMENT_GROUP, WalletFlow
 from storage import migrate
 from storage.persistence import DatabasePersistence
@@ -83,8 +97,12 @@ def build_application(components: Components,
     users, i18n = components.users, components.i18n
     # Private chats and new messages only, before anything else sees the update.
     app.add_handlers(ChatGate(users, i18n, settings.telegram.admin_chat_ids,
-                              ADMIN_COMMANDS).handlers(), group=GATE_GROUP)
-    start = StartHandlers(components.users, components.i18n, components.lines)
+                              (*ADMIN_COMMANDS, *SUPPORT_ADMIN_COMMANDS,
+                               *BROADCAST_ADMIN_COMMANDS),
+                              admin_buttons=BROADCAST_ADMIN_BUTTONS).handlers(),
+                     group=GATE_GROUP)
+    start = StartHandlers(components.users, components.i18n, components.lines,
+                          components.wallet)
     app.add_handlers(start.handlers())
     wallet = WalletFlow(users, i18n, components.wallet, settings.telegram.admin_chat_ids,
                         khqr_enabled=components.khqr is not None)
@@ -94,19 +112,35 @@ def build_application(components: Components,
                      group=PAYMENT_GROUP)
     esims = EsimFlow(users, i18n, components.esims)
     app.add_handlers(esims.button_handlers(), group=PAYMENT_GROUP)
+    app.add_handlers(ChartsFlow(users, i18n, components.charts).button_handlers(),
+                     group=PAYMENT_GROUP)
     if components.khqr is not None:
         app.add_handlers(KhqrFlow(users, i18n, components.khqr).button_handlers(),
                          group=PAYMENT_GROUP)
+    support = SupportFlow(users, i18n, components.support, settings.telegram.admin_chat_ids)
+    # An admin's answer to a support request, ahead of any conversation of theirs.
+    app.add_handlers(support.reply_handlers(), group=PAYMENT_GROUP)
+    broadcast = BroadcastFlow(users, i18n, components.promotions,
+                              settings.telegram.admin_chat_ids)
+    app.add_handlers(broadcast.button_handlers(), group=PAYMENT_GROUP)
+    # /privacy and /forget, ahead of any conversation (a confirmed forget ends them).
+    app.add_handlers(PrivacyFlow(users, i18n, components.privacy).handlers(),
+                     group=PAYMENT_GROUP)
     app.add_handlers(wallet.handlers())
+    app.add_handlers(broadcast.handlers())
     app.add_handlers(esims.handlers())
     app.add_handlers(BindingFlow(users, i18n, components.binding).handlers())
     app.add_handlers(LinesFlow(users, i18n, components.lines).handlers())
     app.add_handlers(BalanceFlow(users, i18n, components.lines, components.readings).handlers())
-    app.add_handlers(SettingsFlow(users, i18n, components.lines,
-                                  components.readings).handlers())
+    app.add_handlers(SettingsFlow(users, i18n, components.lines, components.readings,
+                                  components.promotions).handlers())
     app.add_handlers(AutoRechargeFlow(users, i18n, components.lines,
                                       components.rules).handlers())
     app.add_handlers(AlertsFlow(users, i18n, components.lines, components.rules).handlers())
+    app.add_handlers(support.handlers())
+    history = HistoryFlow(users, i18n, components.history)
+    app.add_handlers(history.button_handlers(), group=PAYMENT_GROUP)
+    app.add_handlers(history.handlers())
     # Last in group 0: only what no handler above claimed reaches these. A code typed
     # after a lockout ended its flow is answered with the lockout, any other with "I did
     # not understand that".
@@ -142,11 +176,14 @@ def _schedule_work(app: Application, components: Components) -> None:  # type: i
         return
     dispatcher = NotificationDispatcher(
         components.db, components.clock,
-        TelegramDeliverer(app.bot, components.users, components.i18n, components.esims))
+        TelegramDeliverer(app.bot, components.users, components.i18n, components.esims,
+                          components.support))
     schedule_pollers(app.job_queue, components.charging, dispatcher, components.scheduler,
                      sweep_seconds=components.settings.scheduler.sweep_interval_seconds)
     schedule_provider_jobs(app.job_queue, components.provider_float,
                            components.reconciliations)
+    schedule_monthly_summaries(app.job_queue, components.history)
+    schedule_broadcast_reports(app.job_queue, components.promotions)
     if components.khqr is not None:
         schedule_khqr_polling(app.job_queue, components.khqr,
                               seconds=components.settings.bakong.poll_seconds)

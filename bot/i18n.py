@@ -7,6 +7,7 @@ with ``_()`` so `pybabel extract` finds them.
 
 from __future__ import annotations
 
+import gettext as _gettext
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,12 @@ SUPPORTED_LANGUAGES = ("en", "km", "zh_Hans")
 LANGUAGE_NAMES = {"en": "English", "km": "ភាសាខ្មែរ", "zh_Hans": "简体中文"}
 
 Gettext = Callable[[str], str]
+# (singular, plural, n) -> the form for n: the catalog's plural rule picks it.
+NGettext = Callable[[str, str, int], str]
+
+
+def english_ngettext(singular: str, plural: str, count: int) -> str:
+    return singular if count == 1 else plural
 
 
 def negotiate(telegram_code: str | None) -> str:
@@ -36,6 +43,9 @@ def negotiate(telegram_code: str | None) -> str:
 class Translations:
     def __init__(self, locales_dir: Path = LOCALES_DIR) -> None:
         self._messages: dict[str, dict[str, str]] = {DEFAULT_LANGUAGE: {}}
+        # Plural messages by their singular: every form the language has, in rule order.
+        self._plurals: dict[str, dict[str, tuple[str, ...]]] = {DEFAULT_LANGUAGE: {}}
+        self._plural_rules: dict[str, Callable[[int], int]] = {}
         for language in SUPPORTED_LANGUAGES:
             path = locales_dir / language / "LC_MESSAGES" / "messages.po"
             if language == DEFAULT_LANGUAGE or not path.exists():
@@ -48,6 +58,14 @@ class Translations:
                 if message.id and isinstance(message.id, str) and message.string
                 and not message.fuzzy
             }
+            self._plurals[language] = {
+                str(message.id[0]): tuple(str(form) for form in message.string)
+                for message in catalog
+                if isinstance(message.id, tuple | list) and not message.fuzzy
+                and isinstance(message.string, tuple | list) and message.string
+                and all(message.string)
+            }
+            self._plural_rules[language] = _gettext.c2py(catalog.plural_expr)
 
     def languages(self) -> tuple[str, ...]:
         return SUPPORTED_LANGUAGES
@@ -56,10 +74,25 @@ class Translations:
         table = self._messages.get(language or DEFAULT_LANGUAGE, {})
         return lambda message: table.get(message, message)
 
+    def ngettext(self, language: str | None) -> NGettext:
+        """The form of a counted message for its count, by the language's plural rule
+        (Khmer and Chinese have one form; English two)."""
+        table = self._plurals.get(language or DEFAULT_LANGUAGE, {})
+        rule = self._plural_rules.get(language or DEFAULT_LANGUAGE)
+
+        def pick(singular: str, plural: str, count: int) -> str:
+            forms = table.get(singular)
+            if forms is None or rule is None:
+                return english_ngettext(singular, plural, count)
+            return forms[min(rule(count), len(forms) - 1)]
+
+        return pick
+
     def locale(self, language: str | None) -> str:
         """The Babel locale for number, money and date formatting."""
         return str(Locale.parse(language or DEFAULT_LANGUAGE))
 
     def missing(self, language: str, message_ids: set[str]) -> set[str]:
         """Source strings with no translation in ``language`` (tests keep this empty)."""
-        return message_ids - set(self._messages.get(language, {}))
+        return (message_ids - set(self._messages.get(language, {}))
+                - set(self._plurals.get(language, {})))

@@ -15,8 +15,10 @@ from telegram.ext import ContextTypes, JobQueue
 
 from bot.gateways.topup import GatewayError
 from bot.services.charging import ChargingService
+from bot.services.history import HistoryService
 from bot.services.khqr import KhqrService
 from bot.services.notifications import NotificationDispatcher
+from bot.services.promotions import PromotionsService
 from bot.services.provider_float import ProviderFloatService
 from bot.services.reconciliation import ReconciliationService
 from bot.services.scheduler import SchedulerService
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 DISPATCH_INTERVAL_SECONDS = 1.0
 FLOAT_CHECK_SECONDS = 15 * 60
 RECONCILE_CHECK_SECONDS = 60 * 60
+MONTHLY_SUMMARY_SECONDS = 15 * 60  # due from 09:00 local on the 1st: at most 15 min late
+BROADCAST_REPORT_SECONDS = 60  # a broadcast's report at most a minute after its last copy
 # A late run still runs (never skipped), runs that piled up run once, and a second run may
 # start while a long drain goes on (the dispatcher returns at once then), so APScheduler
 # never logs "maximum number of running instances reached".
@@ -106,6 +110,29 @@ def schedule_khqr_polling(job_queue: JobQueue[Any], khqr: KhqrService, *,
                      report.failures or "none")
 
     _every(job_queue, poll, seconds, "khqr_payments")
+
+
+def schedule_monthly_summaries(job_queue: JobQueue[Any], history: HistoryService) -> None:
+    """Last month's summary for those who asked, on their 1st (the outbox key makes it one
+    per user and month; outside the first days of a month the job reads nothing)."""
+    async def push(_context: ContextTypes.DEFAULT_TYPE) -> None:
+        queued = await history.queue_monthly_summaries()
+        if queued:
+            log.info("Monthly summaries: %d queued", queued)
+
+    _every(job_queue, push, MONTHLY_SUMMARY_SECONDS, "monthly_summaries")
+
+
+def schedule_broadcast_reports(job_queue: JobQueue[Any], promotions: PromotionsService) -> None:
+    """Each broadcast whose copies are all final is reported to the admin chat that
+    confirmed it (the database says which are; a broadcast a dead process left half-queued
+    is queued on)."""
+    async def advance(_context: ContextTypes.DEFAULT_TYPE) -> None:
+        finished = await promotions.advance()
+        if finished:
+            log.info("Broadcasts: %d finished and reported", finished)
+
+    _every(job_queue, advance, BROADCAST_REPORT_SECONDS, "broadcast_reports")
 
 
 def _every(job_queue: JobQueue[Any], callback: Any, seconds: float, name: str) -> None:

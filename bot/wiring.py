@@ -28,16 +28,21 @@ from bot.i18n import Translations
 from bot.services.binding import BindingService
 from bot.services.catalog import CatalogService
 from bot.services.charging import ChargingService
+from bot.services.charts import ChartsService
 from bot.services.esims import EsimService
+from bot.services.history import HistoryService
 from bot.services.keys import KeyRotationService
 from bot.services.khqr import KhqrService
 from bot.services.lines import LinesService
 from bot.services.otp import OtpService
+from bot.services.privacy import PrivacyService
+from bot.services.promotions import PromotionsService
 from bot.services.provider_float import ProviderFloatService
 from bot.services.readings import ReadingsService
 from bot.services.reconciliation import ReconciliationService
 from bot.services.rules import RulesService
 from bot.services.scheduler import SchedulerService, SweepSettings
+from bot.services.support import SupportService
 from bot.services.users import UsersService
 from bot.services.wallet import WalletService
 from bot.settings import Settings
@@ -69,10 +74,15 @@ class Components:
     otp: OtpService = field(init=False)
     binding: BindingService = field(init=False)
     lines: LinesService = field(init=False)
+    charts: ChartsService = field(init=False)
     readings: ReadingsService = field(init=False)
     rules: RulesService = field(init=False)
     wallet: WalletService = field(init=False)
+    history: HistoryService = field(init=False)
     khqr: KhqrService | None = field(init=False)
+    support: SupportService = field(init=False)
+    promotions: PromotionsService = field(init=False)
+    privacy: PrivacyService = field(init=False)
     charging: ChargingService = field(init=False)
     esims: EsimService = field(init=False)
     esim_charges: EsimCharges = field(init=False)  # eSIM lines' charges at the eSIM provider
@@ -126,17 +136,30 @@ class Components:
                                   esims=self.esim_provider,
                                   esim_provider_name=self.esim_provider_name)
         self.readings = ReadingsService(self.db, self.cipher, self.clock)
+        self.charts = ChartsService(self.db, self.cipher, self.clock,
+                                    esim_provider_name=self.esim_provider_name)
         self.rules = RulesService(self.db, self.cipher, self.otp, self.clock,
                                   zone_for=self.users.zone_of, catalog=self.catalog)
         payments = self.settings.payments
         # Airtime is sold in US dollars, so the wallet that pays for it is kept in them.
         self.wallet = WalletService(self.db, self.clock, payments, self.cipher,
                                     admin_chat_ids=self.settings.telegram.admin_chat_ids)
+        self.history = HistoryService(self.db, self.cipher, self.clock,
+                                      zone_for=self.users.zone_of,
+                                      default_zone=self.settings.locale.zone,
+                                      currency=self.wallet.currency)
         self.khqr = None
         if self.khqr_checks is not None and self.settings.bakong.enabled:
             self.khqr = KhqrService(self.db, self.clock, self.settings.bakong, self.cipher,
                                     self.khqr_checks, wallet_currency=self.wallet.currency,
                                     admin_chat_ids=self.settings.telegram.admin_chat_ids)
+        self.support = SupportService(self.db, self.cipher, self.clock,
+                                      admin_chat_ids=self.settings.telegram.admin_chat_ids,
+                                      wallet_currency=self.wallet.currency)
+        self.promotions = PromotionsService(self.db, self.clock,
+                                            default_zone=self.settings.locale.zone)
+        self.privacy = PrivacyService(self.db, self.cipher, self.clock, self.users,
+                                      khqr_grace_minutes=self.settings.bakong.grace_minutes)
         self.charging = ChargingService(
             self.db, self.cipher, self.provider, self.clock,
             approval_timeout=timedelta(minutes=payments.approval_timeout_minutes),

@@ -73,11 +73,13 @@ def buys_text(ui: Ui, charge: ChargeFacts) -> str:
     _ = ui._
     if charge.product_name is not None:
         if charge.product_kind is ProductKind.DATA and charge.data_mb:
-            return _("{plan}: {data} for {days} days").format(
+            return ui.ngettext("{plan}: {data} for {days} day", "{plan}: {data} for {days} days",
+                               charge.validity_days or 0).format(
                 plan=charge.product_name, data=data_text(charge.data_mb),
                 days=charge.validity_days)
-        return _("{plan}, {days} days of validity").format(plan=charge.product_name,
-                                                           days=charge.validity_days)
+        return ui.ngettext("{plan}, {days} day of validity", "{plan}, {days} days of validity",
+                           charge.validity_days or 0).format(plan=charge.product_name,
+                                                             days=charge.validity_days)
     return _("{amount} of airtime").format(amount=ui.money(charge.amount))
 
 

@@ -1,12 +1,20 @@
 """/autorecharge: set up a rule (what to buy, when, monthly cap, approval), confirm it with
-a code sent to the line; list rules with their next run; pause, resume, edit, delete."""
+a code sent to the line; list rules with their next run; pause, resume, edit, delete.
+
+The set-up is one message, the wizard's: each step edits it (its text says what was chosen
+so far, its keyboard is the step's, with Back and Cancel), and where it ends it says how,
+without a keyboard. Its id is kept in the draft, so a button on any other message (an
+older wizard's) is no longer active.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from babel.dates import get_day_names
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyKeyboardRemove, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import BadRequest
 from telegram.ext import (
     BaseHandler,
     CallbackQueryHandler,
@@ -20,7 +28,17 @@ from telegram.ext import (
 from bot.domain.data_amount import parse_megabytes
 from bot.domain.money import Money, MoneyError, parse_money
 from bot.domain.otp import CheckResult, SendRefusal
-from bot.domain.rules import Approval, CalendarKind, RuleError, RuleSpec, RuleStatus, Trigger
+from bot.domain.rules import (
+    MAX_DAYS_BEFORE,
+    MIN_DAYS_BEFORE,
+    Approval,
+    CalendarKind,
+    RuleError,
+    RuleSpec,
+    RuleStatus,
+    Trigger,
+)
+from bot.domain.schedule import MAX_INTERVAL_DAYS, MAX_MONTH_DAY
 from bot.i18n import Gettext, Translations
 from bot.services.lines import LinesService
 from bot.services.otp import CodeNotSent, CodeSent
@@ -37,12 +55,29 @@ from bot.services.rules import (
 )
 from bot.services.users import UsersService
 from handlers import callback_data as cb
-from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, too_long
-from handlers.render import data_text
+from handlers.common import (
+    CONVERSATION_TIMEOUT_SECONDS,
+    END,
+    Flow,
+    Pressed,
+    Ui,
+    edit_in_place,
+    too_long,
+)
+from handlers.render import cooldown_text, data_text
 
 PICK_LINE, PICK_BUY, ASK_AMOUNT, PICK_WHEN = "ar:line", "ar:buy", "ar:amount", "ar:when"
 ASK_WHEN_VALUE, ASK_CAP, PICK_APPROVAL = "ar:when_value", "ar:cap", "ar:approval"
 CONFIRM, ASK_CODE = "ar:confirm", "ar:code"
+# Each step's short name, as Back and Cancel buttons carry it.
+STEP_KEYS = {PICK_LINE: "line", PICK_BUY: "buy", ASK_AMOUNT: "amount", PICK_WHEN: "when",
+             ASK_WHEN_VALUE: "value", ASK_CAP: "cap", PICK_APPROVAL: "approval",
+             CONFIRM: "confirm", ASK_CODE: "code"}
+STEPS = {key: step for step, key in STEP_KEYS.items()}
+# The step before each, where it is always the same (PICK_WHEN's depends on what is bought).
+PREVIOUS = {PICK_BUY: PICK_LINE, ASK_AMOUNT: PICK_BUY, ASK_WHEN_VALUE: PICK_WHEN,
+            ASK_CAP: ASK_WHEN_VALUE, PICK_APPROVAL: ASK_CAP, CONFIRM: PICK_APPROVAL,
+            ASK_CODE: CONFIRM}
 
 NEW = cb.register("arn", "action")
 LINE = cb.register("arl", "line")
@@ -50,10 +85,19 @@ BUY = cb.register("arb", "what")  # amount, plan, cheap
 WHEN = cb.register("arw", "when")  # monthly, weekly, every, balance, data, alive
 WEEKDAY = cb.register("ard", "day")
 APPROVAL = cb.register("arp", "mode")  # ask, auto
-SUMMARY = cb.register("arc", "answer")  # ok, no
+SUMMARY = cb.register("arc", "answer")  # ok (and "no" on messages of earlier versions)
 RESEND = cb.register("arr", "action")
+NAV = cb.register("arx", "action", "step")  # back, cancel; the step (STEP_KEYS) it is on
 RULE = cb.register("ru", "rule", "action")  # pause, resume, code, del, delok, edit
+WIZARD_KINDS = ("arl", "arb", "arw", "ard", "arp", "arc", "arr", "arx")  # wizard steps' buttons
+WHEN_KEYS = ("monthly", "weekly", "every", "balance", "data", "alive")
+# The numbers each kind of "when" takes, as the domain checks them.
+WHEN_LIMITS = {"monthly": (1, MAX_MONTH_DAY), "every": (1, MAX_INTERVAL_DAYS),
+               "alive": (MIN_DAYS_BEFORE, MAX_DAYS_BEFORE)}
 DRAFT = "rule_draft"  # user_data key: the rule being set up, plain JSON values only
+# The draft's keys: line_id, rule_id (being edited, or proposed), buy (amount, plan, cheap),
+# amount_minor, product_id, plan_name, when, when_value, cap_minor, approval; first (the
+# step key the wizard began at: it has no Back) and message_id (the wizard message).
 
 
 def rule_error_text(_: Gettext, reason: RuleError.Reason) -> str:
@@ -71,33 +115,63 @@ def rule_error_text(_: Gettext, reason: RuleError.Reason) -> str:
     return texts.get(reason, _("That rule cannot be set up: please start again."))
 
 
-def describe(ui: Ui, spec: RuleSpec, line_label: str, plan_name: str | None) -> str:
+def buy_text(ui: Ui, amount: Money | None, product_id: str | None,
+             plan_name: str | None) -> str:
+    """What a rule buys, in words: "$5.00 of airtime", "the plan ...", "the cheapest ..."."""
     _ = ui._
-    if spec.amount is not None:
-        buy = _("{amount} of airtime").format(amount=ui.money(spec.amount))
-    elif spec.product_id is not None:
-        buy = _("the plan {plan}").format(plan=plan_name or spec.product_id)
-    else:
-        buy = _("the cheapest top-up that extends validity")
-    if spec.trigger is Trigger.CALENDAR and spec.calendar is CalendarKind.MONTHLY:
-        when = _("every month on day {day} (the last day in shorter months)").format(
-            day=spec.calendar_value)
-    elif spec.trigger is Trigger.CALENDAR and spec.calendar is CalendarKind.WEEKLY:
-        when = _("every {weekday}").format(
-            weekday=get_day_names("wide", locale=ui.locale)[spec.calendar_value or 0])
-    elif spec.trigger is Trigger.CALENDAR:
-        when = _("every {days} days").format(days=spec.calendar_value)
-    elif spec.trigger is Trigger.BALANCE_BELOW and spec.threshold is not None:
-        when = _("when the balance falls below {amount}").format(
-            amount=ui.money(spec.threshold))
-    elif spec.trigger is Trigger.DATA_BELOW:
-        when = _("when data falls below {data}").format(data=data_text(spec.threshold_mb or 0))
-    else:
-        when = _("{days} days before the line's validity ends").format(days=spec.days_before)
-    approval = (_("I ask you before every charge") if spec.approval is Approval.ASK
-                else _("I charge automatically within the cap"))
-    return _("{line}: buy {buy}, {when}. At most {cap} a month; {approval}.").format(
-        line=line_label, buy=buy, when=when, cap=ui.money(spec.monthly_cap), approval=approval)
+    if amount is not None:
+        return _("{amount} of airtime").format(amount=ui.money(amount))
+    if product_id is not None:
+        return _("the plan {plan}").format(plan=plan_name or product_id)
+    return _("the cheapest top-up that extends validity")
+
+
+def when_text(ui: Ui, when: str, value: int | Money) -> str:
+    """When a rule runs, in words, from the wizard's key for it and its number (for
+    "balance", the threshold)."""
+    _ = ui._
+    if isinstance(value, Money):
+        return _("when the balance falls below {amount}").format(amount=ui.money(value))
+    if when == "monthly":
+        return _("every month on day {day} (the last day in shorter months)").format(day=value)
+    if when == "weekly":
+        names = get_day_names("wide", locale=ui.locale)
+        return _("every {weekday}").format(weekday=names.get(value, value))
+    if when == "every":
+        return ui.ngettext("every {days} day", "every {days} days", value).format(days=value)
+    if when == "data":
+        return _("when data falls below {data}").format(data=data_text(value))
+    return ui.ngettext("{days} day before the line's validity ends",
+                       "{days} days before the line's validity ends", value).format(days=value)
+
+
+def _when_of(spec: RuleSpec) -> tuple[str, int | Money]:
+    if spec.trigger is Trigger.CALENDAR:
+        key = {CalendarKind.MONTHLY: "monthly", CalendarKind.WEEKLY: "weekly"}.get(
+            spec.calendar or CalendarKind.EVERY_N, "every")
+        return key, spec.calendar_value or 0
+    if spec.trigger is Trigger.BALANCE_BELOW and spec.threshold is not None:
+        return "balance", spec.threshold
+    if spec.trigger is Trigger.DATA_BELOW:
+        return "data", spec.threshold_mb or 0
+    return "alive", spec.days_before or 0
+
+
+def approval_text(ui: Ui, approval: Approval) -> str:
+    return (ui._("I ask you before every charge") if approval is Approval.ASK
+            else ui._("I charge automatically within the cap"))
+
+
+def describe(ui: Ui, spec: RuleSpec, line_label: str, plan_name: str | None) -> str:
+    return ui._("{line}: buy {buy}, {when}. At most {cap} a month; {approval}.").format(
+        line=line_label, buy=buy_text(ui, spec.amount, spec.product_id, plan_name),
+        when=when_text(ui, *_when_of(spec)), cap=ui.money(spec.monthly_cap),
+        approval=approval_text(ui, spec.approval))
+
+
+def _choice(label: str, data: str, chosen: bool) -> list[InlineKeyboardButton]:
+    """A row of one option; the one chosen before (the step shown again by Back) ticked."""
+    return [InlineKeyboardButton(f"✓ {label}" if chosen else label, callback_data=data)]
 
 
 class AutoRechargeFlow(Flow):
@@ -168,23 +242,23 @@ class AutoRechargeFlow(Flow):
             InlineKeyboardButton(_("🗑 Delete"), callback_data=cb.encode("ru", rule.id, "del"))]])
 
     async def on_rule(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return END
+        query, user, ui = pressed.query, pressed.user, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        rule_id = data.int_arg("rule") if data else None
-        action = data.arg("action") if data else ""
+        rule_id = pressed.data.int_arg("rule")
+        action = pressed.data.arg("action")
         rule = await self._rules.own(user.id, rule_id) if rule_id is not None else None
         if rule is None or rule.status is RuleStatus.DISABLED:
             await query.answer(_("That rule is not yours or no longer exists."), show_alert=True)
             return END
-        if action == "edit":
+        if action == "edit":  # the rule's card becomes the wizard
             await query.answer()
             draft = self._draft(context)
             draft.clear()
-            draft.update(rule_id=rule.id, line_id=rule.line_id)
-            return await self._ask_buy(update, ui, rule.line_id, user.id)
+            draft.update(rule_id=rule.id, line_id=rule.line_id, first=STEP_KEYS[PICK_BUY])
+            return await self._show(update, context, ui, PICK_BUY)
         if action == "code":
             await query.answer()
             sent = await self._rules.resend_code(user.id, rule.id, self._sms_text(ui))
@@ -193,8 +267,8 @@ class AutoRechargeFlow(Flow):
                 return END
             draft = self._draft(context)
             draft.clear()
-            draft.update(rule_id=rule.id, line_id=rule.line_id)
-            return await self._code_sent(update, ui, sent)
+            draft.update(rule_id=rule.id, line_id=rule.line_id, first=STEP_KEYS[ASK_CODE])
+            return await self._code_sent(update, context, ui, sent)
         if action == "del":
             await query.answer()
             keyboard = InlineKeyboardMarkup([[
@@ -222,102 +296,356 @@ class AutoRechargeFlow(Flow):
                                       reply_markup=self._rule_buttons(ui, changed))
         return END
 
-    # -- the wizard ------------------------------------------------------------------------
+    # -- the wizard message ----------------------------------------------------------------
+
+    async def _press(self, update: Update,
+                     context: ContextTypes.DEFAULT_TYPE) -> Pressed | None:
+        """A press on the wizard message; None (answered) for a button on any other message:
+        an earlier wizard's, or one an earlier version of the bot left live."""
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return None
+        wizard = self._draft(context).get("message_id")
+        shown = pressed.query.message
+        if isinstance(wizard, int) and (shown is None or shown.message_id != wizard):
+            await pressed.query.answer(pressed.ui._("That button is no longer active."))
+            return None
+        return pressed
+
+    async def _put(self, update: Update, context: ContextTypes.DEFAULT_TYPE, text: str,
+                   markup: InlineKeyboardMarkup | None, *, fresh: bool = False) -> None:
+        """Shows ``text`` and ``markup`` (None: no keyboard) in the wizard message.
+
+        A press edits the message it is on (starting from /autorecharge's list, that message
+        becomes the wizard). After a typed answer the wizard message is edited too, by the id
+        the draft keeps: it is the bot's last message, just above the answer, and its text
+        says what was chosen so far, so it reads whole; a new message per typed answer is
+        what made the wizard ten messages long. Only when that edit fails (the user deleted
+        the message) is a new one sent and remembered. A typed answer that is refused
+        (``fresh``) is answered below it instead, by a new wizard message: a long paste can
+        have pushed the old one out of sight. The old one loses its keyboard.
+        """
+        draft = self._draft(context)
+        chat = update.effective_chat
+        assert chat is not None
+        wizard = draft.get("message_id")
+        wizard = wizard if isinstance(wizard, int) else None
+        query = update.callback_query
+        if fresh:
+            if wizard is not None:
+                with contextlib.suppress(BadRequest):  # gone, or already without keyboard
+                    await context.bot.edit_message_reply_markup(chat.id, wizard,
+                                                                reply_markup=None)
+        elif query is not None and query.message is not None and (
+                wizard is None or query.message.message_id == wizard):
+            with contextlib.suppress(BadRequest):  # cannot be edited: a new one below
+                await edit_in_place(query, text, markup)
+                draft["message_id"] = query.message.message_id
+                return
+        elif wizard is not None:
+            try:
+                await context.bot.edit_message_text(text, chat_id=chat.id, message_id=wizard,
+                                                    reply_markup=markup)
+                return
+            except BadRequest as error:
+                if "not modified" in str(error).lower():
+                    return
+        sent = await context.bot.send_message(chat.id, text, reply_markup=markup)
+        draft["message_id"] = sent.message_id
+
+    async def _show(self, update: Update, context: ContextTypes.DEFAULT_TYPE, ui: Ui,
+                    step: str, *, error: str | None = None, fresh: bool = False,
+                    body: str | None = None) -> str | int:
+        """Shows ``step`` (``error`` above it); the conversation's next state: ``step``, or
+        END when the step cannot be shown (the line is gone, the draft is incomplete)."""
+        user = update.effective_user
+        assert user is not None
+        shown = await self._render(ui, user.id, self._draft(context), step, body)
+        if isinstance(shown, str):
+            return await self._stop(update, context, shown)
+        text, markup = shown
+        if error is not None:
+            text = f"{error}\n\n{text}"
+        await self._put(update, context, text, markup, fresh=fresh)
+        return step
+
+    async def _stop(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
+                    text: str) -> int:
+        """Ends the wizard: its message says ``text``, without a keyboard."""
+        await self._put(update, context, text, None)
+        self._draft(context).clear()
+        return END
+
+    def _previous(self, step: str, draft: dict[str, Any]) -> str | None:
+        if draft.get("first") == STEP_KEYS[step]:
+            return None
+        if step == PICK_WHEN:
+            return ASK_AMOUNT if draft.get("buy") == "amount" else PICK_BUY
+        return PREVIOUS.get(step)
+
+    async def _render(self, ui: Ui, user_id: int, draft: dict[str, Any], step: str,
+                      body: str | None) -> tuple[str, InlineKeyboardMarkup] | str:
+        """A step's text and keyboard, from the draft; or why it cannot be shown."""
+        _ = ui._
+        rows: list[list[InlineKeyboardButton]]
+        if step == PICK_LINE:
+            lines = await self._lines.for_user(user_id)
+            if not lines:
+                return _("You have no lines yet. Send /bind to add one.")
+            text = _("Which line should I top up automatically?")
+            rows = [_choice(line.label, cb.encode("arl", line.id),
+                            line.id == draft.get("line_id")) for line in lines]
+        elif step == ASK_CODE:
+            rule_id = draft.get("rule_id")
+            rule = await self._rules.own(user_id, rule_id) if isinstance(rule_id, int) else None
+            described = await self._described(ui, user_id, rule, draft) if rule else None
+            if described is None:
+                return _("Nothing is waiting for a code. See /autorecharge.")
+            text = described + "\n\n" + (body or _("I sent a 6-digit code by SMS to the line. "
+                                                   "Type it here to turn the rule on."))
+            rows = [[InlineKeyboardButton(_("Send a new code"),
+                                          callback_data=cb.encode("arr", "resend"))]]
+        else:
+            line_id = draft.get("line_id")
+            line = await self._lines.own(user_id, line_id) if isinstance(line_id, int) else None
+            if line is None:
+                return _("That line is not yours or no longer bound.")
+            asked = await self._ask(ui, user_id, line.id, line.label, draft, step)
+            if isinstance(asked, str):
+                return asked
+            text, rows = asked
+        nav = []
+        if self._previous(step, draft) is not None:
+            nav.append(InlineKeyboardButton(
+                _("« Back"), callback_data=cb.encode("arx", "back", STEP_KEYS[step])))
+        nav.append(InlineKeyboardButton(
+            _("✖️ Cancel"), callback_data=cb.encode("arx", "cancel", STEP_KEYS[step])))
+        return text, InlineKeyboardMarkup([*rows, nav])
+
+    async def _ask(self, ui: Ui, user_id: int, line_id: int, label: str,
+                   draft: dict[str, Any], step: str,
+                   ) -> tuple[str, list[list[InlineKeyboardButton]]] | str:
+        """The steps on a line: what was chosen so far, the question, its options."""
+        _ = ui._
+        missing = _("Something in this rule is missing. Please start again with "
+                    "/autorecharge.")
+        if step == CONFIRM:
+            spec = self._spec(draft, ui)
+            if spec is None:
+                return missing
+            text = describe(ui, spec, label, draft.get("plan_name")) + "\n\n" + _(
+                "To turn it on I will send a code by SMS to the line.")
+            return text, [[InlineKeyboardButton(_("✅ Confirm"),
+                                                callback_data=cb.encode("arc", "ok"))]]
+        options: list[tuple[str | int, str]] = []
+        kind, chosen = "", None  # the buttons' callback kind; the option chosen before
+        if step == PICK_BUY:
+            offered = await self._buy_options(ui, user_id, line_id)
+            if isinstance(offered, str):
+                return offered
+            question, options, kind = _("What should I buy each time?"), [*offered], "arb"
+            chosen = draft.get("buy")
+        elif step == ASK_AMOUNT:
+            question = _("How much each time? Type an amount like 5 or $2.50.")
+        elif step == PICK_WHEN:
+            question, kind, chosen = _("When?"), "arw", draft.get("when")
+            options = [("monthly", _("Every month")), ("weekly", _("Every week")),
+                       ("every", _("Every N days")), ("balance", _("When the balance is low")),
+                       ("data", _("When data is low")),
+                       ("alive", _("Before the line would expire (keep it alive)"))]
+        elif step == ASK_WHEN_VALUE:
+            when = draft.get("when")
+            prompts = {
+                "monthly": _("On which day of the month ({low}-{high})?"),
+                "every": _("Every how many days ({low}-{high})?"),
+                "balance": _("Top up when the balance falls below how much? (like 1 or $0.50)"),
+                "data": _("Top up when data falls below how much? (like 500 MB or 1 GB)"),
+                "alive": _("How many days before the validity ends ({low}-{high})?"),
+            }
+            if when == "weekly":
+                names = get_day_names("wide", locale=ui.locale)
+                question, kind = _("On which day?"), "ard"
+                options = [(day, str(names[day])) for day in range(7)]
+                chosen = draft.get("when_value")
+            elif isinstance(when, str) and when in prompts:
+                low, high = WHEN_LIMITS.get(when, (0, 0))
+                question = prompts[when].format(low=low, high=high)
+            else:
+                return missing
+        elif step == ASK_CAP:
+            question = _("At most how much in one month? (like 20)")
+        elif step == PICK_APPROVAL:
+            question, kind = _("Should I ask before each charge?"), "arp"
+            chosen = draft.get("approval")
+            options = [("ask", _("Ask me every time")),
+                       ("auto", _("Charge automatically up to the cap"))]
+        else:
+            return missing
+        rows = [_choice(label, cb.encode(kind, key), key == chosen) for key, label in options]
+        return self._so_far(ui, label, draft) + "\n\n" + question, rows
+
+    def _so_far(self, ui: Ui, label: str, draft: dict[str, Any]) -> str:
+        """The line and what the draft holds, a line each ("Buy: $5.00 of airtime")."""
+        _ = ui._
+        parts = [label]
+        buy = draft.get("buy") or ("amount" if "amount_minor" in draft
+                                   else "plan" if "product_id" in draft else None)
+        amount = draft.get("amount_minor")
+        if buy == "amount" and isinstance(amount, int):
+            parts.append(_("Buy: {buy}").format(buy=buy_text(ui, Money(amount, "USD"), None,
+                                                              None)))
+        elif buy in ("plan", "cheap"):
+            product = draft.get("product_id") if buy == "plan" else None
+            parts.append(_("Buy: {buy}").format(buy=buy_text(
+                ui, None, str(product) if product else None, draft.get("plan_name"))))
+        when, value = draft.get("when"), draft.get("when_value")
+        if isinstance(when, str) and when in WHEN_KEYS and isinstance(value, int):
+            parts.append(_("Top up: {when}").format(when=when_text(
+                ui, when, Money(value, "USD") if when == "balance" else value)))
+        cap = draft.get("cap_minor")
+        if isinstance(cap, int):
+            parts.append(_("At most {cap} a month").format(cap=ui.money(Money(cap, "USD"))))
+        if draft.get("approval") in ("ask", "auto"):
+            parts.append(approval_text(ui, Approval(draft["approval"])))
+        return "\n".join(parts)
+
+    async def _buy_options(self, ui: Ui, user_id: int,
+                           line_id: int) -> list[tuple[str, str]] | str:
+        """What the line can buy each time; or why nothing (an eSIM without its plan)."""
+        _ = ui._
+        with_plan = await self._lines.with_plan(user_id, line_id)
+        if with_plan is None:
+            return _("That line is not yours or no longer bound.")
+        esim, plan = with_plan.line.is_esim, with_plan.plan
+        if esim and plan is None:
+            return _("An eSIM is topped up with one of its own packages: choose it first in "
+                     "/lines (📋 Choose plan).")
+        options = []
+        if not esim:  # an eSIM takes no airtime
+            options.append(("amount", _("A fixed amount of airtime")))
+        if plan is not None:
+            options.append(("plan", _("My plan: {plan}").format(plan=plan.name)))
+        if not esim:
+            options.append(("cheap", _("The cheapest top-up that keeps the line alive")))
+        return options
+
+    async def _described(self, ui: Ui, user_id: int, rule: RuleView,
+                         draft: dict[str, Any]) -> str | None:
+        line = await self._lines.own(user_id, rule.line_id)
+        if line is None:
+            return None
+        return describe(ui, rule.spec, line.label, draft.get("plan_name"))
+
+    async def _turned_on(self, ui: Ui, user_id: int, rule: RuleView,
+                         draft: dict[str, Any]) -> str:
+        _ = ui._
+        text = _("Auto-recharge is on.")
+        if rule.next_run_at is not None:
+            text += " " + _("Next run: {when}").format(when=ui.when(rule.next_run_at))
+        described = await self._described(ui, user_id, rule, draft)
+        return f"{described}\n\n{text}" if described else text
+
+    # -- the wizard's steps ----------------------------------------------------------------
 
     async def begin(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
         user = update.effective_user
         assert user is not None
-        if update.callback_query is not None:
-            await update.callback_query.answer()
-        ui = await self.ui(update)
-        _ = ui._
-        self._draft(context).clear()
-        lines = await self._lines.for_user(user.id)
-        if not lines:
-            await self.reply(update, _("You have no lines yet. Send /bind to add one."))
-            return END
-        if len(lines) == 1:
-            self._draft(context)["line_id"] = lines[0].id
-            return await self._ask_buy(update, ui, lines[0].id, user.id)
-        rows = [[InlineKeyboardButton(line.label, callback_data=cb.encode("arl", line.id))]
-                for line in lines]
-        await self.reply(update, _("Which line should I top up automatically?"),
-                         reply_markup=InlineKeyboardMarkup(rows))
-        return PICK_LINE
-
-    async def line_chosen(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
-        data = cb.decode(query.data)
-        line_id = data.int_arg("line") if data else None
-        line = await self._lines.own(user.id, line_id) if line_id is not None else None
-        if line is None:
-            await query.answer(ui._("That line is not yours or no longer bound."),
-                               show_alert=True)
-            return PICK_LINE
-        await query.answer()
-        self._draft(context)["line_id"] = line.id
-        return await self._ask_buy(update, ui, line.id, user.id)
-
-    async def _ask_buy(self, update: Update, ui: Ui, line_id: int,
-                       user_id: int) -> str | int:
-        _ = ui._
-        with_plan = await self._lines.with_plan(user_id, line_id)
-        esim = with_plan is not None and with_plan.line.is_esim
-        plan = with_plan.plan if with_plan is not None else None
-        if esim and plan is None:
-            await self.reply(update, _("An eSIM is topped up with one of its own packages: "
-                                       "choose it first in /lines (📋 Choose plan)."))
-            return END
-        rows = []
-        if not esim:  # an eSIM takes no airtime
-            rows.append([InlineKeyboardButton(_("A fixed amount of airtime"),
-                                              callback_data=cb.encode("arb", "amount"))])
-        if plan is not None:
-            rows.append([InlineKeyboardButton(
-                _("My plan: {plan}").format(plan=plan.name),
-                callback_data=cb.encode("arb", "plan"))])
-        if not esim:
-            rows.append([InlineKeyboardButton(
-                _("The cheapest top-up that keeps the line alive"),
-                callback_data=cb.encode("arb", "cheap"))])
-        await self.reply(update, _("What should I buy each time?"),
-                         reply_markup=InlineKeyboardMarkup(rows))
-        return PICK_BUY
-
-    async def buy_chosen(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        await query.answer()
-        ui = await self.ui(update)
-        _ = ui._
+        if update.callback_query is not None:  # ➕ New rule: the list's message becomes it
+            pressed = await self.pressed(update)
+            if pressed is None:
+                return END
+            await pressed.query.answer()
+            ui = pressed.ui
+        else:
+            ui = await self.ui(update)
         draft = self._draft(context)
-        data = cb.decode(query.data)
-        what = data.arg("what") if data else ""
-        draft.pop("amount_minor", None)
-        draft.pop("product_id", None)
-        if what == "amount":
-            await self.reply(update, _("How much each time? Type an amount like 5 or $2.50."))
-            return ASK_AMOUNT
-        if what == "plan":
-            found = await self._lines.with_plan(user.id, int(draft.get("line_id", 0)))
-            if found is None or found.plan is None:
-                await self.reply(update, _("That line has no plan yet. Choose one in /lines."))
-                return PICK_BUY
-            draft["product_id"] = found.plan.id
-        return await self._ask_when(update, ui)
+        draft.clear()
+        lines = await self._lines.for_user(user.id)
+        if len(lines) == 1:
+            draft.update(line_id=lines[0].id, first=STEP_KEYS[PICK_BUY])
+            return await self._show(update, context, ui, PICK_BUY)
+        draft["first"] = STEP_KEYS[PICK_LINE]
+        return await self._show(update, context, ui, PICK_LINE)  # no line: says so, ends
 
-    async def amount_typed(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str:
+    async def navigate(self, update: Update,
+                       context: ContextTypes.DEFAULT_TYPE) -> str | int | None:
+        """Back and Cancel; each state matches only its own step's (an older step's is no
+        longer active, so a double tap on Back goes back once)."""
+        pressed = await self._press(update, context)
+        if pressed is None:
+            return None
+        step = STEPS.get(pressed.data.arg("step"), "")
+        if pressed.data.arg("action") == "cancel":
+            await pressed.query.answer()
+            return await self.cancel(update, context)
+        previous = self._previous(step, self._draft(context)) if step else None
+        if previous is None:
+            await pressed.query.answer(pressed.ui._("That button is no longer active."))
+            return None
+        await pressed.query.answer()
+        return await self._show(update, context, pressed.ui, previous)
+
+    async def line_chosen(self, update: Update,
+                          context: ContextTypes.DEFAULT_TYPE) -> str | int | None:
+        pressed = await self._press(update, context)
+        if pressed is None:
+            return None
+        line_id = pressed.data.int_arg("line")
+        line = await self._lines.own(pressed.user.id, line_id) if line_id is not None else None
+        if line is None:
+            await pressed.query.answer(pressed.ui._("That line is not yours or no longer bound."),
+                                       show_alert=True)
+            return None
+        await pressed.query.answer()
+        draft = self._draft(context)
+        if draft.get("line_id") != line.id:  # another line has other plans
+            for key in ("buy", "amount_minor", "product_id", "plan_name"):
+                draft.pop(key, None)
+            rule_id = draft.pop("rule_id", None)
+            if isinstance(rule_id, int) and await self._waiting(update, context, rule_id):
+                # Proposed for the other line (Back from the code step): a rule never on,
+                # which this wizard now proposes for this line instead.
+                await self._rules.delete(pressed.user.id, rule_id)
+        draft["line_id"] = line.id
+        return await self._show(update, context, pressed.ui, PICK_BUY)
+
+    async def buy_chosen(self, update: Update,
+                         context: ContextTypes.DEFAULT_TYPE) -> str | int | None:
+        pressed = await self._press(update, context)
+        if pressed is None:
+            return None
+        query, ui = pressed.query, pressed.ui
+        draft = self._draft(context)
+        what = pressed.data.arg("what")
+        if what == "plan":
+            found = await self._lines.with_plan(pressed.user.id, int(draft.get("line_id", 0)))
+            if found is None or found.plan is None:
+                await query.answer(ui._("That line has no plan yet. Choose one in /lines."),
+                                   show_alert=True)
+                return None
+            draft.update(buy=what, product_id=found.plan.id, plan_name=found.plan.name)
+            draft.pop("amount_minor", None)
+        elif what in ("amount", "cheap"):
+            draft["buy"] = what  # an amount typed before stays shown, to be typed again
+            for key in ("product_id", "plan_name", *(("amount_minor",) if what == "cheap"
+                                                     else ())):
+                draft.pop(key, None)
+        else:
+            await query.answer(ui._("That button is no longer active."))
+            return None
+        await query.answer()
+        return await self._show(update, context, ui, ASK_AMOUNT if what == "amount" else PICK_WHEN)
+
+    async def amount_typed(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
         message = update.effective_message
         assert message is not None
         ui = await self.ui(update)
         amount = self._money(message.text)
         if isinstance(amount, str):
-            await message.reply_text(ui._(amount))
-            return ASK_AMOUNT
+            return await self._show(update, context, ui, ASK_AMOUNT, error=ui._(amount),
+                                    fresh=True)
         self._draft(context)["amount_minor"] = amount.minor
-        return await self._ask_when(update, ui)
+        return await self._show(update, context, ui, PICK_WHEN)
 
     @staticmethod
     def _money(text: str | None) -> Money | str:
@@ -339,59 +667,35 @@ class AutoRechargeFlow(Flow):
             return _("Top-ups are in US dollars: type an amount like 5 or $2.50.")
         return money
 
-    async def _ask_when(self, update: Update, ui: Ui) -> str:
-        _ = ui._
-        options = (("monthly", _("Every month")), ("weekly", _("Every week")),
-                   ("every", _("Every N days")), ("balance", _("When the balance is low")),
-                   ("data", _("When data is low")),
-                   ("alive", _("Before the line would expire (keep it alive)")))
-        rows = [[InlineKeyboardButton(label, callback_data=cb.encode("arw", key))]
-                for key, label in options]
-        await self.reply(update, _("When?"), reply_markup=InlineKeyboardMarkup(rows))
-        return PICK_WHEN
-
-    async def when_chosen(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query = update.callback_query
-        assert query is not None
-        await query.answer()
-        ui = await self.ui(update)
-        _ = ui._
-        data = cb.decode(query.data)
-        when = data.arg("when") if data else ""
+    async def when_chosen(self, update: Update,
+                          context: ContextTypes.DEFAULT_TYPE) -> str | int | None:
+        pressed = await self._press(update, context)
+        if pressed is None:
+            return None
+        when = pressed.data.arg("when")
+        if when not in WHEN_KEYS:
+            await pressed.query.answer(pressed.ui._("That button is no longer active."))
+            return None
+        await pressed.query.answer()
         draft = self._draft(context)
+        if draft.get("when") != when:  # a day of the month is no weekday, nor a threshold
+            draft.pop("when_value", None)
         draft["when"] = when
-        if when == "weekly":
-            names = get_day_names("wide", locale=ui.locale)
-            rows = [[InlineKeyboardButton(str(names[day]), callback_data=cb.encode("ard", day))]
-                    for day in range(7)]
-            await self.reply(update, _("On which day?"), reply_markup=InlineKeyboardMarkup(rows))
-            return ASK_WHEN_VALUE
-        prompts = {
-            "monthly": _("On which day of the month (1-31)?"),
-            "every": _("Every how many days (1-365)?"),
-            "balance": _("Top up when the balance falls below how much? (like 1 or $0.50)"),
-            "data": _("Top up when data falls below how much? (like 500 MB or 1 GB)"),
-            "alive": _("How many days before the validity ends (1-14)?"),
-        }
-        if when not in prompts:
-            await self.reply(update, _("That button is no longer active."))
-            return PICK_WHEN
-        await self.reply(update, prompts[when])
-        return ASK_WHEN_VALUE
+        return await self._show(update, context, pressed.ui, ASK_WHEN_VALUE)
 
     async def weekday_chosen(self, update: Update,
-                             context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query = update.callback_query
-        assert query is not None
-        await query.answer()
-        data = cb.decode(query.data)
-        day = data.int_arg("day") if data else None
-        ui = await self.ui(update)
-        if day is None or day > 6 or self._draft(context).get("when") != "weekly":
-            await self.reply(update, ui._("That button is no longer active."))
-            return ASK_WHEN_VALUE
-        self._draft(context)["when_value"] = day
-        return await self._ask_cap(update, ui)
+                             context: ContextTypes.DEFAULT_TYPE) -> str | int | None:
+        pressed = await self._press(update, context)
+        if pressed is None:
+            return None
+        day = pressed.data.int_arg("day")
+        draft = self._draft(context)
+        if day is None or day > 6 or draft.get("when") != "weekly":
+            await pressed.query.answer(pressed.ui._("That button is no longer active."))
+            return None
+        await pressed.query.answer()
+        draft["when_value"] = day
+        return await self._show(update, context, pressed.ui, ASK_CAP)
 
     async def when_value_typed(self, update: Update,
                                context: ContextTypes.DEFAULT_TYPE) -> str | int:
@@ -402,79 +706,51 @@ class AutoRechargeFlow(Flow):
         draft = self._draft(context)
         text = (message.text or "").strip()
         when = draft.get("when")
-        limits = {"monthly": (1, 31), "every": (1, 365), "alive": (1, 14)}
-        if when in limits:
-            low, high = limits[str(when)]
+        if when in WHEN_LIMITS:
+            low, high = WHEN_LIMITS[str(when)]
             if not text.isdigit() or not low <= int(text) <= high:
-                await message.reply_text(_("Type a whole number from {low} to {high}.").format(
-                    low=low, high=high))
-                return ASK_WHEN_VALUE
+                return await self._show(update, context, ui, ASK_WHEN_VALUE, fresh=True, error=_(
+                    "Type a whole number from {low} to {high}.").format(low=low, high=high))
             draft["when_value"] = int(text)
         elif when == "balance":
             amount = self._money(text)
             if isinstance(amount, str):
-                await message.reply_text(_(amount))
-                return ASK_WHEN_VALUE
+                return await self._show(update, context, ui, ASK_WHEN_VALUE, error=_(amount),
+                                        fresh=True)
             draft["when_value"] = amount.minor
         elif when == "data":
             megabytes = None if too_long(text) else parse_megabytes(text)
             if megabytes is None:
-                await message.reply_text(_("Type an amount of data like 500 MB or 1 GB."))
-                return ASK_WHEN_VALUE
+                return await self._show(update, context, ui, ASK_WHEN_VALUE, fresh=True, error=_(
+                    "Type an amount of data like 500 MB or 1 GB."))
             draft["when_value"] = megabytes
-        else:
+        else:  # the weekday buttons are the answer
             await message.reply_text(_("Choose one of the buttons above, or /cancel."))
             return ASK_WHEN_VALUE
-        return await self._ask_cap(update, ui)
+        return await self._show(update, context, ui, ASK_CAP)
 
-    async def _ask_cap(self, update: Update, ui: Ui) -> str:
-        await self.reply(update, ui._("At most how much in one month? (like 20)"))
-        return ASK_CAP
-
-    async def cap_typed(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str:
+    async def cap_typed(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
         message = update.effective_message
         assert message is not None
         ui = await self.ui(update)
-        _ = ui._
         cap = self._money(message.text)
         if isinstance(cap, str):
-            await message.reply_text(_(cap))
-            return ASK_CAP
+            return await self._show(update, context, ui, ASK_CAP, error=ui._(cap), fresh=True)
         self._draft(context)["cap_minor"] = cap.minor
-        keyboard = InlineKeyboardMarkup([
-            [InlineKeyboardButton(_("Ask me every time"), callback_data=cb.encode("arp", "ask"))],
-            [InlineKeyboardButton(_("Charge automatically up to the cap"),
-                                  callback_data=cb.encode("arp", "auto"))]])
-        await message.reply_text(_("Should I ask before each charge?"), reply_markup=keyboard)
-        return PICK_APPROVAL
+        return await self._show(update, context, ui, PICK_APPROVAL)
 
     async def approval_chosen(self, update: Update,
-                              context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        await query.answer()
-        ui = await self.ui(update)
-        _ = ui._
-        data = cb.decode(query.data)
-        mode = data.arg("mode") if data else ""
+                              context: ContextTypes.DEFAULT_TYPE) -> str | int | None:
+        pressed = await self._press(update, context)
+        if pressed is None:
+            return None
+        mode = pressed.data.arg("mode")
         if mode not in ("ask", "auto"):
-            return PICK_APPROVAL
-        draft = self._draft(context)
-        draft["approval"] = mode
-        spec = self._spec(draft, ui)
-        line = await self._lines.own(user.id, int(draft.get("line_id", 0)))
-        if spec is None or line is None:
-            await self.reply(update, _("Something in this rule is missing. Please start again "
-                                       "with /autorecharge."))
-            return END
-        plan = await self._lines.with_plan(user.id, line.id)
-        plan_name = plan.plan.name if plan and plan.plan else None
-        keyboard = InlineKeyboardMarkup([[
-            InlineKeyboardButton(_("✅ Confirm"), callback_data=cb.encode("arc", "ok")),
-            InlineKeyboardButton(_("✖️ Cancel"), callback_data=cb.encode("arc", "no"))]])
-        await self.reply(update, describe(ui, spec, line.label, plan_name) + "\n\n" + _(
-            "To turn it on I will send a code by SMS to the line."), reply_markup=keyboard)
-        return CONFIRM
+            await pressed.query.answer(pressed.ui._("That button is no longer active."))
+            return None
+        await pressed.query.answer()
+        self._draft(context)["approval"] = mode
+        return await self._show(update, context, pressed.ui, CONFIRM)
 
     def _spec(self, draft: dict[str, Any], ui: Ui) -> RuleSpec | None:
         try:
@@ -506,21 +782,21 @@ class AutoRechargeFlow(Flow):
             return None
         return None
 
-    async def confirmed(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        await query.answer()
-        ui = await self.ui(update)
+    async def confirmed(self, update: Update,
+                        context: ContextTypes.DEFAULT_TYPE) -> str | int | None:
+        pressed = await self._press(update, context)
+        if pressed is None:
+            return None
+        user, ui = pressed.user, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        if data is None or data.arg("answer") != "ok":
+        await pressed.query.answer()
+        if pressed.data.arg("answer") != "ok":
             return await self.cancel(update, context)
         draft = self._draft(context)
         spec = self._spec(draft, ui)
         if spec is None:
-            await self.reply(update, _("Something in this rule is missing. Please start again "
-                                       "with /autorecharge."))
-            return END
+            return await self._stop(update, context, _(
+                "Something in this rule is missing. Please start again with /autorecharge."))
         rule_id = draft.get("rule_id")
         outcome: Proposed | NotYourLine | Invalid | Edited | NotYourRule | WrongState
         if isinstance(rule_id, int):
@@ -528,122 +804,121 @@ class AutoRechargeFlow(Flow):
         else:
             outcome = await self._rules.propose(user.id, int(draft.get("line_id", 0)), spec,
                                                 self._sms_text(ui))
-        if isinstance(outcome, Invalid):
-            await self.reply(update, rule_error_text(_, outcome.reason))
-            return END
+        if isinstance(outcome, Invalid):  # the summary again, saying what to change with Back
+            return await self._show(update, context, ui, CONFIRM,
+                                    error=rule_error_text(_, outcome.reason))
         if isinstance(outcome, NotYourLine | NotYourRule | WrongState):
-            await self.reply(update, _("That line is not yours or no longer bound."))
-            return END
+            return await self._stop(update, context,
+                                    _("That line is not yours or no longer bound."))
         if isinstance(outcome, Edited) and outcome.code is None:
-            self._draft(context).clear()
-            await self.reply(update, _("Updated. The rule stays on."))
-            return END
+            described = await self._described(ui, user.id, outcome.rule, draft)
+            done = _("Updated. The rule stays on.")
+            return await self._stop(update, context,
+                                    f"{described}\n\n{done}" if described else done)
         if outcome.code is None:  # an eSIM: its purchase proved it, no code is needed
-            self._draft(context).clear()
-            text = _("Auto-recharge is on.")
-            if outcome.rule.next_run_at is not None:
-                text += " " + _("Next run: {when}").format(when=ui.when(outcome.rule.next_run_at))
-            await self.reply(update, text)
-            return END
+            return await self._stop(update, context,
+                                    await self._turned_on(ui, user.id, outcome.rule, draft))
         draft["rule_id"] = outcome.rule.id
-        return await self._code_sent(update, ui, outcome.code)
+        return await self._code_sent(update, context, ui, outcome.code)
 
-    async def _code_sent(self, update: Update, ui: Ui,
+    async def _code_sent(self, update: Update, context: ContextTypes.DEFAULT_TYPE, ui: Ui,
                          sent: CodeSent | CodeNotSent) -> str | int:
         _ = ui._
         if isinstance(sent, CodeSent):
-            keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(
-                _("Send a new code"), callback_data=cb.encode("arr", "resend"))]])
-            await self.reply(update, _("I sent a 6-digit code by SMS to the line. Type it here "
-                                       "to turn the rule on."), reply_markup=keyboard)
-            return ASK_CODE
+            return await self._show(update, context, ui, ASK_CODE)
         if sent.refused is None:
-            await self.reply(update, _("I could not send the SMS just now. Please try again "
-                                       "in a minute."))
-            return ASK_CODE
+            return await self._show(update, context, ui, ASK_CODE, body=_(
+                "I could not send the SMS just now. Please try again in a minute."))
         if sent.refused.reason is SendRefusal.COOLDOWN:
-            await self.reply(update, _("A code was sent moments ago. Type it, or ask for a new "
-                                       "one after {time}.").format(
-                time=ui.when(sent.refused.retry_at)))
-            return ASK_CODE
-        await self.reply(update, _("No more codes can be sent to this line for now. Try again "
-                                   "after {time}; the rule waits for its code in "
-                                   "/autorecharge.").format(time=ui.when(sent.refused.retry_at)))
-        return END
+            return await self._show(update, context, ui, ASK_CODE,
+                                    body=cooldown_text(ui, sent.refused.retry_at))
+        return await self._stop(update, context, _(
+            "No more codes can be sent to this line for now. Try again after {time}; the rule "
+            "waits for its code in /autorecharge.").format(time=ui.when(sent.refused.retry_at)))
 
-    async def resend(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        await query.answer()
-        ui = await self.ui(update)
+    async def resend(self, update: Update,
+                     context: ContextTypes.DEFAULT_TYPE) -> str | int | None:
+        pressed = await self._press(update, context)
+        if pressed is None:
+            return None
+        ui = pressed.ui
         rule_id = self._draft(context).get("rule_id")
-        sent = (await self._rules.resend_code(user.id, rule_id, self._sms_text(ui))
+        sent = (await self._rules.resend_code(pressed.user.id, rule_id, self._sms_text(ui))
                 if isinstance(rule_id, int) else None)
         if not isinstance(sent, CodeSent | CodeNotSent):
-            await self.reply(update, ui._("That button is no longer active."))
-            return END
-        return await self._code_sent(update, ui, sent)
+            await pressed.query.answer()
+            return await self._stop(update, context,
+                                    ui._("Nothing is waiting for a code. See /autorecharge."))
+        # The step reads the same after a new code: the answer says one is on its way.
+        await pressed.query.answer(ui._("A new code is on its way.")
+                                   if isinstance(sent, CodeSent) else None)
+        return await self._code_sent(update, context, ui, sent)
 
     async def code_typed(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
         message, user = update.effective_message, update.effective_user
         assert message is not None and user is not None
         ui = await self.ui(update)
         _ = ui._
-        rule_id = self._draft(context).get("rule_id")
+        draft = self._draft(context)
+        rule_id = draft.get("rule_id")
         if not isinstance(rule_id, int):
-            await message.reply_text(_("Please start again with /autorecharge."))
-            return END
+            return await self._stop(update, context,
+                                    _("Please start again with /autorecharge."))
         typed = "" if too_long(message.text) else (message.text or "")
         result = await self._rules.confirm(user.id, rule_id, typed)
         if result.enabled and result.rule is not None:
-            self._draft(context).clear()
-            text = _("Auto-recharge is on.")
-            if result.rule.next_run_at is not None:
-                text += " " + _("Next run: {when}").format(when=ui.when(result.rule.next_run_at))
-            await message.reply_text(text)
-            return END
+            return await self._stop(update, context,
+                                    await self._turned_on(ui, user.id, result.rule, draft))
         outcome = result.outcome
+        refused: str | None = None
         if result.status is ConfirmStatus.CODE_REJECTED and outcome is not None:
-            if outcome.result is CheckResult.WRONG:
-                await message.reply_text(_("That code is not right. {tries} tries left.").format(
-                    tries=outcome.tries_left))
-                return ASK_CODE
-            if outcome.result is CheckResult.MALFORMED:
-                await message.reply_text(_("Type the 6 digits from the SMS, like 123456."))
-                return ASK_CODE
             if outcome.result is CheckResult.LOCKED and outcome.locked_until is not None:
-                await message.reply_text(_("Too many wrong codes. For your safety this line is "
-                                           "locked until {time}.").format(
-                    time=ui.when(outcome.locked_until)))
-                return END
-            await message.reply_text(_("That code has expired. Tap \"Send a new code\"."))
-            return ASK_CODE
-        if result.status is ConfirmStatus.CODE_FOR_OTHER:
-            await message.reply_text(_("That code was for something else. Tap \"Send a new "
-                                       "code\"."))
-            return ASK_CODE
-        await message.reply_text(_("Nothing is waiting for a code. See /autorecharge."))
-        return END
+                return await self._stop(update, context, _(
+                    "Too many wrong codes. For your safety this line is locked until "
+                    "{time}.").format(time=ui.when(outcome.locked_until)))
+            if outcome.result is CheckResult.WRONG:
+                refused = ui.ngettext("That code is not right. {tries} try left.",
+                                      "That code is not right. {tries} tries left.",
+                                      outcome.tries_left).format(tries=outcome.tries_left)
+            elif outcome.result is CheckResult.MALFORMED:
+                refused = _("Type the 6 digits from the SMS, like 123456.")
+            else:
+                refused = _("That code has expired. Tap \"Send a new code\".")
+        elif result.status is ConfirmStatus.CODE_FOR_OTHER:
+            refused = _("That code was for something else. Tap \"Send a new code\".")
+        if refused is None:
+            return await self._stop(update, context,
+                                    _("Nothing is waiting for a code. See /autorecharge."))
+        return await self._show(update, context, ui, ASK_CODE, error=refused, fresh=True)
 
     def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
         text = filters.TEXT & ~filters.COMMAND
+
+        def at(step: str, *handlers: BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any],
+               ) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
+            """A step's handlers, and its own Back and Cancel."""
+            nav = rf"^{cb.VERSION}:arx:(back|cancel):{STEP_KEYS[step]}$"
+            return [*handlers, CallbackQueryHandler(self.navigate, pattern=nav)]
+
         wizard = ConversationHandler(
             name="autorecharge", persistent=True,
             entry_points=[CommandHandler("newrule", self.begin),
                           CallbackQueryHandler(self.begin, pattern=NEW),
                           CallbackQueryHandler(self.on_rule, pattern=RULE)],
             states={
-                PICK_LINE: [CallbackQueryHandler(self.line_chosen, pattern=LINE)],
-                PICK_BUY: [CallbackQueryHandler(self.buy_chosen, pattern=BUY)],
-                ASK_AMOUNT: [MessageHandler(text, self.amount_typed)],
-                PICK_WHEN: [CallbackQueryHandler(self.when_chosen, pattern=WHEN)],
-                ASK_WHEN_VALUE: [CallbackQueryHandler(self.weekday_chosen, pattern=WEEKDAY),
-                                 MessageHandler(text, self.when_value_typed)],
-                ASK_CAP: [MessageHandler(text, self.cap_typed)],
-                PICK_APPROVAL: [CallbackQueryHandler(self.approval_chosen, pattern=APPROVAL)],
-                CONFIRM: [CallbackQueryHandler(self.confirmed, pattern=SUMMARY)],
-                ASK_CODE: [MessageHandler(text, self.code_typed),
-                           CallbackQueryHandler(self.resend, pattern=RESEND)],
+                PICK_LINE: at(PICK_LINE, CallbackQueryHandler(self.line_chosen, pattern=LINE)),
+                PICK_BUY: at(PICK_BUY, CallbackQueryHandler(self.buy_chosen, pattern=BUY)),
+                ASK_AMOUNT: at(ASK_AMOUNT, MessageHandler(text, self.amount_typed)),
+                PICK_WHEN: at(PICK_WHEN, CallbackQueryHandler(self.when_chosen, pattern=WHEN)),
+                ASK_WHEN_VALUE: at(ASK_WHEN_VALUE,
+                                   CallbackQueryHandler(self.weekday_chosen, pattern=WEEKDAY),
+                                   MessageHandler(text, self.when_value_typed)),
+                ASK_CAP: at(ASK_CAP, MessageHandler(text, self.cap_typed)),
+                PICK_APPROVAL: at(PICK_APPROVAL,
+                                  CallbackQueryHandler(self.approval_chosen, pattern=APPROVAL)),
+                CONFIRM: at(CONFIRM, CallbackQueryHandler(self.confirmed, pattern=SUMMARY)),
+                ASK_CODE: at(ASK_CODE, MessageHandler(text, self.code_typed),
+                             CallbackQueryHandler(self.resend, pattern=RESEND)),
                 ConversationHandler.TIMEOUT: [MessageHandler(filters.ALL, self.timed_out),
                                               CallbackQueryHandler(self.timed_out)],
             },
@@ -655,23 +930,51 @@ class AutoRechargeFlow(Flow):
         )
         return [CommandHandler("autorecharge", self.show_rules), wizard]
 
-    async def cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
-        """/cancel; a rule already proposed stays listed, waiting for its code: say so."""
+    async def _waiting(self, update: Update, context: ContextTypes.DEFAULT_TYPE,
+                       rule_id: object = None) -> bool:
+        """Whether the draft's rule (or ``rule_id``) was proposed and waits for its code."""
         user = update.effective_user
-        rule_id = self._draft(context).get("rule_id")
+        rule_id = rule_id if rule_id is not None else self._draft(context).get("rule_id")
         rule = (await self._rules.own(user.id, rule_id)
                 if user is not None and isinstance(rule_id, int) else None)
-        if rule is None or rule.status is not RuleStatus.AWAITING_OTP:
-            return await super().cancel(update, context)
-        self._draft(context).clear()
+        return rule is not None and rule.status is RuleStatus.AWAITING_OTP
+
+    def _stopped_waiting(self, ui: Ui) -> str:
+        return ui._("Stopped here. The rule stays off until you type its SMS code: tap 🔑 "
+                    "Enter the code in /autorecharge, or delete it there.")
+
+    async def cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> int:
+        """/cancel and the Cancel buttons: the wizard message says so. A rule already
+        proposed stays listed, waiting for its code: say that instead."""
         ui = await self.ui(update)
-        await self.reply(update, ui._("Stopped here. The rule stays off until you type its SMS "
-                                      "code: tap 🔑 Enter the code in /autorecharge, or delete "
-                                      "it there."), reply_markup=ReplyKeyboardRemove())
+        if await self._waiting(update, context):
+            return await self._stop(update, context, self._stopped_waiting(ui))
+        await self._put(update, context, ui._("Cancelled. Nothing was changed."), None)
+        if context.user_data is not None:
+            context.user_data.clear()
         return END
 
+    async def timed_out(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Idle too long: the wizard message says so (its keyboard goes with it)."""
+        ui = await self.ui(update)
+        text = (self._stopped_waiting(ui) if await self._waiting(update, context)
+                else ui._("This took too long, so I stopped here. Nothing was changed; start "
+                          "again whenever you like."))
+        await self._put(update, context, text, None)
+        if context.user_data is not None:
+            context.user_data.clear()
+
     async def use_buttons(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """What the step does not take: text where buttons are the answer, or a button of
+        another step (no longer active) or of something else (the wizard is in the way)."""
         if update.callback_query is not None:
-            await update.callback_query.answer()
+            pressed = await self.pressed(update)
+            if pressed is not None:
+                await pressed.query.answer(
+                    pressed.ui._("That button is no longer active.")
+                    if pressed.data.kind in WIZARD_KINDS else pressed.ui._(
+                        "You are in the middle of something. Finish it, or send /cancel to "
+                        "stop."))
+            return
         ui = await self.ui(update)
         await self.reply(update, ui._("Use the buttons above, or /cancel."))

@@ -32,6 +32,7 @@ from bot.services.otp import CodeNotSent, CodeSent
 from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, too_long
+from handlers.render import cooldown_text
 
 ASK_NUMBER, ASK_CODE = "bind:number", "bind:code"
 DRAFT = "bind"  # user_data key: the number being proven, as E.164
@@ -138,8 +139,7 @@ class BindingFlow(Flow):
                              reply_markup=ReplyKeyboardRemove())
             return END
         if refused.reason is SendRefusal.COOLDOWN:
-            await self.reply(update, _("A code was sent moments ago. Type it, or ask for a new "
-                                       "one after {time}.").format(time=ui.when(refused.retry_at)))
+            await self.reply(update, cooldown_text(ui, refused.retry_at))
             return ASK_CODE
         self._forget(context)
         await self.reply(update, _("Too many codes were sent to this number this hour. Try "
@@ -179,8 +179,10 @@ class BindingFlow(Flow):
             await self._too_many(update, ui, result.too_many)
             return END
         if outcome.result is CheckResult.WRONG:
-            await message.reply_text(_("That code is not right. {tries} tries left.").format(
-                tries=outcome.tries_left))
+            await message.reply_text(ui.ngettext(
+                "That code is not right. {tries} try left.",
+                "That code is not right. {tries} tries left.",
+                outcome.tries_left).format(tries=outcome.tries_left))
             return ASK_CODE
         if outcome.result is CheckResult.LOCKED and outcome.locked_until is not None:
             await message.reply_text(_("Too many wrong codes. For your safety this line is "

@@ -6,9 +6,10 @@ once per group every few minutes, to talk to it privately (with a t.me link), an
 nothing else; channel posts are ignored. An edited message is never taken as new input (an
 edit of a number would send another SMS code): a private chat is asked to send it again.
 
-Two things pass the gate from groups: payment messages (money was taken, so it is recorded
-wherever the message came from; the payment handlers answer in the private chat) and the
-admins' commands in an ADMIN_CHAT_IDS group.
+Three things pass the gate from groups: payment messages (money was taken, so it is
+recorded wherever the message came from; the payment handlers answer in the private chat),
+and in an ADMIN_CHAT_IDS group the admins' commands, their replies to the bot's messages
+(answers to support requests) and the admins' buttons (a broadcast's Confirm).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from telegram.ext import ApplicationHandlerStop, BaseHandler, ContextTypes, Type
 
 from bot.i18n import Translations
 from bot.services.users import UsersService
+from handlers import callback_data as cb
 from handlers.common import Flow
 
 GATE_GROUP = -2  # ahead of the payments group (-1) and of every flow (0)
@@ -48,12 +50,28 @@ def _command_of(message: Message | None) -> str | None:
     return message.text[1:first.length].split("@", 1)[0].lower()
 
 
+def _replies_to_bot(message: Message | None, bot_id: int) -> bool:
+    """A message (not a command) answering one of the bot's: an admin's reply to a support
+    request."""
+    replied = message.reply_to_message if message is not None else None
+    return (replied is not None and replied.from_user is not None
+            and replied.from_user.id == bot_id and _command_of(message) is None)
+
+
+def _button_of(update: Update) -> str | None:
+    """The kind of the button pressed (callback data of ours), or None."""
+    query = update.callback_query
+    data = cb.decode(query.data) if query is not None else None
+    return data.kind if data is not None else None
+
+
 class ChatGate(Flow):
     def __init__(self, users: UsersService, i18n: Translations, admin_chat_ids: Collection[int],
-                 admin_commands: Collection[str]) -> None:
+                 admin_commands: Collection[str], admin_buttons: Collection[str] = ()) -> None:
         super().__init__(users, i18n)
         self._admins = frozenset(admin_chat_ids)
         self._admin_commands = frozenset(admin_commands)
+        self._admin_buttons = frozenset(admin_buttons)  # callback kinds
         self._noted: dict[int, datetime] = {}  # group chat id -> when it was last told
 
     async def check(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -75,8 +93,10 @@ class ChatGate(Flow):
         if message is not None and (message.successful_payment is not None
                                     or message.refunded_payment is not None):
             return
-        if chat is not None and chat.id in self._admins \
-                and _command_of(message) in self._admin_commands:
+        if chat is not None and chat.id in self._admins and (
+                _command_of(message) in self._admin_commands
+                or _replies_to_bot(message, context.bot.id)
+                or _button_of(update) in self._admin_buttons):
             return
         await self._point_to_private(update, context)
         raise ApplicationHandlerStop

@@ -8,14 +8,28 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime, format_timedelta
-from telegram import CallbackQuery, InlineKeyboardMarkup, ReplyKeyboardRemove, Update
+from babel.dates import (
+    format_datetime,
+    format_skeleton,
+    format_time,
+    format_timedelta,
+    get_datetime_format,
+)
+from telegram import (
+    CallbackQuery,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyKeyboardRemove,
+    Update,
+    User,
+)
 from telegram.error import BadRequest
 from telegram.ext import ApplicationHandlerStop, ContextTypes, ConversationHandler
 
 from bot.domain.money import Money, format_money
-from bot.i18n import Gettext, Translations
+from bot.i18n import DEFAULT_LANGUAGE, Gettext, NGettext, Translations, english_ngettext
 from bot.services.users import UsersService
+from handlers import callback_data as cb
 
 MAX_INPUT_CHARS = 300  # longer text is not a number, a code or a name: refuse it early
 CONVERSATION_TIMEOUT_SECONDS = 15 * 60
@@ -35,6 +49,13 @@ class Ui:
     locale: str
     zone: ZoneInfo
     now: datetime
+    ngettext: NGettext = english_ngettext  # counted messages: "1 try left", "3 tries left"
+
+    @classmethod
+    def of(cls, i18n: Translations, language: str, zone: ZoneInfo, now: datetime) -> Ui:
+        """The Ui of a language, with its messages, counted messages and locale."""
+        return cls(language=language, _=i18n.gettext(language), locale=i18n.locale(language),
+                   zone=zone, now=now, ngettext=i18n.ngettext(language))
 
     def money(self, money: Money) -> str:
         return format_money(money, self.locale)
@@ -47,9 +68,24 @@ class Ui:
             return self._("just now")
         return str(format_timedelta(delta, add_direction=True, locale=self.locale))
 
+    def soon(self, moment: datetime) -> str | None:
+        """How long until a moment within the hour, in words ("40 seconds", "3 minutes"):
+        a wait that short reads better so than as a date; None for a later moment."""
+        delta = moment - self.now
+        if not timedelta(0) <= delta < timedelta(hours=1):
+            return None
+        return str(format_timedelta(max(delta, timedelta(seconds=1)), threshold=1.5,
+                                    locale=self.locale))
+
     def when(self, moment: datetime) -> str:
-        return str(format_datetime(moment.astimezone(self.zone), "d MMM y, HH:mm",
-                                   locale=self.locale))
+        """A moment in the user's zone: "6 Dec 2026, 14:05" in English; elsewhere the
+        locale's own date order and joining ("2026年12月6日 14:05"), the time on 24 hours."""
+        local = moment.astimezone(self.zone)
+        if self.language == DEFAULT_LANGUAGE:
+            return str(format_datetime(local, "d MMM y, HH:mm", locale=self.locale))
+        joined = get_datetime_format("medium", locale=self.locale)
+        return str(joined).format(format_time(local, "HH:mm", locale=self.locale),
+                                  format_skeleton("yMMMd", local, locale=self.locale))
 
 
 async def user_ui(users: UsersService, i18n: Translations, user_id: int | None,
@@ -60,14 +96,17 @@ async def user_ui(users: UsersService, i18n: Translations, user_id: int | None,
         language, zone = await users.language_of(0, telegram_language), users.default_zone
     else:
         language, zone = await users.preferences(user_id, telegram_language)
-    return Ui(language=language, _=i18n.gettext(language), locale=i18n.locale(language),
-              zone=zone, now=users.clock.now())
+    return Ui.of(i18n, language, zone, users.clock.now())
 
 
 async def edit_in_place(query: CallbackQuery, text: str,
                         markup: InlineKeyboardMarkup | None = None) -> None:
-    """Edits the message under a button; a second tap that would change nothing is fine
-    (Telegram answers "message is not modified")."""
+    """Edits the message under a button, only when that changes it: fifty taps on a button
+    whose answer is already shown edit nothing (and a tap racing an edit, which Telegram
+    answers "message is not modified", is fine too)."""
+    shown = query.message
+    if isinstance(shown, Message) and shown.text == text and shown.reply_markup == markup:
+        return
     try:
         await query.edit_message_text(text, reply_markup=markup)
     except BadRequest as error:
@@ -87,6 +126,16 @@ def stopping(callback: Callback) -> Callback:
     return handle
 
 
+@dataclass(frozen=True)
+class Pressed:
+    """A button press with its prologue done: the query, who pressed, their Ui, its data."""
+
+    query: CallbackQuery
+    user: User
+    ui: Ui
+    data: cb.Callback
+
+
 class Flow:
     """Base of the handler classes: resolves the Ui for an update."""
 
@@ -99,6 +148,18 @@ class Flow:
         if user is None:
             return await user_ui(self.users, self.i18n, None, None)
         return await user_ui(self.users, self.i18n, user.id, user.language_code)
+
+    async def pressed(self, update: Update) -> Pressed | None:
+        """The press a button handler starts from; None (the press answered "That button is
+        no longer active.") when its data is not ours. Not answered otherwise."""
+        query, user = update.callback_query, update.effective_user
+        assert query is not None and user is not None
+        ui = await self.ui(update)
+        data = cb.decode(query.data)
+        if data is None:
+            await query.answer(ui._("That button is no longer active."))
+            return None
+        return Pressed(query, user, ui, data)
 
     async def reply(self, update: Update, text: str, **kwargs: Any) -> None:
         """A new message in the update's chat (after a button press too)."""

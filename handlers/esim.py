@@ -67,7 +67,8 @@ def package_text(ui: Ui, product: Product) -> str:
     """"1 GB · 7 days · $5.00" (and where it works, when not only in Cambodia)."""
     _ = ui._
     data = _("Unlimited") if product.data_mb is None else data_text(product.data_mb)
-    parts = [data, _("{days} days").format(days=product.validity_days),
+    parts = [data, ui.ngettext("{days} day", "{days} days", product.validity_days).format(
+        days=product.validity_days),
              ui.money(product.price)]
     if product.coverage and product.coverage != "Cambodia":
         parts.append(product.coverage)
@@ -183,8 +184,9 @@ class EsimFlow(Flow):
         lines = [package_text(ui, product),
                  _("Data: {data}").format(data=_("unlimited") if product.data_mb is None
                                           else data_text(product.data_mb)),
-                 _("Valid for {days} days from when it is installed.").format(
-                     days=product.validity_days),
+                 ui.ngettext("Valid for {days} day from when it is installed.",
+                             "Valid for {days} days from when it is installed.",
+                             product.validity_days).format(days=product.validity_days),
                  _("Works in: {where}").format(where=product.coverage or "Cambodia"),
                  _("Network in Cambodia: {network}").format(
                      network=product.operator.display_name),

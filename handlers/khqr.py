@@ -133,9 +133,12 @@ def render_amount_differs(ui: Ui, notice: KhqrAmountDiffers) -> Rendered:
 
 
 def render_checks_refused(ui: Ui, notice: KhqrChecksRefused) -> Rendered:
-    return ui._("⚠️ Bakong refuses the KHQR payment checks: {detail}. {count} KHQRs are "
-                "waiting to be checked; the checks are tried again every few "
-                "minutes.").format(detail=notice.detail, count=notice.open_count), None
+    return ui.ngettext(
+        "⚠️ Bakong refuses the KHQR payment checks: {detail}. {count} KHQR is waiting to be "
+        "checked; the checks are tried again every few minutes.",
+        "⚠️ Bakong refuses the KHQR payment checks: {detail}. {count} KHQRs are waiting to be "
+        "checked; the checks are tried again every few minutes.",
+        notice.open_count).format(detail=notice.detail, count=notice.open_count), None
 
 
 NOTICE_VIEWS = (

@@ -22,11 +22,13 @@ from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.approvals import PlanOffer, top_up_now_buttons
 from handlers.balance import REPORT_KIND
+from handlers.charts import chart_button
 from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, edit_in_place, too_long
 from handlers.esim import install_again_button
+from handlers.history import history_button
 from handlers.render import plan_label, reading_text
 
-LINE = cb.register("ln", "line", "action")  # show, ren, unb, unbok
+LINE = cb.register("ln", "line", "action")  # show, ren, unb, unbok; list (line 0)
 PLANS = cb.register("pl", "line", "page")
 PICK_PLAN = cb.register("pc", "line", "plan")
 ASK_NAME = "lines:name"
@@ -44,15 +46,20 @@ class LinesFlow(Flow):
         assert user is not None
         ui = await self.ui(update)
         _ = ui._
-        lines = await self._lines.for_user(user.id)
+        text, markup = await self._list(ui, user.id)
+        await self.reply(update, text, reply_markup=markup)
+
+    async def _list(self, ui: Ui, user_id: int) -> tuple[str, InlineKeyboardMarkup | None]:
+        """The user's lines, each a button to its card (or how to add one)."""
+        _ = ui._
+        lines = await self._lines.for_user(user_id)
         if not lines:
-            await self.reply(update, _("You have no lines yet. Send /bind to add one."))
-            return
+            return _("You have no lines yet. Send /bind to add one."), None
         buttons = [[InlineKeyboardButton(
             f"{line.label} · {line.operator.display_name}",
             callback_data=cb.encode("ln", line.id, "show"))] for line in lines]
-        await self.reply(update, _("Your lines. Tap one to see it and change it:"),
-                         reply_markup=InlineKeyboardMarkup(buttons))
+        return (_("Your lines. Tap one to see it and change it:"),
+                InlineKeyboardMarkup(buttons))
 
     async def on_line(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
         query, user = update.callback_query, update.effective_user
@@ -62,6 +69,11 @@ class LinesFlow(Flow):
         data = cb.decode(query.data)
         line_id = data.int_arg("line") if data else None
         action = data.arg("action") if data else ""
+        if action == "list":  # the card's way back to the list
+            await query.answer()
+            text, markup = await self._list(ui, user.id)
+            await self._edit(query, text, markup)
+            return END
         if action not in ("ren", "unb", "unbok"):  # show the card: one read checks and fetches
             found = await self._lines.card(user.id, line_id) if line_id else None
             if found is None:
@@ -126,8 +138,11 @@ class LinesFlow(Flow):
         return InlineKeyboardMarkup([
             *top_up_now_buttons(ui, line_id, PlanOffer.of(plan), airtime=not esim),
             *middle,
+            [chart_button(ui, line_id)],
+            [history_button(ui, line_id)],
             [InlineKeyboardButton(_("✏️ Rename"), callback_data=cb.encode("ln", line_id, "ren")),
              InlineKeyboardButton(_("🗑 Unbind"), callback_data=cb.encode("ln", line_id, "unb"))],
+            [InlineKeyboardButton(_("« All lines"), callback_data=cb.encode("ln", 0, "list"))],
         ])
 
     async def _edit(self, query: Any, text: str, markup: InlineKeyboardMarkup | None) -> None:

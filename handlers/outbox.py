@@ -30,8 +30,19 @@ from bot.services.notifications import (
     Transient,
     Unreachable,
 )
+from bot.services.support import SupportService
 from bot.services.users import UsersService
-from handlers import alerts, approvals, esim, khqr, provider_notices, wallet
+from handlers import (
+    alerts,
+    approvals,
+    broadcast,
+    esim,
+    history,
+    khqr,
+    provider_notices,
+    support,
+    wallet,
+)
 from handlers.common import Ui, user_ui
 from handlers.notification_views import NoticeView, QrView, Rendered, views_by_kind
 from handlers.qr import qr_png
@@ -40,13 +51,17 @@ log = logging.getLogger(__name__)
 
 VIEWS: dict[str, NoticeView[Any]] = views_by_kind(
     approvals.NOTICE_VIEWS, alerts.NOTICE_VIEWS, wallet.NOTICE_VIEWS,
-    provider_notices.NOTICE_VIEWS, khqr.NOTICE_VIEWS)
+    provider_notices.NOTICE_VIEWS, khqr.NOTICE_VIEWS, history.NOTICE_VIEWS,
+    support.NOTICE_VIEWS, broadcast.NOTICE_VIEWS)
 # Kinds sent as a QR code with a caption: an eSIM's install code, read when it is sent...
 PHOTO_VIEWS: dict[str, esim.InstallCodeView] = {view.kind: view for view in esim.PHOTO_VIEWS}
 # ... or a QR whose content the notice holds (a KHQR).
 QR_VIEWS: dict[str, QrView[Any]] = {view.kind: view for view in khqr.QR_VIEWS}
-if (VIEWS.keys() & PHOTO_VIEWS.keys() or VIEWS.keys() & QR_VIEWS.keys()
-        or PHOTO_VIEWS.keys() & QR_VIEWS.keys()):
+# Kinds that show a stored support message: its text is read when it is sent.
+TEXT_VIEWS: dict[str, support.SupportTextView[Any]] = {view.kind: view
+                                                      for view in support.TEXT_VIEWS}
+_KINDS = (VIEWS.keys(), PHOTO_VIEWS.keys(), QR_VIEWS.keys(), TEXT_VIEWS.keys())
+if sum(len(kinds) for kinds in _KINDS) != len(set().union(*_KINDS)):
     raise ValueError("a notification kind has two views")
 
 # BadRequest texts that mean the chat is gone for us, not that the message was wrong.
@@ -72,17 +87,21 @@ class TelegramDeliverer:
     """The dispatcher's ``Deliverer``: one message, sent or edited in place."""
 
     def __init__(self, bot: Bot, users: UsersService, i18n: Translations,
-                 esims: EsimService | None = None) -> None:
+                 esims: EsimService | None = None,
+                 support_service: SupportService | None = None) -> None:
         self._bot = bot
         self._users = users
         self._i18n = i18n
         self._esims = esims
+        self._support = support_service
 
     async def __call__(self, message: Outgoing) -> Delivery:
         if message.kind in PHOTO_VIEWS:
             return await self._photo(PHOTO_VIEWS[message.kind], message)
         if message.kind in QR_VIEWS:
             return await self._qr(QR_VIEWS[message.kind], message)
+        if message.kind in TEXT_VIEWS:
+            return await self._support_text(TEXT_VIEWS[message.kind], message)
         view = VIEWS.get(message.kind)
         if view is None:
             return Rejected(f"no view for kind {message.kind!r}")
@@ -152,6 +171,27 @@ class TelegramDeliverer:
         async def send() -> Delivery:
             sent = await self._bot.send_photo(message.chat_id, qr_png(content), caption=caption,
                                               parse_mode="HTML", reply_markup=markup)
+            return Delivered(sent.message_id)
+
+        return await _answered(send)
+
+    async def _support_text(self, view: support.SupportTextView[Any],
+                            message: Outgoing) -> Delivery:
+        """A support message with the stored text it shows (the outbox holds no text)."""
+        try:
+            notice = view.notice.from_params(message.params)
+        except NoticeError as error:
+            return Rejected(f"unreadable params: {error}")
+        if self._support is None:
+            return Rejected("no support service to read the message from")
+        text = await self._support.message_text(notice.support_message_id)
+        if text is None:
+            return Rejected(f"support message {notice.support_message_id} is not stored")
+        ui = await user_ui(self._users, self._i18n, message.chat_id, None)
+        body, markup = view.render(ui, notice, text)
+
+        async def send() -> Delivery:
+            sent = await self._bot.send_message(message.chat_id, body, reply_markup=markup)
             return Delivered(sent.message_id)
 
         return await _answered(send)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from bot.domain.products import Product, ProductKind
 from bot.domain.readings import LineReading, ReadingSource
 from handlers.common import Ui
@@ -17,8 +19,9 @@ def plan_label(ui: Ui, product: Product) -> str:
         what = _("{data} data").format(data=data_text(product.data_mb))
     else:
         what = _("{amount} airtime").format(amount=ui.money(product.airtime or product.price))
-    return _("{what}, {days} days: {price}").format(what=what, days=product.validity_days,
-                                                   price=ui.money(product.price))
+    return ui.ngettext("{what}, {days} day: {price}", "{what}, {days} days: {price}",
+                       product.validity_days).format(what=what, days=product.validity_days,
+                                                     price=ui.money(product.price))
 
 
 def reading_text(ui: Ui, reading: LineReading | None, now_label: str,
@@ -46,3 +49,15 @@ def reading_text(ui: Ui, reading: LineReading | None, now_label: str,
         parts.append(_("Valid until: {date}").format(date=ui.when(reading.validity_end)))
     parts.append(_("({source}, {age})").format(source=source, age=now_label))
     return "\n".join(parts)
+
+
+def cooldown_text(ui: Ui, retry_at: datetime) -> str:
+    """A new SMS code asked for too soon: when one can be sent, as "in 40 seconds" while
+    that is within the hour."""
+    _ = ui._
+    wait = ui.soon(retry_at)
+    if wait is not None:
+        return _("A code was sent moments ago. Type it, or ask for a new one in "
+                 "{wait}.").format(wait=wait)
+    return _("A code was sent moments ago. Type it, or ask for a new one after "
+             "{time}.").format(time=ui.when(retry_at))

@@ -1,4 +1,5 @@
-"""/settings and /language: language, time zone, quiet hours, low-balance warnings."""
+"""/settings and /language: language, time zone, quiet hours, low-balance warnings,
+promotions (offers the admins broadcast: off until the user turns them on)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ from bot.domain.money import MoneyError, parse_money
 from bot.domain.quiet_hours import QuietHoursError, parse_quiet_hours
 from bot.i18n import LANGUAGE_NAMES, SUPPORTED_LANGUAGES, Translations
 from bot.services.lines import LinesService
+from bot.services.promotions import PromotionsService
 from bot.services.readings import ReadingsService
 from bot.services.users import UsersService
 from handlers import callback_data as cb
-from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, too_long
+from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, edit_in_place, too_long
 
 LANGUAGE = cb.register("lg", "code")
-MENU = cb.register("st", "item")  # tz, quiet, warn
+MENU = cb.register("st", "item")  # tz, quiet, warn, promo_on, promo_off
+PROMOTIONS_ON, PROMOTIONS_OFF = "promo_on", "promo_off"  # menu items: what the tap sets
 ZONE = cb.register("tz", "index")
 WARN_LINE = cb.register("wl", "line")
 ASK_ZONE, ASK_QUIET, ASK_WARNING = "settings:zone", "settings:quiet", "settings:warning"
@@ -46,10 +49,12 @@ def _language_buttons() -> InlineKeyboardMarkup:
 
 class SettingsFlow(Flow):
     def __init__(self, users: UsersService, i18n: Translations, lines: LinesService,
-                 readings: ReadingsService) -> None:
+                 readings: ReadingsService, promotions: PromotionsService | None = None,
+                 ) -> None:
         super().__init__(users, i18n)
         self._lines = lines
         self._readings = readings
+        self._promotions = promotions
 
     async def language(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         ui = await self.ui(update)
@@ -72,8 +77,12 @@ class SettingsFlow(Flow):
         user = update.effective_user
         assert user is not None
         ui = await self.ui(update)
+        text, keyboard = await self._menu_view(ui, user.id)
+        await self.reply(update, text, reply_markup=keyboard)
+
+    async def _menu_view(self, ui: Ui, user_id: int) -> tuple[str, InlineKeyboardMarkup]:
         _ = ui._
-        record = await self.users.settings_of(user.id)
+        record = await self.users.settings_of(user_id)
         quiet = _("off")
         if record and record.quiet_start_minute is not None and record.quiet_end_minute is not None:
             quiet = (f"{record.quiet_start_minute // 60:02d}:{record.quiet_start_minute % 60:02d}"
@@ -84,23 +93,32 @@ class SettingsFlow(Flow):
             _("Time zone: {zone}").format(zone=ui.zone.key),
             _("Quiet hours: {quiet}").format(quiet=quiet),
         ])
-        keyboard = InlineKeyboardMarkup([
+        rows = [
             [InlineKeyboardButton(_("🌐 Language"), callback_data=cb.encode("st", "lang")),
              InlineKeyboardButton(_("🕒 Time zone"), callback_data=cb.encode("st", "tz"))],
             [InlineKeyboardButton(_("🌙 Quiet hours"), callback_data=cb.encode("st", "quiet")),
              InlineKeyboardButton(_("⚠️ Low-balance warning"),
                                   callback_data=cb.encode("st", "warn"))],
-        ])
-        await self.reply(update, text, reply_markup=keyboard)
+        ]
+        if self._promotions is not None:
+            on = await self._promotions.opted_in(user_id)
+            text += "\n" + (_("Promotions: on") if on else _("Promotions: off"))
+            rows.append([InlineKeyboardButton(
+                _("📣 Turn promotions off") if on else _("📣 Turn promotions on"),
+                callback_data=cb.encode("st", PROMOTIONS_OFF if on else PROMOTIONS_ON))])
+        return text, InlineKeyboardMarkup(rows)
 
     async def on_menu(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
         query, user = update.callback_query, update.effective_user
         assert query is not None and user is not None
+        data = cb.decode(query.data)
+        item = data.arg("item") if data else ""
+        if item in (PROMOTIONS_ON, PROMOTIONS_OFF):
+            await self._promotions_tapped(update, user.id, on=item == PROMOTIONS_ON)
+            return END
         await query.answer()
         ui = await self.ui(update)
         _ = ui._
-        data = cb.decode(query.data)
-        item = data.arg("item") if data else ""
         if item == "lang":
             await self.reply(update, _("Choose your language:"),
                              reply_markup=_language_buttons())
@@ -126,6 +144,23 @@ class SettingsFlow(Flow):
             await self.reply(update, _("Which line?"), reply_markup=InlineKeyboardMarkup(rows))
             return ASK_WARNING
         return END
+
+    async def _promotions_tapped(self, update: Update, user_id: int, *, on: bool) -> None:
+        """Turns promotions on or off as the button says (so a second tap changes nothing)
+        and shows the menu again, in place."""
+        query = update.callback_query
+        assert query is not None
+        if self._promotions is None:
+            await query.answer((await self.ui(update))._("That button is no longer active."))
+            return
+        on = await self._promotions.set_opted_in(user_id, on)
+        ui = await self.ui(update)
+        _ = ui._
+        await query.answer(_("Promotions are on: now and then I will send you an offer. Turn "
+                             "them off here any time.") if on
+                           else _("Promotions are off: I will not send you offers."))
+        text, keyboard = await self._menu_view(ui, user_id)
+        await edit_in_place(query, text, keyboard)
 
     async def zone_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
         query, user = update.callback_query, update.effective_user

@@ -62,6 +62,7 @@ from bot.services.wallet import (
 )
 from handlers import callback_data as cb
 from handlers.common import Flow, Ui
+from handlers.history import history_button
 from handlers.khqr import pay_button as khqr_pay_button
 from handlers.notification_views import NoticeView, Rendered
 
@@ -283,14 +284,15 @@ class WalletFlow(Flow):
                 "or an operator can credit cash or a bank transfer.") if khqr else _(
                 "Paying through Telegram is not set up here. An operator can credit cash or a "
                 "bank transfer to your wallet.")),
-                reply_markup=InlineKeyboardMarkup(khqr) if khqr else None)
+                reply_markup=InlineKeyboardMarkup([*khqr, [history_button(ui)]]))
             return
         buttons = [InlineKeyboardButton(_("+ {amount}").format(amount=ui.money(amount)),
                                         callback_data=cb.encode("wf", amount.minor))
                    for amount in self._wallet.offered_amounts()]
         stars = (_("You pay in Telegram Stars.") + "\n") if self._wallet.uses_stars else ""
         await self.reply(update, text + "\n\n" + stars + _("Add money:"),
-                         reply_markup=InlineKeyboardMarkup([buttons[:2], buttons[2:], *khqr]))
+                         reply_markup=InlineKeyboardMarkup([buttons[:2], buttons[2:], *khqr,
+                                                            [history_button(ui)]]))
 
     async def fund(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """An amount button: send the invoice (the button is never trusted beyond that)."""
@@ -364,12 +366,9 @@ class WalletFlow(Flow):
             raise ApplicationHandlerStop from None
         ui = await self.ui(update)
         _ = ui._
-        if isinstance(credited, Credited):
-            await self._say(update, _(
-                "✅ Payment received: {amount} added to your wallet. Available now: "
-                "{balance}.").format(amount=ui.money(credited.amount),
-                                     balance=ui.money(credited.balance)))
-        elif isinstance(credited, Disputed):
+        # Credited: its receipt, queued in the same transaction, is the one confirmation
+        # (a second "payment received" here said the same thing twice).
+        if isinstance(credited, Disputed):
             paid = _paid_text(ui, credited.paid_minor, credited.paid_currency)
             await self._say(update, _(
                 "This payment ({paid}) does not match the invoice it was made for, so nothing "

@@ -216,6 +216,15 @@ class ChargesRepository:
             charges.c.reference == reference))).mappings().first()
         return self._record(row) if row else None
 
+    async def recent_for_user(self, user_id: int, states: Iterable[ChargeState],
+                              limit: int) -> list[ChargeRecord]:
+        """The user's newest charges in ``states``, newest first (what /support offers)."""
+        query = (select(charges)
+                 .where(charges.c.user_id == user_id,
+                        charges.c.state.in_([s.value for s in states]))
+                 .order_by(charges.c.id.desc()).limit(limit))
+        return [self._record(r) for r in (await self._conn.execute(query)).mappings()]
+
     async def transition(self, charge_id: int, from_state: ChargeState, to_state: ChargeState,
                          now: datetime, *, bump_attempts: bool = False,
                          **values: Any) -> bool:
@@ -282,6 +291,17 @@ class ChargesRepository:
                    charges.c.state == ChargeState.SUCCEEDED.value)
             .order_by(charges.c.updated_at))
         return {line_id: (at, amount) for line_id, at, amount in rows.all()}
+
+    async def succeeded_for_line(self, line_id: int, *, user_id: int,
+                                 since: datetime) -> list[ChargeRecord]:
+        """The line's top-ups for ``user_id`` that succeeded (settled, ``updated_at``) at or
+        after ``since``, oldest first: the marks on its balance chart."""
+        query = (select(charges)
+                 .where(charges.c.line_id == line_id, charges.c.user_id == user_id,
+                        charges.c.state == ChargeState.SUCCEEDED.value,
+                        charges.c.updated_at >= since)
+                 .order_by(charges.c.updated_at, charges.c.id))
+        return [self._record(r) for r in (await self._conn.execute(query)).mappings()]
 
     async def due_summary(self, now: datetime) -> tuple[int, datetime | None]:
         """Approved or submitted charges whose submit, retry or look-up is due."""

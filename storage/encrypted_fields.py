@@ -8,12 +8,16 @@ from sqlalchemy import Column, Table, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import (
+    charges,
+    khqr_invoices,
     lines,
     payment_disputes,
     ptb_bot_data,
     ptb_chat_data,
     ptb_user_data,
+    sim_esims,
     sim_lines,
+    support_messages,
     wallet_payments,
 )
 
@@ -29,10 +33,15 @@ class EncryptedColumns:
 ENCRYPTED: tuple[EncryptedColumns, ...] = (
     EncryptedColumns(lines, lines.c.id, (lines.c.phone_enc, lines.c.iccid_enc)),
     EncryptedColumns(sim_lines, sim_lines.c.phone_index, (sim_lines.c.phone_enc,)),
+    EncryptedColumns(sim_esims, sim_esims.c.iccid_index, (sim_esims.c.iccid_enc,)),
+    EncryptedColumns(charges, charges.c.id, (charges.c.provider_tx_enc,)),
     EncryptedColumns(wallet_payments, wallet_payments.c.id,
                      (wallet_payments.c.external_ref_enc, wallet_payments.c.provider_charge_enc)),
     EncryptedColumns(payment_disputes, payment_disputes.c.id,
                      (payment_disputes.c.charge_enc, payment_disputes.c.provider_charge_enc)),
+    EncryptedColumns(support_messages, support_messages.c.id, (support_messages.c.text_enc,)),
+    EncryptedColumns(khqr_invoices, khqr_invoices.c.id,
+                     (khqr_invoices.c.transaction_hash_enc, khqr_invoices.c.payer_account_enc)),
     # Conversation drafts (numbers being proven, forwarded SMS texts), whole.
     EncryptedColumns(ptb_user_data, ptb_user_data.c.user_id, (ptb_user_data.c.data_enc,)),
     EncryptedColumns(ptb_chat_data, ptb_chat_data.c.chat_id, (ptb_chat_data.c.data_enc,)),

@@ -23,6 +23,9 @@ from storage.common import claim_due
 from storage.crypto import FieldCipher
 from storage.tables import lines
 
+# How a line /forget left without its number reads (in charges kept for the ledger).
+FORGOTTEN_LABEL = "••• ••• •••"
+
 
 @dataclass(frozen=True)
 class LineRecord:
@@ -42,7 +45,9 @@ class LineRecord:
     check_failure_told: bool = False  # the user was told the line cannot be read
     episodes: EpisodeState = field(default_factory=EpisodeState)
     kind: LineKind = LineKind.SIM
-    esim_operator: Operator | None = None  # an eSIM's network (a SIM's is its number's)
+    # An eSIM's network, or a forgotten SIM's (/forget left it no number); a SIM's is its
+    # number's.
+    esim_operator: Operator | None = None
 
     @property
     def is_bound(self) -> bool:
@@ -68,6 +73,8 @@ class LineRecord:
             return self.nickname
         if self.number is not None:
             return self.number.masked
+        if self.kind is LineKind.SIM:
+            return FORGOTTEN_LABEL  # only a forgotten SIM line has no number
         return f"eSIM …{self.iccid[-4:]}" if self.iccid else "eSIM"
 
 
@@ -117,7 +124,8 @@ class LinesRepository:
         iccid = self._cipher.decrypt(row["iccid_enc"]) if row["iccid_enc"] else None
         kind = LineKind(row["kind"])
         return LineRecord(id=row["id"], owner_id=row["owner_id"], number=number, iccid=iccid,
-                          kind=kind, esim_operator=operator if kind is LineKind.ESIM else None,
+                          kind=kind, esim_operator=(operator if kind is LineKind.ESIM
+                                                    or number is None else None),
                           nickname=row["nickname"], verified_at=row["verified_at"],
                           next_check_at=row["next_check_at"], created_at=row["created_at"],
                           plan_product_id=row["plan_product_id"],

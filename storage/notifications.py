@@ -122,6 +122,17 @@ class NotificationsRepository:
             notifications.c.dedupe_key == dedupe_key))).mappings().first()
         return _record(row) if row is not None else None
 
+    async def sent_as(self, chat_id: int, message_id: int,
+                      kinds: Sequence[str]) -> NotificationRecord | None:
+        """The message of one of ``kinds`` sent to ``chat_id`` as Telegram's ``message_id``
+        (what a reply to it names); the newest when it was edited in place since."""
+        row = (await self._conn.execute(
+            select(notifications).where(notifications.c.chat_id == chat_id,
+                                        notifications.c.message_id == message_id,
+                                        notifications.c.kind.in_(list(kinds)))
+            .order_by(notifications.c.id.desc()).limit(1))).mappings().first()
+        return _record(row) if row is not None else None
+
     async def message_ids(self, dedupe_keys: Sequence[str]) -> dict[str, int]:
         """The Telegram message id of each sent message among ``dedupe_keys``."""
         if not dedupe_keys:

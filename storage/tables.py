@@ -42,6 +42,11 @@ users = Table(
     Column("reachable", Boolean, nullable=False, server_default=true()),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # What the user asked to receive (migration 0012): off until they turn it on.
+    Column("monthly_summary", Boolean, nullable=False, server_default=false()),
+    Column("promotions", Boolean, nullable=False, server_default=false()),
+    # /forget (migration 0013): the row stays (the ledger's key) without the user's settings.
+    Column("forgotten_at", UtcDateTime),
     CheckConstraint("quiet_start_minute BETWEEN 0 AND 1439", name="quiet_start"),
     CheckConstraint("quiet_end_minute BETWEEN 0 AND 1439", name="quiet_end"),
 )
@@ -79,14 +84,19 @@ lines = Table(
     Column("balance_episode", Integer, nullable=False, server_default="0"),
     Column("data_low", Boolean, nullable=False, server_default=false()),
     Column("data_episode", Integer, nullable=False, server_default="0"),
-    CheckConstraint("kind <> 'sim' OR (phone_enc IS NOT NULL AND phone_index IS NOT NULL)",
+    # /forget (migration 0013): a line its charges still reference stays as a tombstone, with
+    # no number, blind index, ICCID or name.
+    Column("forgotten_at", UtcDateTime),
+    CheckConstraint("kind <> 'sim' OR forgotten_at IS NOT NULL "
+                    "OR (phone_enc IS NOT NULL AND phone_index IS NOT NULL)",
                     name="sim_has_number"),
 )
 
 otp_challenges = Table(
     "otp_challenges", metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # NULL: its user was forgotten, but the code still counts against the number (0013).
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE")),
     Column("phone_index", String(64), nullable=False),
     Column("purpose", String(32), nullable=False),
     Column("subject", String(64)),  # what the code confirms, e.g. a rule id; NULL for binding
@@ -378,6 +388,47 @@ notifications = Table(
     Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
     # A chat's messages go out in order: the dispatcher looks for an earlier pending one.
     Index("ix_notifications_chat_id_status_id", "chat_id", "status", "id"),
+    # An admin's reply names the message it answers: (chat, message id) finds its row.
+    Index("ix_notifications_chat_id_message_id", "chat_id", "message_id"),
+)
+
+# Support requests (issue 16): a user's report, optionally about one of their charges; the
+# admins answer by replying to its message in an admin chat. A report that a charge was
+# doubled or not received is flagged until it is resolved. One open request per charge.
+support_tickets = Table(
+    "support_tickets", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    Column("charge_id", BigId, ForeignKey("charges.id")),
+    Column("category", String(16), nullable=False),  # general, failed, charged_twice, ...
+    Column("status", String(12), nullable=False),  # open, resolved
+    Column("flagged", Boolean, nullable=False, server_default=false()),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),  # its last message
+    Column("resolved_at", UtcDateTime),
+    Column("resolved_by", String(64)),  # admin:<id>
+    Index("ix_support_tickets_status_flagged", "status", "flagged"),
+    CheckConstraint("status IN ('open', 'resolved')", name="status_known"),
+    CheckConstraint("category IN ('general', 'failed', 'charged_twice', 'not_received')",
+                    name="category_known"),
+)
+OPEN_TICKET_PREDICATE = "status = 'open'"
+Index("uq_support_tickets_charge_id_open", support_tickets.c.charge_id, unique=True,
+      sqlite_where=text(OPEN_TICKET_PREDICATE), postgresql_where=text(OPEN_TICKET_PREDICATE))
+
+# Every message of a request, either way, its text encrypted. ``source`` names the Telegram
+# message it came from (chat:message id), UNIQUE: an update handled twice adds it once.
+support_messages = Table(
+    "support_messages", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("ticket_id", BigId, ForeignKey("support_tickets.id", ondelete="CASCADE"),
+           nullable=False, index=True),
+    Column("direction", String(8), nullable=False),  # user, admin
+    Column("author", String(64), nullable=False),  # user:<id>, admin:<id>
+    Column("text_enc", Text, nullable=False),
+    Column("source", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("direction IN ('user', 'admin')", name="direction_known"),
 )
 
 # What each sweeper did last: `topup-bot status` shows it. One row per job and worker.

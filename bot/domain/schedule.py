@@ -26,6 +26,7 @@ class ScheduleError(ValueError):
 
 
 MAX_INTERVAL_DAYS = 365
+MAX_MONTH_DAY = 31  # a month without that day uses its last
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class MonthlyOnDay:
     at: time = time(9, 0)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.day <= 31:
+        if not 1 <= self.day <= MAX_MONTH_DAY:
             raise ScheduleError(ScheduleError.Reason.DAY_OUT_OF_RANGE)
 
     def local_dates_from(self, start: date) -> Iterator[date]:

@@ -31,7 +31,7 @@ from bot.i18n import DEFAULT_LANGUAGE, LOCALES_DIR, SUPPORTED_LANGUAGES
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = ("handlers", "bot")
 METHOD_MAP = [("**.py", "python")]
-KEYWORDS: dict[str, Any] = {"_": None, "p_": None}
+KEYWORDS: dict[str, Any] = {"_": None, "p_": None, "ngettext": (1, 2)}
 COMMENT_TAGS = ("Translators:",)
 LANGUAGES = tuple(language for language in SUPPORTED_LANGUAGES if language != DEFAULT_LANGUAGE)
 PROJECT, VERSION = "topup-bot", "0.1.0"
@@ -48,7 +48,10 @@ def extract_messages(root: Path = PROJECT_ROOT) -> Any:
         for filename, lineno, message, comments, context in extract_from_dir(
                 str(root / directory), METHOD_MAP, keywords=KEYWORDS,
                 comment_tags=COMMENT_TAGS, strip_comment_tags=True):
-            if not isinstance(message, str) or not message:
+            if isinstance(message, tuple) and len(message) == 2 \
+                    and all(isinstance(part, str) and part for part in message):
+                pass  # ngettext(singular, plural, n)
+            elif not isinstance(message, str) or not message:
                 continue  # _(variable): translated at runtime, its literals are marked elsewhere
             location = (f"{directory}/{Path(filename).as_posix()}", lineno)
             template.add(message, locations=[location], auto_comments=comments,
@@ -56,8 +59,19 @@ def extract_messages(root: Path = PROJECT_ROOT) -> Any:
     return template
 
 
+def message_key(message_id: Any) -> str:
+    """A message's key: its text, or a counted message's singular."""
+    return str(message_id[0]) if isinstance(message_id, tuple | list) else str(message_id)
+
+
 def source_ids(root: Path = PROJECT_ROOT) -> set[str]:
-    return {str(message.id) for message in extract_messages(root) if message.id}
+    return {message_key(message.id) for message in extract_messages(root) if message.id}
+
+
+def plural_ids(root: Path = PROJECT_ROOT) -> set[tuple[str, str]]:
+    """The counted messages' (singular, plural) pairs."""
+    return {(str(message.id[0]), str(message.id[1])) for message in extract_messages(root)
+            if isinstance(message.id, tuple | list)}
 
 
 def read_catalog(path: Path, language: str) -> Any:
@@ -67,8 +81,10 @@ def read_catalog(path: Path, language: str) -> Any:
 
 def missing(catalog: Any) -> list[str]:
     """Message ids with no usable translation (empty or fuzzy: the runtime ignores both)."""
-    return [str(message.id) for message in catalog
-            if message.id and (not message.string or message.fuzzy)]
+    return [message_key(message.id) for message in catalog
+            if message.id and (not message.string or message.fuzzy
+                               or (isinstance(message.string, tuple | list)
+                                   and not all(message.string)))]
 
 
 def merge(language: str, template: Any, path: Path) -> tuple[Any, list[str], list[str]]:

@@ -12,6 +12,7 @@ from bot.services.charging.notices import (
     EsimReady,
     Receipt,
 )
+from bot.services.history import MonthlySummaryReady
 from bot.services.khqr import (
     KhqrAmountDiffers,
     KhqrChecksRefused,
@@ -20,6 +21,7 @@ from bot.services.khqr import (
     KhqrReceipt,
 )
 from bot.services.notices import Notice, kinds
+from bot.services.promotions import BroadcastReport, PromotionOffer
 from bot.services.provider_float import FloatLow, FloatRestored
 from bot.services.scheduler import (
     LineUnreadable,
@@ -27,6 +29,12 @@ from bot.services.scheduler import (
     RunReminder,
     RunSkipped,
     RunsMissed,
+)
+from bot.services.support import (
+    SupportReply,
+    SupportResolved,
+    SupportTicketOpened,
+    SupportUserMessage,
 )
 from bot.services.wallet import PaymentDisputed, PaymentDisputeHeld, WalletCredit, WalletRefund
 
@@ -42,4 +50,10 @@ NOTICE_KINDS: dict[str, type[Notice]] = kinds(
     KhqrIssued, KhqrClosed, KhqrReceipt, KhqrAmountDiffers, KhqrChecksRefused,
     # the provider float
     FloatLow, FloatRestored,
+    # the history
+    MonthlySummaryReady,
+    # support requests
+    SupportTicketOpened, SupportUserMessage, SupportReply, SupportResolved,
+    # promotions
+    PromotionOffer, BroadcastReport,
 )

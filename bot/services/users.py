@@ -97,6 +97,11 @@ class UsersService:
                            quiet_start_minute=quiet.start_minute if quiet else None,
                            quiet_end_minute=quiet.end_minute if quiet else None)
 
+    def drop_cached(self, user_id: int) -> None:
+        """Forgets this service's copy of the user's language and zone: another service
+        changed their row (/forget)."""
+        self._forget(user_id)
+
     def _forget(self, user_id: int) -> None:
         self._changes += 1
         self._preferences.pop(user_id, None)

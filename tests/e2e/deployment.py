@@ -99,7 +99,7 @@ class Deployment:
         with self.server.state.lock:
             chats = list(self.server.state.chats)
         for chat_id in chats:
-            for message in self.server.user(chat_id).messages():
+            for message in self.server.chat_messages(chat_id):
                 assert "went wrong" not in message.content, message.content
 
     # -- the database, read as an operator would (sqlite3, no bot code) ---------------------

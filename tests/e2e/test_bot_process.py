@@ -120,7 +120,8 @@ def test_binding_a_typed_number_needs_the_right_sms_code(deployment: Deployment)
     assert not deployment.query("SELECT id FROM lines WHERE phone_enc LIKE '%12345678%'")
     assert not any(CELLCARD in m.content or "12345678" in m.content
                    for m in chat.user.messages())
-    chat.say(code, "I did not understand that.")  # the flow is over: a code means nothing now
+    # The flow is over: a code now means nothing, and the bot says where codes go.
+    chat.say(code, "That looks like a code from an SMS.")
     deployment.assert_healthy()
 
 
@@ -157,9 +158,9 @@ def test_a_plan_chosen_from_the_paginated_catalog_is_stored_and_shown(
     lines = chat.say("/lines", "Your lines.")
     chat.tap(lines, f"{MASKED} · Cellcard", f"Plan: {plan['text']}", edits=True)
     rules = chat.say("/autorecharge", "No auto-recharge rules yet.")
-    buy = chat.tap(rules, "➕ New rule", "What should I buy each time?")
+    buy = chat.tap(rules, "➕ New rule", "What should I buy each time?", edits=True)
     assert f"My plan: {PRODUCTS[product_id].name}" in buy.button_texts
-    chat.say("/cancel", "Cancelled. Nothing was changed.")
+    chat.say("/cancel", "Cancelled. Nothing was changed.", edits=True)
     deployment.assert_healthy()
 
 
@@ -168,16 +169,21 @@ def test_a_plan_chosen_from_the_paginated_catalog_is_stored_and_shown(
 
 def rule_until_approval(chat: Chat, day: int) -> BotMessage:
     """/autorecharge, a new rule: $5 on day ``day`` of every month, at most $20 a month;
-    the message asking about approval."""
+    the message asking about approval. The wizard is one message, edited step by step; a
+    refused answer is answered by a new one below it, which the steps after then edit."""
     rules = chat.say("/autorecharge", "No auto-recharge rules yet.")
-    buy = chat.tap(rules, "➕ New rule", "What should I buy each time?")
-    chat.tap(buy, "A fixed amount of airtime", "How much each time?")
+    buy = chat.tap(rules, "➕ New rule", "What should I buy each time?", edits=True)
+    chat.tap(buy, "A fixed amount of airtime", "How much each time?", edits=True)
     chat.say("five dollars", "Type an amount like 5 or $2.50.")
-    when = chat.say("5", "When?")
-    chat.tap(when, "Every month", "On which day of the month (1-31)?")
+    when = chat.say("5", "When?", edits=True)
+    chat.tap(when, "Every month", "On which day of the month (1-31)?", edits=True)
     chat.say("32", "Type a whole number from 1 to 31.")
-    chat.say(str(day), "At most how much in one month? (like 20)")
-    return chat.say("20", "Should I ask before each charge?")
+    chat.say(str(day), "At most how much in one month? (like 20)", edits=True)
+    approval = chat.say("20", "Should I ask before each charge?", edits=True)
+    # Of the messages since the list, only the wizard's has a keyboard (the one shown).
+    assert [m.message_id for m in chat.user.messages()
+            if m.inline_keyboard and m.message_id >= rules.message_id] == [approval.message_id]
+    return approval
 
 
 def summary_for(day: int) -> str:
@@ -194,11 +200,11 @@ def test_an_auto_recharge_rule_is_turned_on_with_the_sms_code(deployment: Deploy
     day = 15
 
     approval = rule_until_approval(chat, day)
-    summary = chat.tap(approval, "Ask me every time", summary_for(day))
+    summary = chat.tap(approval, "Ask me every time", summary_for(day), edits=True)
     assert summary.content == summary_for(day)
-    assert summary.button_texts == ["✅ Confirm", "✖️ Cancel"]
+    assert summary.button_texts == ["✅ Confirm", "« Back", "✖️ Cancel"]
     mark = bot.mark()
-    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.")
+    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.", edits=True)
     code = bot.sms_code(CELLCARD, after=mark)
     sms = bot.wait_for_stderr(rf"^SMS to {re.escape(CELLCARD)}: (.*)$", after=mark).group(1)
     assert sms == (f"Your code to turn on auto-recharge is {code}. It expires in 5 minutes. "
@@ -207,19 +213,25 @@ def test_an_auto_recharge_rule_is_turned_on_with_the_sms_code(deployment: Deploy
                             "calendar_value FROM recharge_rules") == [
         ("awaiting_otp", 500, 2000, "monthly", day)]
 
-    chat.say(other_code(code), "That code is not right. 4 tries left.")
+    # Refused: said below the typed code, in a new wizard message (the old one loses its keys)
+    refused = chat.say(other_code(code), "That code is not right. 4 tries left.")
+    assert chat.user.message(summary.message_id).reply_markup is None
     assert deployment.query("SELECT status FROM recharge_rules") == [("awaiting_otp",)]
     before = monthly_run(day, datetime.now(ZONE))
-    enabled = chat.say(code, "Auto-recharge is on. Next run: ")
+    enabled = chat.say(code, "Auto-recharge is on. Next run: ", edits=True)
     after = monthly_run(day, datetime.now(ZONE))
-    assert enabled.content in {f"Auto-recharge is on. Next run: {shown(run)}"
-                               for run in (before, after)}
+    assert summary.message_id == approval.message_id
+    assert enabled.message_id == refused.message_id  # the wizard message, edited
+    assert enabled.reply_markup is None
+    described, on = enabled.content.split("\n\n")
+    assert described == summary_for(day).split("\n")[0]
+    assert on in {f"Auto-recharge is on. Next run: {shown(run)}" for run in (before, after)}
     assert deployment.query("SELECT status FROM recharge_rules") == [("active",)]
 
     chat.user.send_command("/autorecharge")
     listed = chat.next("On · ")
     assert listed.content.startswith(f"On · {summary_for(day).split(chr(10))[0]}")
-    assert listed.content.endswith(enabled.content.removeprefix("Auto-recharge is on. "))
+    assert listed.content.endswith(on.removeprefix("Auto-recharge is on. "))
     assert listed.button_texts == ["⏸ Pause", "✏️ Edit", "🗑 Delete"]
     chat.next("Add another rule?")
     deployment.assert_healthy()
@@ -231,9 +243,11 @@ def test_a_rule_waiting_for_its_code_can_be_finished_from_the_list(
     bot = deployment.start()
     chat = Chat(deployment, deployment.server.user(1011, "Kosal"))
     bind_cellcard(chat)
-    summary = chat.tap(rule_until_approval(chat, 15), "Ask me every time", summary_for(15))
-    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.")
-    chat.say("/cancel", "Stopped here. The rule stays off until you type its SMS code")
+    summary = chat.tap(rule_until_approval(chat, 15), "Ask me every time", summary_for(15),
+                       edits=True)
+    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.", edits=True)
+    chat.say("/cancel", "Stopped here. The rule stays off until you type its SMS code",
+             edits=True)
     assert deployment.query("SELECT status FROM recharge_rules") == [("awaiting_otp",)]
 
     chat.user.send_command("/autorecharge")
@@ -242,10 +256,10 @@ def test_a_rule_waiting_for_its_code_can_be_finished_from_the_list(
     turn_on = waiting.button_texts[0]
     assert turn_on == "🔑 Enter the code"
     # The code sent a moment ago still counts (a new one only after the resend cooldown).
-    chat.tap(waiting, turn_on, "A code was sent moments ago. Type it")
+    chat.tap(waiting, turn_on, "A code was sent moments ago. Type it", edits=True)
     code = bot.last_sms_code(CELLCARD)
     assert code is not None and bot.sms_count(CELLCARD) == 2  # the binding's, the rule's
-    chat.say(code, "Auto-recharge is on.")
+    chat.say(code, "Auto-recharge is on.", edits=True)
     assert deployment.query("SELECT status FROM recharge_rules") == [("active",)]
     deployment.assert_healthy()
 
@@ -294,13 +308,14 @@ def test_the_rule_wizard_survives_a_clean_stop_and_then_a_kill(deployment: Deplo
     assert state == "ar:approval"
     (line_id,), = deployment.query("SELECT id FROM lines")
     assert data["rule_draft"] == {"line_id": line_id, "amount_minor": 500, "when": "monthly",
-                                  "when_value": day, "cap_minor": 2000}
+                                  "when_value": day, "cap_minor": 2000, "buy": "amount",
+                                  "first": "buy", "message_id": approval.message_id}
     second = deployment.start()
 
     # the buttons of a message sent by the previous process still work
-    summary = chat.tap(approval, "Ask me every time", summary_for(day))
+    summary = chat.tap(approval, "Ask me every time", summary_for(day), edits=True)
     mark = second.mark()
-    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.")
+    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.", edits=True)
     code = second.sms_code(CELLCARD, after=mark)
     (rule_id, status), = deployment.query("SELECT id, status FROM recharge_rules")
     assert status == "awaiting_otp"
@@ -312,7 +327,7 @@ def test_the_rule_wizard_survives_a_clean_stop_and_then_a_kill(deployment: Deplo
     # SIGKILL: nothing is flushed on the way out, but the state was already written
     assert second.kill() == -signal.SIGKILL
     third = deployment.start()
-    chat.say(code, "Auto-recharge is on. Next run: ")
+    chat.say(code, "Auto-recharge is on. Next run: ", edits=True)  # the wizard kept its id
     assert third.sms_count() == 0
     assert deployment.query("SELECT id, status FROM recharge_rules") == [(rule_id, "active")]
     deployment.assert_healthy()

@@ -19,16 +19,19 @@ def set_up_watch(chat: Chat) -> None:
     chat.say("1", "I will warn you when the balance falls below $1.00.")
 
     rules = chat.say("/autorecharge", "No auto-recharge rules yet.")
-    buy = chat.tap(rules, "➕ New rule", "What should I buy each time?")
-    chat.tap(buy, "A fixed amount of airtime", "How much each time?")
-    when = chat.say("5", "When?")
-    chat.tap(when, "When the balance is low", "Top up when the balance falls below how much?")
-    chat.say("1", "At most how much in one month? (like 20)")
-    approval = chat.say("20", "Should I ask before each charge?")
-    summary = chat.tap(approval, "Ask me every time", "when the balance falls below $1.00")
+    # The wizard is the list's message, edited step by step.
+    buy = chat.tap(rules, "➕ New rule", "What should I buy each time?", edits=True)
+    chat.tap(buy, "A fixed amount of airtime", "How much each time?", edits=True)
+    when = chat.say("5", "When?", edits=True)
+    chat.tap(when, "When the balance is low", "Top up when the balance falls below how much?",
+             edits=True)
+    chat.say("1", "At most how much in one month? (like 20)", edits=True)
+    approval = chat.say("20", "Should I ask before each charge?", edits=True)
+    summary = chat.tap(approval, "Ask me every time", "when the balance falls below $1.00",
+                       edits=True)
     mark = bot.mark()
-    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.")
-    chat.say(bot.sms_code(CELLCARD, after=mark), "Auto-recharge is on.")
+    chat.tap(summary, "✅ Confirm", "I sent a 6-digit code by SMS to the line.", edits=True)
+    chat.say(bot.sms_code(CELLCARD, after=mark), "Auto-recharge is on.", edits=True)
 
 
 def start_with_a_watched_line(deployment: Deployment, env: dict[str, str]) -> Chat:

@@ -1,12 +1,20 @@
-"""Helpers shared by the flow tests: binding a line, reading rows back, and looking at what
-the bot sent (inline keyboards, the last edit, the last callback answer)."""
+"""Helpers shared by the flow tests: binding a line, reading rows back, sending what the
+outbox holds, and looking at what the bot sent (inline keyboards, the last edit, the last
+callback answer)."""
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import func, select
+
+from bot.clock import ManualClock
+from bot.services.notifications import NotificationDispatcher
+from handlers.outbox import TelegramDeliverer
 from storage.lines import LineRecord, LinesRepository
+from storage.tables import notifications
 from storage.users import UserRecord, UsersRepository
 from tests.flow.conftest import BotHarness
 from tests.flow.recording import contact_update, text_update
@@ -61,3 +69,23 @@ def last_answer(harness: BotHarness) -> dict[str, Any]:
     answers = harness.api.sent("answerCallbackQuery")
     assert answers, "the button press was not answered"
     return answers[-1]
+
+
+async def deliver(harness: BotHarness, *, rounds: int = 1) -> None:
+    """Sends what the outbox holds, as the dispatcher job would. A chat gets one message a
+    second, so with ``rounds`` > 1 the clock moves on 1.1 s between rounds while something
+    is still pending (the receipt and then the edit of a KHQR's picture, say)."""
+    c = harness.components
+    dispatcher = NotificationDispatcher(
+        c.db, c.clock, TelegramDeliverer(harness.app.bot, c.users, c.i18n, c.esims,
+                                         c.support))
+    for done in range(1, rounds + 1):
+        await dispatcher.run()
+        async with c.db.read() as conn:
+            pending = (await conn.execute(select(func.count()).select_from(notifications)
+                                          .where(notifications.c.status == "pending"))
+                       ).scalar_one()
+        if not pending or done == rounds:
+            return
+        assert isinstance(c.clock, ManualClock)
+        c.clock.advance(timedelta(seconds=1.1))

@@ -69,6 +69,12 @@ class RecordingRequest(BaseRequest):
                     "photo": [{"file_id": "qr", "file_unique_id": "qr", "width": 370,
                                "height": 370}],
                     "from": {"id": BOT_ID, "is_bot": True, "first_name": "TopUp"}}
+        if method == "sendDocument":  # a file (a CSV export): its bytes are in "_files"
+            return {"message_id": next(self._message_ids), "date": int(time.time()),
+                    "chat": {"id": int(params.get("chat_id", 0)), "type": "private"},
+                    "caption": params.get("caption", ""),
+                    "document": {"file_id": "doc", "file_unique_id": "doc"},
+                    "from": {"id": BOT_ID, "is_bot": True, "first_name": "TopUp"}}
         if method in ("sendMessage", "editMessageText"):
             chat_id = int(params.get("chat_id", 0))
             return {"message_id": next(self._message_ids), "date": int(time.time()),
@@ -123,15 +129,19 @@ def contact_update(phone: str, *, user_id: int = 555, contact_user_id: int | Non
 
 
 def callback_update(data: str, *, user_id: int = 555, language: str | None = "en",
-                    message_id: int = 1) -> dict[str, Any]:
-    """The user presses an inline button carrying ``data`` under one of the bot's messages."""
+                    message_id: int = 1, text: str = "...",
+                    reply_markup: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The user presses an inline button carrying ``data`` under one of the bot's messages
+    (which reads ``text``, with ``reply_markup`` under it, as Telegram sends them)."""
+    message: dict[str, Any] = {
+        "message_id": message_id, "date": int(time.time()),
+        "chat": {"id": user_id, "type": "private", "first_name": "Dara"},
+        "from": {"id": BOT_ID, "is_bot": True, "first_name": "TopUp"}, "text": text}
+    if reply_markup is not None:
+        message["reply_markup"] = reply_markup
     return {"update_id": next(_update_ids), "callback_query": {
         "id": str(next(_update_ids)), "chat_instance": f"ci-{user_id}",
-        "from": _user(user_id, language, "Dara"), "data": data,
-        "message": {"message_id": message_id, "date": int(time.time()),
-                    "chat": {"id": user_id, "type": "private", "first_name": "Dara"},
-                    "from": {"id": BOT_ID, "is_bot": True, "first_name": "TopUp"},
-                    "text": "..."}}}
+        "from": _user(user_id, language, "Dara"), "data": data, "message": message}}
 
 
 @dataclass

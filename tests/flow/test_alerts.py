@@ -121,8 +121,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path, clock: ManualC
 
 
 def ui_in(language: str, now: datetime) -> Ui:
-    return Ui(language=language, _=I18N.gettext(language), locale=I18N.locale(language),
-              zone=ZONE, now=now)
+    return Ui.of(I18N, language, ZONE, now)
 
 
 def stored(params: dict[str, Any]) -> dict[str, Any]:

@@ -104,6 +104,26 @@ async def test_the_owner_approves_and_the_request_becomes_the_outcome(
         (await charging.get(charge_id)).reference) == 1  # type: ignore[union-attr]
 
 
+async def test_fifty_taps_on_approve_edit_the_message_only_when_its_text_changes(
+        harness: BotHarness, charging: ChargingService) -> None:
+    line_id = await bind(harness, CELLCARD, user_id=OWNER)
+    await fund(harness, 2000)
+    charge_id = await ask(charging, line_id)
+    shown = "Top up 012 ••• 678 with $5.00?"  # what the chat shows under the first tap
+    for _ in range(50):
+        # Telegram sends the message as it reads now: the last edit, if there was one.
+        await harness.send(callback_update(f"v1:ap:{charge_id}:ok", user_id=OWNER,
+                                           message_id=50, text=shown))
+        shown = edits(harness)[-1] if edits(harness) else shown
+    # The outcome once, then "already done" once; 48 taps that would change nothing edit
+    # nothing (each is still answered).
+    assert len(edits(harness)) == 2
+    assert "Approved" in edits(harness)[0] and "Already done" in edits(harness)[1]
+    assert len(answers(harness)) == 50
+    assert await harness.components.simulator.times_paid(
+        (await charging.get(charge_id)).reference) == 1  # type: ignore[union-attr]
+
+
 async def test_a_stranger_pressing_approve_changes_nothing_and_learns_nothing(
         harness: BotHarness, charging: ChargingService) -> None:
     line_id = await bind(harness, CELLCARD, user_id=OWNER)

@@ -8,12 +8,36 @@ import pytest
 
 from bot.clock import ManualClock
 from bot.domain.rules import RuleStatus, Trigger
+from handlers.autorecharge import DRAFT
 from storage.rules import RulesRepository
 from tests.flow.conftest import BotHarness
 from tests.flow.helpers import bind
 from tests.flow.recording import callback_update, text_update
 
 CELLCARD = "+85512345678"
+
+
+def shown(harness: BotHarness, user_id: int = 555) -> str:
+    """The text the bot last sent or edited into the chat: what the user reads last (the
+    wizard edits its one message in place)."""
+    for call in reversed(harness.api.calls):
+        if (call.method in ("sendMessage", "editMessageText")
+                and int(call.params["chat_id"]) == user_id):
+            return str(call.params["text"])
+    raise AssertionError("the bot showed nothing")
+
+
+def wizard_id(harness: BotHarness, user_id: int = 555) -> int:
+    """The id of the wizard message, as the conversation's draft keeps it."""
+    message_id = harness.app.user_data[user_id][DRAFT]["message_id"]
+    assert isinstance(message_id, int)
+    return message_id
+
+
+async def press(harness: BotHarness, data: str, user_id: int = 555) -> None:
+    """Taps a button of the wizard message."""
+    await harness.send(callback_update(data, user_id=user_id,
+                                       message_id=wizard_id(harness, user_id)))
 
 
 async def rules_of(harness: BotHarness, user_id: int = 555) -> list[object]:
@@ -26,17 +50,17 @@ async def monthly_rule_until_code(harness: BotHarness, *, day: str = "31",
     await harness.send(text_update("/autorecharge"))
     assert "No auto-recharge rules yet" in harness.api.texts()[-1]
     await harness.send(callback_update("v1:arn:new"))
-    await harness.send(callback_update("v1:arb:amount"))
+    await press(harness, "v1:arb:amount")
     await harness.send(text_update(amount))
-    await harness.send(callback_update("v1:arw:monthly"))
+    await press(harness, "v1:arw:monthly")
     await harness.send(text_update(day))
     await harness.send(text_update(cap))
-    await harness.send(callback_update("v1:arp:ask"))
-    summary = harness.api.texts()[-1]
+    await press(harness, "v1:arp:ask")
+    summary = shown(harness)
     assert "$5.00" in summary
     assert "$20.00" in summary
-    await harness.send(callback_update("v1:arc:ok"))
-    assert "code" in harness.api.texts()[-1]
+    await press(harness, "v1:arc:ok")
+    assert "code" in shown(harness)
 
 
 async def test_a_monthly_rule_is_enabled_by_the_code_sent_to_the_line(
@@ -48,7 +72,7 @@ async def test_a_monthly_rule_is_enabled_by_the_code_sent_to_the_line(
 
     await harness.send(text_update(harness.sms.last_code(CELLCARD)))
 
-    assert "Auto-recharge is on" in harness.api.texts()[-1]
+    assert "Auto-recharge is on" in shown(harness)
     (rule,) = await rules_of(harness)
     assert rule.status is RuleStatus.ACTIVE  # type: ignore[attr-defined]
     assert rule.trigger is Trigger.CALENDAR  # type: ignore[attr-defined]
@@ -65,7 +89,7 @@ async def test_a_wrong_code_leaves_the_rule_off(harness: BotHarness) -> None:
     right = harness.sms.last_code(CELLCARD)
     await harness.send(text_update("000000" if right != "000000" else "111111"))
 
-    assert "tries left" in harness.api.texts()[-1]
+    assert "tries left" in shown(harness)
     (rule,) = await rules_of(harness)
     assert rule.status is RuleStatus.AWAITING_OTP  # type: ignore[attr-defined]
 
@@ -81,12 +105,12 @@ async def test_bad_amounts_are_refused_and_the_wizard_stays(
     await bind(harness, CELLCARD)
     await harness.send(text_update("/autorecharge"))
     await harness.send(callback_update("v1:arn:new"))
-    await harness.send(callback_update("v1:arb:amount"))
+    await press(harness, "v1:arb:amount")
     await harness.send(text_update(step_input))
 
     assert expected in harness.api.texts()[-1]
     await harness.send(text_update("5"))
-    assert "When?" in harness.api.texts()[-1]
+    assert "When?" in shown(harness)
 
 
 async def test_a_day_out_of_range_and_a_cap_below_the_amount_are_refused(
@@ -94,32 +118,41 @@ async def test_a_day_out_of_range_and_a_cap_below_the_amount_are_refused(
     await bind(harness, CELLCARD)
     await harness.send(text_update("/autorecharge"))
     await harness.send(callback_update("v1:arn:new"))
-    await harness.send(callback_update("v1:arb:amount"))
+    await press(harness, "v1:arb:amount")
     await harness.send(text_update("10"))
-    await harness.send(callback_update("v1:arw:monthly"))
+    await press(harness, "v1:arw:monthly")
     await harness.send(text_update("32"))
-    assert "from 1 to 31" in harness.api.texts()[-1]
+    assert "from 1 to 31" in shown(harness)
     await harness.send(text_update("15"))
     await harness.send(text_update("5"))  # cap below one top-up
-    await harness.send(callback_update("v1:arp:auto"))
-    await harness.send(callback_update("v1:arc:ok"))
+    await press(harness, "v1:arp:auto")
+    await press(harness, "v1:arc:ok")
 
-    assert "monthly cap" in harness.api.texts()[-1]
+    assert "monthly cap" in shown(harness)
     assert await rules_of(harness) == []
     assert harness.sms.sent == []
+    # The summary stays, to be put right with Back: a higher cap, and it goes through.
+    await press(harness, "v1:arx:back:confirm")
+    await press(harness, "v1:arx:back:approval")
+    assert "At most how much in one month?" in shown(harness)
+    await harness.send(text_update("50"))
+    await press(harness, "v1:arp:auto")
+    await press(harness, "v1:arc:ok")
+    assert "I sent a 6-digit code" in shown(harness)
+    assert len(await rules_of(harness)) == 1
 
 
 async def test_keep_alive_rule_buys_the_cheapest_extension(harness: BotHarness) -> None:
     await bind(harness, CELLCARD)
     await harness.send(text_update("/autorecharge"))
     await harness.send(callback_update("v1:arn:new"))
-    await harness.send(callback_update("v1:arb:cheap"))
-    await harness.send(callback_update("v1:arw:alive"))
+    await press(harness, "v1:arb:cheap")
+    await press(harness, "v1:arw:alive")
     await harness.send(text_update("3"))
     await harness.send(text_update("10"))
-    await harness.send(callback_update("v1:arp:auto"))
-    assert "cheapest" in harness.api.texts()[-1]
-    await harness.send(callback_update("v1:arc:ok"))
+    await press(harness, "v1:arp:auto")
+    assert "cheapest" in shown(harness)
+    await press(harness, "v1:arc:ok")
     await harness.send(text_update(harness.sms.last_code(CELLCARD)))
 
     (rule,) = await rules_of(harness)
@@ -163,7 +196,7 @@ async def test_a_rule_left_waiting_for_its_code_is_finished_from_the_list(
     await bind(harness, CELLCARD)
     await monthly_rule_until_code(harness)
     await harness.send(text_update("/cancel"))
-    assert "stays off until you type its SMS code" in harness.api.texts()[-1]
+    assert "stays off until you type its SMS code" in shown(harness)
     (rule,) = await rules_of(harness)
     rule_id = rule.id  # type: ignore[attr-defined]
     assert rule.status is RuleStatus.AWAITING_OTP  # type: ignore[attr-defined]
@@ -176,10 +209,10 @@ async def test_a_rule_left_waiting_for_its_code_is_finished_from_the_list(
     sent_before = len(harness.sms.sent)
     await harness.send(callback_update(f"v1:ru:{rule_id}:code"))
     assert len(harness.sms.sent) == sent_before + 1
-    assert "I sent a 6-digit code" in harness.api.texts()[-1]
+    assert "I sent a 6-digit code" in shown(harness)
 
     await harness.send(text_update(harness.sms.last_code(CELLCARD)))
-    assert "Auto-recharge is on" in harness.api.texts()[-1]
+    assert "Auto-recharge is on" in shown(harness)
     assert (await rules_of(harness))[0].status is RuleStatus.ACTIVE  # type: ignore[attr-defined]
 
 
@@ -188,7 +221,7 @@ async def test_cancel_before_a_rule_was_proposed_changes_nothing(harness: BotHar
     await harness.send(text_update("/autorecharge"))
     await harness.send(callback_update("v1:arn:new"))
     await harness.send(text_update("/cancel"))
-    assert harness.api.texts()[-1] == "Cancelled. Nothing was changed."
+    assert shown(harness) == "Cancelled. Nothing was changed."
     assert await rules_of(harness) == []
 
 
@@ -211,16 +244,16 @@ async def test_a_line_locked_by_someone_elses_wrong_codes_gets_no_rule_code_eith
 
     await harness.send(text_update("/autorecharge"))
     await harness.send(callback_update("v1:arn:new"))
-    await harness.send(callback_update("v1:arb:amount"))
+    await press(harness, "v1:arb:amount")
     await harness.send(text_update("5"))
-    await harness.send(callback_update("v1:arw:monthly"))
+    await press(harness, "v1:arw:monthly")
     await harness.send(text_update("31"))
     await harness.send(text_update("20"))
-    await harness.send(callback_update("v1:arp:ask"))
-    await harness.send(callback_update("v1:arc:ok"))
+    await press(harness, "v1:arp:ask")
+    await press(harness, "v1:arc:ok")
 
     assert len(harness.sms.sent) == sent  # the lockout is the number's, whatever the code is for
-    assert "No more codes can be sent to this line for now" in harness.api.texts()[-1]
+    assert "No more codes can be sent to this line for now" in shown(harness)
     (rule,) = await rules_of(harness)
     assert rule.status is RuleStatus.AWAITING_OTP  # type: ignore[attr-defined]
 
@@ -232,7 +265,7 @@ async def test_a_rule_code_typed_after_the_lockout_is_answered_with_it(
     right = harness.sms.last_code(CELLCARD)
     for _ in range(5):
         await harness.send(text_update("000000" if right != "000000" else "111111"))
-    assert "locked until" in harness.api.texts()[-1]
+    assert "locked until" in shown(harness)
 
     await harness.send(text_update(right))
 

@@ -110,7 +110,8 @@ async def test_wrong_codes_count_down_then_lock(harness: BotHarness) -> None:
 
     for tries_left in (4, 3, 2, 1):
         await harness.send(text_update(wrong))
-        assert f"{tries_left} tries left" in harness.api.texts()[-1]
+        assert (f"{tries_left} tries left" if tries_left != 1 else "1 try left") in \
+            harness.api.texts()[-1]
     await harness.send(text_update(wrong))
     assert "locked until" in harness.api.texts()[-1]
     assert DRAFT not in harness.app.user_data.get(555, {})
@@ -138,13 +139,30 @@ async def test_the_sixth_code_is_answered_with_the_lockout_in_the_users_language
     assert await lines_of(harness, 555) == []
 
 
-async def test_a_code_after_the_lockout_ended_is_not_understood(
+async def test_a_code_after_the_lockout_ended_is_answered_with_where_codes_go(
         harness: BotHarness, clock: ManualClock) -> None:
     clock.set(await lock_out(harness))
 
     await harness.send(text_update("123456"))
 
-    assert harness.api.texts()[-1] == "I did not understand that. /help lists what I can do."
+    assert harness.api.texts()[-1].startswith("That looks like a code from an SMS. A code is "
+                                              "typed while adding a line (/bind)")
+
+
+async def test_a_number_or_a_code_outside_any_flow_is_answered_with_what_to_do(
+        harness: BotHarness) -> None:
+    await harness.send(text_update("012 345 678"))
+    assert harness.api.texts()[-1] == ("That looks like a phone number. To add this line, "
+                                       "send /bind; to see your lines, /lines.")
+    await harness.send(text_update("+855 12 345 678"))
+    assert "To add this line, send /bind" in harness.api.texts()[-1]
+    await harness.send(text_update("654321"))
+    assert "That looks like a code from an SMS" in harness.api.texts()[-1]
+    for other in ("+1 202 555 0100", "12345", "hello", "9" * 4000):
+        await harness.send(text_update(other))
+        assert harness.api.texts()[-1] == ("I did not understand that. /help lists what I "
+                                           "can do.")
+    assert await lines_of(harness, 555) == []
 
 
 async def test_text_that_is_not_a_code_after_a_lockout_is_not_understood(
@@ -248,13 +266,17 @@ async def test_expired_code_is_refused_and_resend_gives_a_new_one(
     assert await lines_of(harness, 555) == [CELLCARD]
 
 
-async def test_resend_too_soon_is_refused(harness: BotHarness) -> None:
+async def test_resend_too_soon_is_refused_and_says_how_long_to_wait(
+        harness: BotHarness, clock: ManualClock) -> None:
     await begin(harness)
     await harness.send(text_update("012345678"))
+    clock.advance(timedelta(seconds=20))
     await harness.send(callback_update("v1:bnd:resend"))
 
     assert len(harness.sms.sent) == 1
-    assert "moments ago" in harness.api.texts()[-1]
+    # Under a minute to wait reads as a wait, not as a date.
+    assert harness.api.texts()[-1] == ("A code was sent moments ago. Type it, or ask for a "
+                                       "new one in 40 seconds.")
 
 
 async def test_cancel_in_the_middle_changes_nothing(harness: BotHarness) -> None:

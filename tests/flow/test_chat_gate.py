@@ -14,6 +14,7 @@ import pytest
 from bot.clock import ManualClock
 from storage.lines import LinesRepository
 from tests.flow.conftest import BotHarness
+from tests.flow.helpers import deliver
 from tests.flow.recording import (
     callback_update,
     contact_update,
@@ -182,5 +183,6 @@ async def test_a_payment_message_in_a_group_is_still_recorded_and_answered_priva
         currency=invoice.currency)))
 
     assert await wallet.available(555) == invoice.amount
+    await deliver(harness)
     assert group_messages(harness) == []
-    assert "Payment received" in harness.api.texts(555)[-1]
+    assert "Receipt: $5.00 added to your wallet" in harness.api.texts(555)[-1]

@@ -23,11 +23,9 @@ from bot.domain.rules import Approval, RuleSpec, Trigger
 from bot.gateways.simulated_esim import SimulatedEsimProvider
 from bot.gateways.topup import GatewayTimeout
 from bot.services.esims import package_token
-from bot.services.notifications import NotificationDispatcher
 from bot.services.rules import Proposed
 from handlers import callback_data as cb
 from handlers.esim import BUY_KIND, INSTALL_KIND, OFFER_KIND, SHOP_KIND
-from handlers.outbox import TelegramDeliverer
 from storage.charges import ChargesRepository
 from storage.lines import LineRecord, LinesRepository
 from storage.payments import PaymentsRepository
@@ -36,6 +34,7 @@ from storage.tables import charges, lines
 from storage.users import UsersRepository
 from storage.wallet import WalletRepository
 from tests.flow.conftest import BotHarness
+from tests.flow.helpers import deliver
 from tests.flow.recording import callback_update, text_update
 
 OWNER, STRANGER = 555, 666
@@ -86,12 +85,6 @@ def buttons(params: dict[str, Any]) -> list[tuple[str, str]]:
     return [(b.text, b.callback_data or b.url or "") if hasattr(b, "text")
             else (b["text"], b.get("callback_data") or b.get("url") or "")
             for row in rows for b in row]
-
-
-async def deliver(harness: BotHarness) -> None:
-    c = harness.components
-    await NotificationDispatcher(
-        c.db, c.clock, TelegramDeliverer(harness.app.bot, c.users, c.i18n, c.esims)).run()
 
 
 def decoded(png: bytes) -> list[str]:
@@ -395,14 +388,16 @@ async def test_autorecharge_for_an_esim_offers_its_plan_and_needs_no_code(
     [line] = await esim_lines(harness)
     await harness.send(text_update("/autorecharge"))
     await harness.send(callback_update("v1:arn:new"))
-    assert "choose it first in /lines" in harness.api.texts(OWNER)[-1]  # no plan yet
+    # The wizard edits the list's message in place, from its first step to its end.
+    assert "choose it first in /lines" in harness.api.sent("editMessageText")[-1]["text"]
 
     await harness.components.catalog.warm()
     assert await harness.components.lines.choose_plan(OWNER, line.id, "kh-7d-1gb-topup")
     await harness.send(text_update("/autorecharge"))
     await harness.send(callback_update("v1:arn:new"))
-    asked = harness.api.sent()[-1]
-    assert [text for text, _ in buttons(asked)] == ["My plan: 1 GB - 7 Days"]  # no airtime
+    asked = harness.api.sent("editMessageText")[-1]
+    assert [text for text, _ in buttons(asked)] == ["My plan: 1 GB - 7 Days",  # no airtime
+                                                    "✖️ Cancel"]
     await harness.send(callback_update("v1:arb:plan"))
     await harness.send(callback_update("v1:arw:alive"))
     await harness.send(text_update("3"))
@@ -410,7 +405,7 @@ async def test_autorecharge_for_an_esim_offers_its_plan_and_needs_no_code(
     await harness.send(callback_update("v1:arp:auto"))
     await harness.send(callback_update("v1:arc:ok"))
 
-    assert harness.api.texts(OWNER)[-1].startswith("Auto-recharge is on.")
+    assert harness.api.sent("editMessageText")[-1]["text"].endswith("Auto-recharge is on.")
     assert harness.sms.sent == []
 
 

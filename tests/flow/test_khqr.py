@@ -20,14 +20,13 @@ from bot.domain.khqr import parse_payload, payload_md5
 from bot.domain.money import Money
 from bot.domain.wallet import KhqrState
 from bot.services.khqr import KhqrService
-from bot.services.notifications import NotificationDispatcher
 from handlers import callback_data as cb
-from handlers.outbox import TelegramDeliverer
 from storage.khqr import KhqrRecord, KhqrRepository
 from storage.tables import khqr_invoices, ledger_entries, notifications, wallet_payments
 from storage.wallet import WalletRepository
 from tests.fakes.bakong import FakeBakong
 from tests.flow.conftest import BotHarness, open_harness
+from tests.flow.helpers import deliver
 from tests.flow.recording import callback_update, text_update
 
 USER, OTHER, ADMIN = 555, 666, 4242
@@ -56,25 +55,6 @@ async def harness(tmp_path: Path, clock: ManualClock, monkeypatch: pytest.Monkey
 def service(harness: BotHarness) -> KhqrService:
     assert harness.components.khqr is not None
     return harness.components.khqr
-
-
-async def deliver(harness: BotHarness) -> None:
-    """Everything queued, sent: a chat gets one message a second, so the clock moves on
-    between rounds while something is still pending."""
-    c = harness.components
-    assert isinstance(c.clock, ManualClock)
-    dispatcher = NotificationDispatcher(
-        c.db, c.clock, TelegramDeliverer(harness.app.bot, c.users, c.i18n, c.esims))
-    for _ in range(10):
-        await dispatcher.run()
-        async with c.db.read() as conn:
-            pending = (await conn.execute(select(func.count()).select_from(notifications)
-                                          .where(notifications.c.status == "pending"))
-                       ).scalar_one()
-        if not pending:
-            return
-        c.clock.advance(timedelta(seconds=1.1))
-    raise AssertionError("notifications still pending after 10 rounds")
 
 
 def buttons(params: dict[str, Any]) -> list[tuple[str, str]]:
@@ -118,7 +98,7 @@ async def issue(harness: BotHarness, minor: int = 500, user_id: int = USER
         buttons(harness.api.sent()[-1])
     await harness.send(callback_update(cb.encode("kq"), user_id=user_id))
     await harness.send(callback_update(cb.encode("ka", minor), user_id=user_id))
-    await deliver(harness)
+    await deliver(harness, rounds=10)
     photo = harness.api.sent("sendPhoto")[-1]
     [(_, paid_data), _cancel] = buttons(photo)
     data = cb.decode(paid_data)
@@ -131,7 +111,7 @@ async def issue(harness: BotHarness, minor: int = 500, user_id: int = USER
 async def poll(harness: BotHarness, clock: ManualClock, seconds: float = 6) -> None:
     clock.advance(timedelta(seconds=seconds))
     await service(harness).poll()
-    await deliver(harness)
+    await deliver(harness, rounds=10)
 
 
 async def test_the_qr_is_a_png_of_the_khqr_with_its_amount_recipient_and_expiry(
@@ -273,7 +253,7 @@ async def test_cancel_edits_the_qr_and_a_payment_made_anyway_is_still_credited(
     await harness.send(callback_update(cb.encode("kc", khqr_id)))
     assert harness.api.sent("answerCallbackQuery")[-1]["text"] == \
         "Cancelled. Do not pay this KHQR."
-    await deliver(harness)
+    await deliver(harness, rounds=10)
     assert "is cancelled" in harness.api.sent("editMessageCaption")[-1]["caption"]
     await harness.send(callback_update(cb.encode("kc", khqr_id)))  # a second tap: no change
     assert await count(harness, khqr_invoices) == 1

@@ -82,8 +82,9 @@ async def test_settings_shows_the_menu(harness: BotHarness) -> None:
     assert "Language: English" in reply["text"]
     assert "Time zone: Asia/Phnom_Penh" in reply["text"]
     assert "Quiet hours: off" in reply["text"]
+    assert "Promotions: off" in reply["text"]
     assert [data for _, data in keyboard(reply)] == ["v1:st:lang", "v1:st:tz", "v1:st:quiet",
-                                                     "v1:st:warn"]
+                                                     "v1:st:warn", "v1:st:promo_on"]
 
 
 async def test_the_menus_language_item_shows_the_language_buttons(harness: BotHarness) -> None:

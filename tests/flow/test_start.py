@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from telegram.ext import CommandHandler
+from telegram.ext import CommandHandler, ConversationHandler
 
+from handlers import callback_data as cb
+from handlers.start import COMMANDS
 from storage.users import UsersRepository
 from tests.flow.conftest import BotHarness
-from tests.flow.recording import text_update
+from tests.flow.helpers import bind, keyboard
+from tests.flow.recording import callback_update, text_update
 
 
 async def test_start_greets_and_registers_the_user(harness: BotHarness) -> None:
@@ -42,12 +45,40 @@ async def test_start_twice_keeps_one_user(harness: BotHarness) -> None:
     assert len(harness.api.texts(chat_id=903)) == 2
 
 
-async def test_help_lists_commands(harness: BotHarness) -> None:
+async def test_help_lists_every_command_a_user_has_from_one_table(
+        harness: BotHarness) -> None:
     await harness.send(text_update("/help", user_id=904))
 
     (text,) = harness.api.texts(chat_id=904)
-    assert "/start" in text
-    assert "/help" in text
+    listed = {line.split(" - ")[0].lstrip("/") for line in text.splitlines()[1:]}
+    assert {"start", "help", "wallet", "lines", "esim"} <= listed
+    # Every command the Application answers outside the admin chats is in the table, and
+    # nothing else: /help and the command menu cannot drift from the handlers.
+    registered: set[str] = set()
+    admin_only: set[str] = set()
+    for group in harness.app.handlers.values():
+        for handler in group:
+            found = list(_commands_of(handler))
+            # Admin commands carry a chat filter (ADMIN_CHAT_IDS): they are not a user's.
+            if isinstance(handler, CommandHandler) and handler.filters is not None \
+                    and "Chat" in repr(handler.filters):
+                admin_only.update(found)
+            else:
+                registered.update(found)
+    assert registered - admin_only == {command for command, _ in COMMANDS}
+    assert listed == {command for command, _ in COMMANDS}
+
+
+def _commands_of(handler: object) -> set[str]:
+    """The commands a handler (or a conversation's entry points and fallbacks) answers."""
+    if isinstance(handler, CommandHandler):
+        return set(handler.commands)
+    if isinstance(handler, ConversationHandler):
+        found: set[str] = set()
+        for inner in [*handler.entry_points, *handler.fallbacks]:
+            found |= _commands_of(inner)
+        return found
+    return set()
 
 
 async def test_unknown_command_is_answered_and_writes_nothing(harness: BotHarness) -> None:
@@ -111,3 +142,17 @@ async def test_an_unexpected_error_is_logged_and_told_in_the_users_language(
     assert language == "en" or "went wrong" not in expected
     assert any(record.exc_info and "a bug" in str(record.exc_info[1])
                for record in caplog.records)
+
+
+async def test_start_for_a_returning_user_shows_their_lines_wallet_and_main_actions(
+        harness: BotHarness) -> None:
+    line_id = await bind(harness, "+85512345678", user_id=555)
+    await harness.send(text_update("/start", user_id=555))
+
+    welcome = harness.api.sent()[-1]
+    assert welcome["text"].startswith("Welcome back, Dara! Tap a line to see it")
+    assert "Wallet: $0.00" in welcome["text"] and "/autorecharge" in welcome["text"]
+    assert keyboard(welcome) == [("012 ••• 678 · Cellcard", cb.encode("ln", line_id, "show")),
+                       ("➕ Add a line", cb.encode("mnb", "bind"))]
+    await harness.send(callback_update(cb.encode("ln", line_id, "show"), user_id=555))
+    assert "012 ••• 678" in harness.api.sent("editMessageText")[-1]["text"]

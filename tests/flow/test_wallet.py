@@ -21,6 +21,7 @@ from handlers.wallet import PAYMENT_GROUP, WalletFlow
 from storage.tables import ledger_entries, notifications
 from storage.wallet import WalletRepository
 from tests.flow.conftest import BotHarness
+from tests.flow.helpers import deliver
 from tests.flow.recording import (
     callback_update,
     pre_checkout_update,
@@ -133,9 +134,10 @@ async def test_wallet_shows_an_empty_balance_and_the_amounts(harness: BotHarness
     markup = shown["reply_markup"]
     markup = json.loads(markup) if isinstance(markup, str) else markup
     buttons = [b for row in markup["inline_keyboard"] for b in row]
-    assert [b["text"] for b in buttons] == ["+ $5.00", "+ $10.00", "+ $20.00", "+ $50.00"]
+    assert [b["text"] for b in buttons] == ["+ $5.00", "+ $10.00", "+ $20.00", "+ $50.00",
+                                            "🧾 History"]
     assert [b["callback_data"] for b in buttons] == [
-        "v1:wf:500", "v1:wf:1000", "v1:wf:2000", "v1:wf:5000"]
+        "v1:wf:500", "v1:wf:1000", "v1:wf:2000", "v1:wf:5000", "v1:hi:all:0"]
 
 
 async def test_an_amount_sends_a_stars_invoice(harness: BotHarness,
@@ -162,14 +164,17 @@ async def test_paying_credits_once_and_a_replay_credits_nothing(
     before = len(harness.api.texts())
     paid = successful_payment_update(payload, total_amount=500, charge_id="stxTEST-1")
     await harness.send(paid)
+    await deliver(harness)
     texts = harness.api.texts()[before:]
-    assert len(texts) == 1  # no "I did not understand that" after it
-    assert "$10.00 added to your wallet" in texts[0]
+    # One message: the receipt (no "payment received" beside it, no "I did not understand").
+    assert len(texts) == 1
+    assert "Receipt: $10.00 added to your wallet" in texts[0]
     assert await balance(harness) == Money(1000, "USD")
 
     await harness.send(paid)  # Telegram delivers the same update again
     await harness.send(successful_payment_update(payload, total_amount=500,
                                                  charge_id="stxTEST-1"))
+    await deliver(harness)
     assert len(harness.api.texts()) == before + 1  # said nothing more
     assert await balance(harness) == Money(1000, "USD")
     assert await entries(harness) == 1
@@ -309,8 +314,9 @@ async def test_a_passing_fault_while_crediting_is_retried(
     monkeypatch.setattr(wallet, "credit_telegram_payment", flaky)
     await harness.send(successful_payment_update(payload, total_amount=250,
                                                  charge_id="stxFLAKY"))
+    await deliver(harness)
 
-    assert "added to your wallet" in harness.api.texts()[-1]
+    assert "Receipt: $5.00 added to your wallet" in harness.api.texts()[-1]
     assert await balance(harness) == Money(500, "USD")
 
 
@@ -342,9 +348,10 @@ async def test_a_payment_in_the_middle_of_a_flow_is_credited_and_the_flow_goes_o
 
     await harness.send(successful_payment_update(payload, total_amount=250,
                                                  charge_id="stxMID"))
+    await deliver(harness)
 
-    assert len(harness.api.texts()) == before + 1
-    assert "added to your wallet" in harness.api.texts()[-1]
+    assert len(harness.api.texts()) == before + 1  # the receipt only
+    assert "Receipt: $5.00 added to your wallet" in harness.api.texts()[-1]
     assert await balance(harness) == Money(500, "USD")
     await harness.send(text_update("012345678"))  # the binding flow still waits for it
     assert "SMS" in harness.api.texts()[-1]

@@ -220,3 +220,15 @@ async def test_conversation_drafts_are_rotated_and_read_with_the_new_key(
     assert await DatabasePersistence(db, cipher_b).get_bot_data() == {"started": "2026-12-06"}
     with pytest.raises(KeyConfigError):
         await DatabasePersistence(db, cipher_a).get_user_data()
+
+
+def test_every_encrypted_column_of_the_schema_is_rotated() -> None:
+    """A column holding ciphertext (named *_enc) that rotate-keys does not know would keep
+    the old key forever, and become unreadable once that key is dropped."""
+    from storage.encrypted_fields import ENCRYPTED
+    from storage.tables import metadata
+
+    in_schema = {(table.name, column.name) for table in metadata.tables.values()
+                 for column in table.columns if column.name.endswith("_enc")}
+    rotated = {(spec.table.name, column.name) for spec in ENCRYPTED for column in spec.columns}
+    assert in_schema == rotated

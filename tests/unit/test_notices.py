@@ -41,7 +41,7 @@ from bot.services.notices import (
 )
 from handlers.common import Ui
 from handlers.notification_views import views_by_kind
-from handlers.outbox import PHOTO_VIEWS, QR_VIEWS, VIEWS, render
+from handlers.outbox import PHOTO_VIEWS, QR_VIEWS, TEXT_VIEWS, VIEWS, render
 
 STORED = json.loads((Path(__file__).with_name("stored_notices.json")).read_text("utf-8"))
 I18N = Translations()
@@ -56,7 +56,8 @@ def through_json(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_queued_kind_has_exactly_one_view_and_every_view_a_kind() -> None:
-    shown = {kind: view.notice for kind, view in {**VIEWS, **PHOTO_VIEWS, **QR_VIEWS}.items()}
+    shown = {kind: view.notice for kind, view in
+             {**VIEWS, **PHOTO_VIEWS, **QR_VIEWS, **TEXT_VIEWS}.items()}
     assert shown == NOTICE_KINDS
     assert all(kind == notice.KIND for kind, notice in NOTICE_KINDS.items())
 
@@ -118,8 +119,7 @@ def test_a_notice_comes_back_from_its_params_unchanged(kind: str, data: st.DataO
 
 
 def _ui(language: str) -> Ui:
-    return Ui(language=language, _=I18N.gettext(language), locale=I18N.locale(language),
-              zone=ZoneInfo(STORED["zone"]), now=datetime.fromisoformat(STORED["now"]))
+    return Ui.of(I18N, language, ZoneInfo(STORED["zone"]), datetime.fromisoformat(STORED["now"]))
 
 
 def _buttons(markup: Any) -> list[list[str]]:
@@ -131,7 +131,9 @@ def _buttons(markup: Any) -> list[list[str]]:
 
 # Kinds first queued after the notices were typed: no row in an older shape can exist.
 TYPED_FROM_THE_START = {"esim_ready", "khqr_issued", "khqr_closed", "khqr_receipt",
-                        "khqr_amount_differs", "khqr_checks_refused"}
+                        "khqr_amount_differs", "khqr_checks_refused", "monthly_summary",
+                        "support_ticket", "support_user_message", "support_reply",
+                        "support_resolved", "promotion", "broadcast_report"}
 
 
 def test_the_stored_cases_cover_every_kind() -> None:

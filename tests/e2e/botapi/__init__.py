@@ -1,11 +1,13 @@
 """A Telegram Bot API test server for end-to-end tests of the real bot process."""
 
 from tests.e2e.botapi.errors import ApiError
+from tests.e2e.botapi.group import TelegramGroup
 from tests.e2e.botapi.ratelimit import RateStats, SendRecord
 from tests.e2e.botapi.records import (
     BotMessage,
     CallbackAnswer,
     ChatEvent,
+    GroupInfo,
     MessageVersion,
     PreCheckoutAnswer,
     RecordedCall,
@@ -25,6 +27,7 @@ __all__ = [
     "BotMessage",
     "CallbackAnswer",
     "ChatEvent",
+    "GroupInfo",
     "MessageVersion",
     "PaymentAttempt",
     "PreCheckoutAnswer",
@@ -34,6 +37,7 @@ __all__ = [
     "SendRecord",
     "StoredFile",
     "SuccessfulPayment",
+    "TelegramGroup",
     "TelegramUser",
     "UserInfo",
     "WebhookDelivery",

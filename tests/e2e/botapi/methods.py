@@ -316,7 +316,7 @@ def _caption(state: BotApiState, p: Params, body: JsonDict) -> None:
 def _send(state: BotApiState, chat: ChatState, method: str, body: JsonDict,
           markup: JsonDict | None, p: Params, *, file_id: str | None = None,
           private: JsonDict | None = None) -> JsonDict:
-    state.flood.check(chat.user.id, method)
+    state.flood.check(chat.id, method, group=chat.is_group)
     message = state.add_outgoing(chat, body, sent_markup=markup,
                                  parse_mode=p.get_str("parse_mode"), file_id=file_id)
     if private:
@@ -795,7 +795,7 @@ def get_chat(state: BotApiState, p: Params) -> JsonDict:
         chat = state.chats[int(raw)]
     except (KeyError, TypeError, ValueError):
         raise bad_request("chat not found") from None
-    return {**chat.user.chat_json(), "accent_color_id": 0, "max_reaction_count": 11,
+    return {**chat.chat_json(), "accent_color_id": 0, "max_reaction_count": 11,
             "accepted_gift_types": {"unlimited_gifts": False, "limited_gifts": False,
                                     "unique_gifts": False, "premium_subscription": False,
                                     "gifts_from_channels": False}}

@@ -1,4 +1,5 @@
-"""Telegram's flood limits: about 30 messages a second overall and 1 a second per chat.
+"""Telegram's flood limits: about 30 messages a second overall, 1 a second per chat and 20
+a minute in a group (the Bot FAQ, "My bot is hitting limits, how do I avoid this?").
 
 Token buckets with a small burst; a send over the limit is answered 429 with a whole
 number of seconds to wait. Counters let a benchmark compute the rate it achieved.
@@ -87,13 +88,16 @@ class FloodControl:
 
     def __init__(self, *, enabled: bool = True, global_rate: float = 30.0,
                  global_burst: int = 30, chat_rate: float = 1.0, chat_burst: int = 3,
+                 group_rate: float = 20 / 60, group_burst: int = 20,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.enabled = enabled
         self.global_rate, self.global_burst = global_rate, global_burst
         self.chat_rate, self.chat_burst = chat_rate, chat_burst
+        self.group_rate, self.group_burst = group_rate, group_burst
         self._monotonic = monotonic
         self._global = TokenBucket(global_rate, global_burst, monotonic())
         self._chats: dict[int, TokenBucket] = {}
+        self._groups: dict[int, TokenBucket] = {}  # a group's own 20 a minute
         self.reset_stats()
 
     def reset_stats(self) -> None:
@@ -104,21 +108,29 @@ class FloodControl:
         self._sends: list[SendRecord] = []
         self._rejections: list[SendRecord] = []
 
-    def check(self, chat_id: int, method: str) -> None:
-        """Counts one send to ``chat_id``, or raises the 429 ApiError Telegram would answer."""
+    def check(self, chat_id: int, method: str, *, group: bool = False) -> None:
+        """Counts one send to ``chat_id`` (a group's: ``group``), or raises the 429 ApiError
+        Telegram would answer."""
         now = self._monotonic()
         if self.enabled:
             chat = self._chats.get(chat_id)
             if chat is None:
                 chat = self._chats[chat_id] = TokenBucket(self.chat_rate, self.chat_burst, now)
-            wait = max(chat.wait_time(now), self._global.wait_time(now))
+            buckets = [chat, self._global]
+            if group:
+                minute = self._groups.get(chat_id)
+                if minute is None:
+                    minute = self._groups[chat_id] = TokenBucket(self.group_rate,
+                                                                 self.group_burst, now)
+                buckets.append(minute)
+            wait = max(bucket.wait_time(now) for bucket in buckets)
             if wait > 0:
                 self._rejected += 1
                 self._rejected_by_chat[chat_id] = self._rejected_by_chat.get(chat_id, 0) + 1
                 self._rejections.append(SendRecord(now, chat_id, method))
                 raise too_many_requests(max(1, math.ceil(wait)))
-            chat.take(now)
-            self._global.take(now)
+            for bucket in buckets:
+                bucket.take(now)
         self._accepted += 1
         self._accepted_by_chat[chat_id] = self._accepted_by_chat.get(chat_id, 0) + 1
         self._sends.append(SendRecord(now, chat_id, method))

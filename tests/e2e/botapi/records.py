@@ -41,6 +41,22 @@ class UserInfo:
 
 
 @dataclass(frozen=True)
+class GroupInfo:
+    """A group or supergroup the bot is a member of (a supergroup's id is -100...).
+
+    ``bot_is_admin``: an administrator bot receives every message of the group; otherwise
+    privacy mode holds (https://core.telegram.org/bots/features#privacy-mode)."""
+
+    id: int
+    title: str
+    type: str = "supergroup"  # or "group"
+    bot_is_admin: bool = False
+
+    def chat_json(self) -> JsonDict:
+        return {"id": self.id, "title": self.title, "type": self.type}
+
+
+@dataclass(frozen=True)
 class RecordedCall:
     """One Bot API request: canonical method name, decoded parameters and the outcome."""
 

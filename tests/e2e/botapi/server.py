@@ -30,6 +30,7 @@ import tornado.netutil
 import tornado.web
 
 from tests.e2e.botapi.errors import NOT_FOUND, UNAUTHORIZED, ApiError
+from tests.e2e.botapi.group import TelegramGroup
 from tests.e2e.botapi.methods import (
     canonical_name,
     execute,
@@ -39,7 +40,9 @@ from tests.e2e.botapi.methods import (
 from tests.e2e.botapi.params import Params, UploadedFile
 from tests.e2e.botapi.ratelimit import FloodControl, RateStats
 from tests.e2e.botapi.records import (
+    BotMessage,
     CallbackAnswer,
+    GroupInfo,
     JsonDict,
     PreCheckoutAnswer,
     RecordedCall,
@@ -64,6 +67,7 @@ class BotApiServer:
                  bot_first_name: str = "TopUp Test", host: str = "127.0.0.1", port: int = 0,
                  rate_limits: bool = True, global_rate: float = 30.0, global_burst: int = 30,
                  chat_rate: float = 1.0, chat_burst: int = 3,
+                 group_rate: float = 20 / 60, group_burst: int = 20,
                  callback_query_ttl: float = 15 * 60, pre_checkout_timeout: float = 10.0,
                  webhook_retry_delays: tuple[float, ...] = (0.1, 0.5, 1.0),
                  webhook_timeout: float = 10.0, strict_formatting: bool = True,
@@ -78,13 +82,15 @@ class BotApiServer:
         self.webhook_timeout = webhook_timeout
         flood = FloodControl(enabled=rate_limits, global_rate=global_rate,
                              global_burst=global_burst, chat_rate=chat_rate,
-                             chat_burst=chat_burst)
+                             chat_burst=chat_burst, group_rate=group_rate,
+                             group_burst=group_burst)
         self.state = BotApiState(token=token, bot_id=int(token.split(":", 1)[0]),
                                  bot_username=bot_username, bot_first_name=bot_first_name,
                                  flood=flood, callback_query_ttl=callback_query_ttl,
                                  pre_checkout_timeout=pre_checkout_timeout,
                                  strict_formatting=strict_formatting, clock=clock)
         self._users: dict[int, TelegramUser] = {}
+        self._groups: dict[int, TelegramGroup] = {}
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -156,6 +162,29 @@ class BotApiServer:
             self.state.add_chat(info)
             user = self._users[user_id] = TelegramUser(self.state, info, phone_number)
             return user
+
+    def group(self, chat_id: int, title: str = "Test group", *,
+              members: tuple[TelegramUser, ...] = (), kind: str = "supergroup",
+              bot_is_admin: bool = False) -> TelegramGroup:
+        """The group with that id (negative; -100... for a supergroup), the bot a member of
+        it, created on first use; ``members`` join it."""
+        if chat_id >= 0:
+            raise ValueError("a group's chat id is negative")
+        with self.state.lock:
+            group = self._groups.get(chat_id)
+            if group is None:
+                info = GroupInfo(chat_id, title, kind, bot_is_admin)
+                self.state.add_chat(info)
+                group = self._groups[chat_id] = TelegramGroup(self.state, info)
+            for member in members:
+                group.add_member(member)
+            return group
+
+    def chat_messages(self, chat_id: int) -> list[BotMessage]:
+        """What the bot sent to a chat (a user's or a group), oldest first."""
+        with self.state.lock:
+            return [self.state.snapshot(m) for m in self.state.chats[chat_id].messages.values()
+                    if m.outgoing]
 
     # -- what happened -----------------------------------------------------------------
 

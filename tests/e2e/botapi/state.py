@@ -24,6 +24,7 @@ from tests.e2e.botapi.records import (
     BotMessage,
     CallbackAnswer,
     ChatEvent,
+    GroupInfo,
     JsonDict,
     MessageVersion,
     PreCheckoutAnswer,
@@ -45,6 +46,13 @@ UPDATE_TYPES = frozenset({
     "removed_chat_boost",
 })
 NOT_BY_DEFAULT = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
+# Message fields of service messages, which every bot in a group receives.
+SERVICE_FIELDS = frozenset({
+    "new_chat_members", "left_chat_member", "new_chat_title", "new_chat_photo",
+    "delete_chat_photo", "group_chat_created", "supergroup_chat_created",
+    "migrate_to_chat_id", "migrate_from_chat_id", "pinned_message", "successful_payment",
+    "refunded_payment",
+})
 QUERY_INVALID = "query is too old and response timeout expired or query ID is invalid"
 
 
@@ -66,8 +74,8 @@ class StoredMessage:
 
 @dataclass
 class ChatState:
-    user: UserInfo
-    blocked: bool = False
+    peer: UserInfo | GroupInfo  # a private chat's user, or a group
+    blocked: bool = False  # the user blocked the bot, or the bot was removed from the group
     next_message_id: int = 1
     messages: dict[int, StoredMessage] = field(default_factory=dict)
     events: list[ChatEvent] = field(default_factory=list)
@@ -75,6 +83,24 @@ class ChatState:
     keyboard: JsonDict | None = None
     log: list[str] = field(default_factory=list)
     actions: list[tuple[float, str]] = field(default_factory=list)
+
+    @property
+    def id(self) -> int:
+        return self.peer.id
+
+    @property
+    def is_group(self) -> bool:
+        return isinstance(self.peer, GroupInfo)
+
+    @property
+    def user(self) -> UserInfo:
+        """The user of a private chat (a group has members instead)."""
+        if not isinstance(self.peer, UserInfo):
+            raise TypeError(f"chat {self.peer.id} is a group, not a private chat")
+        return self.peer
+
+    def chat_json(self) -> JsonDict:
+        return self.peer.chat_json()
 
 
 @dataclass
@@ -219,10 +245,10 @@ class BotApiState:
 
     # -- chats -----------------------------------------------------------------------------
 
-    def add_chat(self, user: UserInfo) -> ChatState:
-        chat = self.chats.get(user.id)
+    def add_chat(self, peer: UserInfo | GroupInfo) -> ChatState:
+        chat = self.chats.get(peer.id)
         if chat is None:
-            chat = self.chats[user.id] = ChatState(user)
+            chat = self.chats[peer.id] = ChatState(peer)
         return chat
 
     def chat_for_send(self, raw_chat_id: Any) -> ChatState:
@@ -236,6 +262,8 @@ class BotApiState:
         chat = self.chats.get(chat_id)
         if chat is None:
             raise bad_request("chat not found")
+        if chat.blocked and isinstance(chat.peer, GroupInfo):
+            raise forbidden(f"bot was kicked from the {chat.peer.type} chat")
         if chat.blocked:
             raise forbidden("bot was blocked by the user")
         return chat
@@ -338,26 +366,59 @@ class BotApiState:
 
     # -- messages --------------------------------------------------------------------------
 
-    def add_incoming(self, chat: ChatState, body: JsonDict) -> tuple[StoredMessage, int | None]:
-        """A message from the user to the bot, queued as a "message" update."""
+    def add_incoming(self, chat: ChatState, body: JsonDict, *,
+                     sender: UserInfo | None = None) -> tuple[StoredMessage, int | None]:
+        """A message from a user (in a group: ``sender``), queued as a "message" update when
+        the bot is to see it."""
         message_id = self.new_message_id(chat)
-        data = {"message_id": message_id, "from": chat.user.json(),
-                "chat": chat.user.chat_json(), "date": self.now(), **copy.deepcopy(body)}
-        stored = StoredMessage(chat.user.id, message_id, outgoing=False, json=data)
+        data = {"message_id": message_id, "from": (sender or chat.user).json(),
+                "chat": chat.chat_json(), "date": self.now(), **copy.deepcopy(body)}
+        if isinstance(data.get("reply_to_message"), dict):
+            # "will not contain further reply_to_message fields even if it itself is a reply"
+            data["reply_to_message"].pop("reply_to_message", None)
+        stored = StoredMessage(chat.id, message_id, outgoing=False, json=data)
         chat.messages[message_id] = stored
+        if not self.bot_sees(chat, data):
+            self.log(chat, f"(#{message_id} not sent to the bot: privacy mode)")
+            self.notify()
+            return stored, None
         update_id = self.push_update("message", data)
         return stored, update_id
+
+    def bot_sees(self, chat: ChatState, data: JsonDict) -> bool:
+        """Privacy mode: in a group where it is no administrator the bot receives commands
+        (ours, or without a bot's @username: the only bot there), replies to its own
+        messages and service messages, nothing else
+        (https://core.telegram.org/bots/features#privacy-mode)."""
+        group = chat.peer
+        if not isinstance(group, GroupInfo) or group.bot_is_admin:
+            return True
+        if SERVICE_FIELDS & data.keys():
+            return True
+        replied = data.get("reply_to_message")
+        if isinstance(replied, dict) and (replied.get("from") or {}).get("id") == self.bot_id:
+            return True
+        text = str(data.get("text") or data.get("caption") or "")
+        entities = data.get("entities") or data.get("caption_entities") or []
+        for entity in entities:
+            if entity.get("type") != "bot_command":
+                continue
+            command = text[entity["offset"]:entity["offset"] + entity["length"]]
+            _name, _, target = command.partition("@")
+            if not target or target.lower() == self.bot_username.lower():
+                return True
+        return False
 
     def add_outgoing(self, chat: ChatState, body: JsonDict, *, sent_markup: JsonDict | None,
                      parse_mode: str | None, file_id: str | None = None) -> StoredMessage:
         """A message from the bot: stored, logged, and announced to waiting tests."""
         message_id = self.new_message_id(chat)
         data: JsonDict = {"message_id": message_id, "from": self.bot_user(),
-                          "chat": chat.user.chat_json(), "date": self.now()}
+                          "chat": chat.chat_json(), "date": self.now()}
         data.update(copy.deepcopy(body))
         if sent_markup is not None and "inline_keyboard" in sent_markup:
             data["reply_markup"] = copy.deepcopy(sent_markup)
-        stored = StoredMessage(chat.user.id, message_id, outgoing=True, json=data,
+        stored = StoredMessage(chat.id, message_id, outgoing=True, json=data,
                                sent_markup=copy.deepcopy(sent_markup), parse_mode=parse_mode,
                                file_id=file_id)
         chat.messages[message_id] = stored

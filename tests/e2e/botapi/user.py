@@ -62,7 +62,72 @@ def command_entities(text: str) -> list[JsonDict]:
              "length": utf16_len(m.group())} for m in _COMMAND.finditer(text)]
 
 
-class TelegramUser:
+class ChatView:
+    """What the bot sent to one chat, as its people see it (a user's private chat, or a
+    group). Subclasses give ``_state`` and ``_chat()``."""
+
+    _state: BotApiState
+
+    def _chat(self) -> ChatState:
+        raise NotImplementedError
+
+    def messages(self, *, include_deleted: bool = True) -> list[BotMessage]:
+        """The messages the bot sent to this chat, as they are now, oldest first."""
+        with self._state.lock:
+            return [self._state.snapshot(m) for m in self._chat().messages.values()
+                    if m.outgoing and (include_deleted or not m.deleted)]
+
+    def last_message(self) -> BotMessage | None:
+        found = self.messages(include_deleted=False)
+        return found[-1] if found else None
+
+    def message(self, message_id: int) -> BotMessage:
+        with self._state.lock:
+            stored: StoredMessage | None = self._chat().messages.get(message_id)
+            if stored is None or not stored.outgoing:
+                raise LookupError(f"the bot sent no message {message_id} to {self}")
+            return self._state.snapshot(stored)
+
+    def transcript(self) -> str:
+        with self._state.lock:
+            return self._state.transcript(self._chat())
+
+    def wait_for_message(self, predicate: MessageMatcher = None, timeout: float = 10.0, *,
+                         edits: bool = False) -> BotMessage:
+        """The next message the bot sends here that matches (with edits=True, an edit too).
+
+        ``predicate``: a function of the BotMessage, a substring of its text (or caption)
+        or a compiled regex. Messages are read in order: one matched (and any before it)
+        is not returned again. Raises AssertionError with the transcript on timeout.
+        """
+        matches = _matcher(predicate)
+        kinds = ("sent", "edited") if edits else ("sent",)
+        state = self._state
+        deadline = time.monotonic() + timeout
+        with state.changed:
+            chat = self._chat()
+            while True:
+                for index in range(chat.cursor, len(chat.events)):
+                    event = chat.events[index]
+                    if event.kind in kinds and matches(event.message):
+                        chat.cursor = index + 1
+                        return event.message
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    what = "message or edit" if edits else "message"
+                    raise AssertionError(
+                        f"{self} got no matching {what} from the bot within {timeout:g} s "
+                        f"(predicate: {predicate!r}). Chat so far:\n{state.transcript(chat)}")
+                state.changed.wait(remaining)
+
+    async def wait_for_message_async(self, predicate: MessageMatcher = None,
+                                     timeout: float = 10.0,  # noqa: ASYNC109 - as the sync one
+                                     *,
+                                     edits: bool = False) -> BotMessage:
+        return await asyncio.to_thread(self.wait_for_message, predicate, timeout, edits=edits)
+
+
+class TelegramUser(ChatView):
     """A Telegram user chatting privately with the bot (``server.user(...)``)."""
 
     def __init__(self, state: BotApiState, info: UserInfo,
@@ -284,23 +349,6 @@ class TelegramUser:
 
     # -- seeing things -----------------------------------------------------------------
 
-    def messages(self, *, include_deleted: bool = True) -> list[BotMessage]:
-        """The messages the bot sent to this chat, as they are now, oldest first."""
-        with self._state.lock:
-            return [self._state.snapshot(m) for m in self._chat().messages.values()
-                    if m.outgoing and (include_deleted or not m.deleted)]
-
-    def last_message(self) -> BotMessage | None:
-        found = self.messages(include_deleted=False)
-        return found[-1] if found else None
-
-    def message(self, message_id: int) -> BotMessage:
-        with self._state.lock:
-            stored: StoredMessage | None = self._chat().messages.get(message_id)
-            if stored is None or not stored.outgoing:
-                raise LookupError(f"the bot sent no message {message_id} to {self}")
-            return self._state.snapshot(stored)
-
     def reply_keyboard(self) -> list[list[JsonDict]]:
         """The reply keyboard shown now (empty when none or removed)."""
         with self._state.lock:
@@ -311,44 +359,6 @@ class TelegramUser:
     def chat_actions(self) -> list[str]:
         with self._state.lock:
             return [action for _, action in self._chat().actions]
-
-    def transcript(self) -> str:
-        with self._state.lock:
-            return self._state.transcript(self._chat())
-
-    def wait_for_message(self, predicate: MessageMatcher = None, timeout: float = 10.0, *,
-                         edits: bool = False) -> BotMessage:
-        """The next message the bot sends here that matches (with edits=True, an edit too).
-
-        ``predicate``: a function of the BotMessage, a substring of its text (or caption)
-        or a compiled regex. Messages are read in order: one matched (and any before it)
-        is not returned again. Raises AssertionError with the transcript on timeout.
-        """
-        matches = _matcher(predicate)
-        kinds = ("sent", "edited") if edits else ("sent",)
-        state = self._state
-        deadline = time.monotonic() + timeout
-        with state.changed:
-            chat = self._chat()
-            while True:
-                for index in range(chat.cursor, len(chat.events)):
-                    event = chat.events[index]
-                    if event.kind in kinds and matches(event.message):
-                        chat.cursor = index + 1
-                        return event.message
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    what = "message or edit" if edits else "message"
-                    raise AssertionError(
-                        f"{self} got no matching {what} from the bot within {timeout:g} s "
-                        f"(predicate: {predicate!r}). Chat so far:\n{state.transcript(chat)}")
-                state.changed.wait(remaining)
-
-    async def wait_for_message_async(self, predicate: MessageMatcher = None,
-                                     timeout: float = 10.0,  # noqa: ASYNC109 - as the sync one
-                                     *,
-                                     edits: bool = False) -> BotMessage:
-        return await asyncio.to_thread(self.wait_for_message, predicate, timeout, edits=edits)
 
     def wait_for_answer(self, query_id: str, timeout: float = 10.0) -> CallbackAnswer:
         """Blocks until the bot answers the callback query; AssertionError on timeout."""

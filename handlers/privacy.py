@@ -1,0 +1,239 @@
+"""/privacy: what is stored, why, how long and who sees it. /forget: after a confirmation,
+delete the user's data and keep only what the accounts need.
+
+Both are answered ahead of the conversations (a forget ends them, and its drafts go with
+it), and the buttons are re-checked on every press: the confirmation carries when it was
+asked, and a press too late, or from before the user was last forgotten, changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import (
+    Application,
+    BaseHandler,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    ConversationHandler,
+)
+
+from bot.domain.privacy import Erased, Obstacles, Stored
+from bot.i18n import Translations
+from bot.services.privacy import Blocked, Forgotten, PrivacyService, Stale
+from bot.services.users import UsersService
+from handlers import callback_data as cb
+from handlers.common import Flow, Ui, edit_in_place, stopping
+
+FORGET = cb.register("fg", "action", "asked")  # ok / no; when it was asked (µs since 1970)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def asked_token(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def asked_moment(token: int) -> datetime:
+    return _EPOCH + token * _MICROSECOND
+
+
+def privacy_text(ui: Ui) -> str:
+    _ = ui._
+    return "\n\n".join([
+        _("🔒 Your data here"),
+        _("What I store: your lines (phone numbers and eSIM ICCIDs, encrypted, with a keyed "
+          "fingerprint of each number to find it), the names you give them, their balance "
+          "readings, your auto-recharge rules, your top-ups and wallet movements with their "
+          "payment references (encrypted), your support messages (encrypted), what you type "
+          "in a flow you have not finished (encrypted), and your language, time zone, quiet "
+          "hours and which messages you asked for. SMS codes are never stored: only a keyed "
+          "fingerprint of each, with when it was sent. Your Telegram name is not stored."),
+        _("Why: to watch and top up your lines, to ask you before charging, to keep your "
+          "wallet right, and to answer you when you write to support."),
+        _("How long: your lines, readings, rules, support messages and settings until you "
+          "send /forget (unbinding a line keeps its number and history, for when you bind "
+          "it again). What you type in a flow, until the flow ends or has had no answer for "
+          "15 minutes. SMS code fingerprints are kept: they limit how many codes a number "
+          "gets. Top-ups, payments and wallet movements are kept for our accounts, also "
+          "after /forget, but with no number or name."),
+        _("Who sees it: you, here. Our team (the admins) sees your Telegram id, your lines "
+          "masked (like 012 ••• 678, without their names), your wallet and the top-up you "
+          "write about when you use /support, and your id with the amounts when they credit "
+          "or refund your wallet, or when a payment or a top-up needs them. Whoever runs the "
+          "bot's server can read its database with its keys. The top-up provider gets the "
+          "number it tops up, the SMS gateway the number a code is sent to, the eSIM "
+          "provider the eSIMs you buy, Bakong your KHQR payments, and Telegram this chat."),
+        _("/forget deletes what is yours here and keeps only what our accounts need."),
+    ])
+
+
+def obstacles_text(ui: Ui, obstacles: Obstacles) -> str:
+    _ = ui._
+    out = [_("I cannot forget you yet:")]
+    for amount in obstacles.balances:
+        if amount.minor > 0:
+            out.append(_("• Your wallet holds {amount}. Spend it on a top-up (/lines) or an "
+                         "eSIM (/esim), or write to /support: our team refunds a Telegram "
+                         "Stars payment, and settles cash, bank transfer or KHQR money with "
+                         "you.").format(amount=ui.money(amount)))
+        else:
+            out.append(_("• Your wallet shows {amount}: write to /support to settle it.")
+                       .format(amount=ui.money(amount)))
+    for amount in obstacles.held:
+        out.append(_("• {amount} is held for a top-up on its way: wait until it is done.")
+                   .format(amount=ui.money(amount)))
+    if obstacles.charges_open:
+        out.append(_("• A top-up is waiting for your approval or is on its way: approve or "
+                     "decline it, or wait until it is done."))
+    if obstacles.khqr_checked_until is not None:
+        out.append(_("• A KHQR code you made is checked for a payment until {time}.")
+                   .format(time=ui.when(obstacles.khqr_checked_until)))
+    if obstacles.disputes_held:
+        out.append(_("• A payment of yours was not credited and waits for our team to "
+                     "refund it: write to /support."))
+    out.append(_("Then send /forget again. Nothing was deleted."))
+    return "\n".join(out)
+
+
+def question_text(ui: Ui, stored: Stored) -> str:
+    _ = ui._
+    return "\n".join([
+        _("Forget you? This cannot be undone. I will delete:"),
+        _("• Lines (numbers, ICCIDs and their names): {count}").format(count=stored.lines),
+        _("• Balance readings: {count}").format(count=stored.readings),
+        _("• Auto-recharge rules: {count}").format(count=stored.rules),
+        _("• Support requests: {count} (messages: {messages})").format(
+            count=stored.tickets, messages=stored.support_messages),
+        _("• Your settings (language, time zone, quiet hours, summaries, offers), what you "
+          "typed in flows not finished, the messages I keep for you and the records of SMS "
+          "codes sent for you"),
+        "",
+        _("I will keep, for our accounts, under your Telegram id only: top-ups: {charges}, "
+          "payments: {payments}, wallet movements: {movements}. They hold amounts, dates and "
+          "references: no phone number, ICCID, line name or name.").format(
+            charges=stored.charges, payments=stored.payments, movements=stored.movements),
+    ])
+
+
+def forgotten_text(ui: Ui, erased: Erased) -> str:
+    _ = ui._
+    kept = erased.kept
+    codes = (_("• Records of SMS codes: {deleted}; {detached} sent in the last hour stay, "
+               "without your id, so that their number still gets no more codes than "
+               "allowed").format(deleted=erased.codes_deleted, detached=erased.codes_detached)
+             if erased.codes_detached else
+             _("• Records of SMS codes: {deleted}").format(deleted=erased.codes_deleted))
+    return "\n".join([
+        _("Done: I forgot you. Deleted:"),
+        _("• Lines (numbers, ICCIDs and their names): {count}").format(count=erased.lines),
+        _("• Balance readings: {count}").format(count=erased.readings),
+        _("• Auto-recharge rules: {count}").format(count=erased.rules),
+        _("• Support requests: {count} (messages: {messages})").format(
+            count=erased.tickets, messages=erased.support_messages),
+        _("• Messages I kept for you or about you: {count}").format(
+            count=erased.notifications),
+        codes,
+        _("• Your settings and what you typed in flows not finished"),
+        "",
+        _("Kept, for our accounts, under your Telegram id only: top-ups: {charges}, "
+          "payments: {payments}, wallet movements: {movements}, with amounts, dates and "
+          "references: no phone number, ICCID, line name or name.").format(
+            charges=kept.charges, payments=kept.payments, movements=kept.movements),
+        "",
+        _("The messages in this chat are Telegram's: delete the chat to remove them. Send "
+          "/start to begin again as a new user."),
+    ])
+
+
+def end_conversations(application: Application, chat_id: int,  # type: ignore[type-arg]
+                      user_id: int) -> int:
+    """Ends every conversation of the user in ``chat_id``, as a flow's own END would (the
+    persistence deletes its state), and cancels its timeout. PTB has no public way to end a
+    conversation from outside it, so this reaches into ConversationHandler's own dict (a
+    flow test checks that the user's flow is over afterwards)."""
+    ended = 0
+    for group in application.handlers.values():
+        for handler in group:
+            if not isinstance(handler, ConversationHandler) or handler.per_message:
+                continue
+            key = tuple(part for part, used in ((chat_id, handler.per_chat),
+                                                (user_id, handler.per_user)) if used)
+            conversations = handler._conversations
+            if key in conversations:
+                del conversations[key]
+                ended += 1
+            timeout = handler.timeout_jobs.pop(key, None)
+            if timeout is not None:
+                timeout.schedule_removal()
+    return ended
+
+
+class PrivacyFlow(Flow):
+    def __init__(self, users: UsersService, i18n: Translations,
+                 privacy: PrivacyService) -> None:
+        super().__init__(users, i18n)
+        self._privacy = privacy
+
+    async def show(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        ui = await self.ui(update)
+        await self.reply(update, privacy_text(ui))
+
+    async def ask(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        user = update.effective_user
+        assert user is not None
+        ui = await self.ui(update)
+        _ = ui._
+        review = await self._privacy.review(user.id)
+        if isinstance(review, Blocked):
+            await self.reply(update, obstacles_text(ui, review.obstacles))
+            return
+        asked = asked_token(ui.now)
+        await self.reply(update, question_text(ui, review.stored),
+                         reply_markup=InlineKeyboardMarkup([[
+                             InlineKeyboardButton(_("🗑 Yes, forget me"),
+                                                  callback_data=cb.encode("fg", "ok", asked)),
+                             InlineKeyboardButton(_("Cancel"),
+                                                  callback_data=cb.encode("fg", "no", asked))]]))
+
+    async def press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, ui, data = pressed.query, pressed.ui, pressed.data
+        _ = ui._
+        if data.arg("action") == "no":
+            await query.answer()
+            await edit_in_place(query, _("Cancelled. Nothing was deleted."))
+            return
+        token = data.int_arg("asked")
+        if data.arg("action") != "ok" or token is None:
+            await query.answer(_("That button is no longer active."))
+            return
+        outcome = await self._privacy.forget(pressed.user.id, asked_at=asked_moment(token))
+        if isinstance(outcome, Stale):
+            await query.answer(_("That button is no longer active. Send /forget again."),
+                               show_alert=True)
+            return
+        if isinstance(outcome, Blocked):
+            await query.answer()
+            await edit_in_place(query, obstacles_text(ui, outcome.obstacles))
+            return
+        assert isinstance(outcome, Forgotten)
+        # The drafts in memory go too (the stored ones went with the forget), and any flow
+        # the user was in ends.
+        chat_id = update.effective_chat.id if update.effective_chat else pressed.user.id
+        end_conversations(context.application, chat_id, pressed.user.id)
+        context.application.drop_user_data(pressed.user.id)
+        await query.answer()
+        await edit_in_place(query, forgotten_text(ui, outcome.erased))
+
+    def handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
+        """Answered ahead of the conversations (group -1): /privacy only shows, so a flow
+        waiting for text goes on; /forget ends them when it is confirmed."""
+        return [CommandHandler("privacy", stopping(self.show)),
+                CommandHandler("forget", stopping(self.ask)),
+                CallbackQueryHandler(stopping(self.press), pattern=FORGET)]
