@@ -89,6 +89,7 @@ SUMMARY = cb.register("arc", "answer")  # ok (and "no" on messages of earlier ve
 RESEND = cb.register("arr", "action")
 NAV = cb.register("arx", "action", "step")  # back, cancel; the step (STEP_KEYS) it is on
 RULE = cb.register("ru", "rule", "action")  # pause, resume, code, del, delok, edit
+LINE_RULES = cb.register("arv", "line")  # a line card's "🔁 Auto-recharge"
 WIZARD_KINDS = ("arl", "arb", "arw", "ard", "arp", "arc", "arr", "arx")  # wizard steps' buttons
 WHEN_KEYS = ("monthly", "weekly", "every", "balance", "data", "alive")
 # The numbers each kind of "when" takes, as the domain checks them.
@@ -169,6 +170,12 @@ def describe(ui: Ui, spec: RuleSpec, line_label: str, plan_name: str | None) -> 
         approval=approval_text(ui, spec.approval))
 
 
+def rules_button(ui: Ui, line_id: int) -> InlineKeyboardButton:
+    """A line card's way to its rules (or to setting one up when it has none)."""
+    return InlineKeyboardButton(ui._("🔁 Auto-recharge"),
+                                callback_data=cb.encode("arv", line_id))
+
+
 def _choice(label: str, data: str, chosen: bool) -> list[InlineKeyboardButton]:
     """A row of one option; the one chosen before (the step shown again by Back) ticked."""
     return [InlineKeyboardButton(f"✓ {label}" if chosen else label, callback_data=data)]
@@ -198,19 +205,47 @@ class AutoRechargeFlow(Flow):
         user = update.effective_user
         assert user is not None
         ui = await self.ui(update)
+        labels = {line.id: line.label for line in await self._lines.for_user(user.id)}
+        await self._list_rules(update, ui, await self._rules.list(user.id), labels)
+
+    async def _list_rules(self, update: Update, ui: Ui, rules: list[RuleView],
+                          labels: dict[int, str]) -> None:
+        """One message per rule with its buttons (``labels``: line id -> label), then
+        "➕ New rule"."""
         _ = ui._
-        rules = await self._rules.list(user.id)
-        lines = {line.id: line for line in await self._lines.for_user(user.id)}
         new = InlineKeyboardButton(_("➕ New rule"), callback_data=cb.encode("arn", "new"))
         if not rules:
             await self.reply(update, _("No auto-recharge rules yet."),
                              reply_markup=InlineKeyboardMarkup([[new]]))
             return
         for rule in rules:
-            line = lines.get(rule.line_id)
-            await self.reply(update, self._rule_text(ui, rule, line.label if line else "?"),
+            await self.reply(update, self._rule_text(ui, rule, labels.get(rule.line_id, "?")),
                              reply_markup=self._rule_buttons(ui, rule))
         await self.reply(update, _("Add another rule?"), reply_markup=InlineKeyboardMarkup([[new]]))
+
+    async def line_rules(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
+        """A line card's 🔁 Auto-recharge: the line's rules, or, when it has none, the wizard
+        for that line in the card's message."""
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return END
+        line_id = pressed.data.int_arg("line")
+        line = (await self._lines.own(pressed.user.id, line_id)
+                if line_id is not None else None)
+        if line is None:
+            await pressed.query.answer(pressed.ui._("That line is not yours or no longer bound."),
+                                       show_alert=True)
+            return END
+        await pressed.query.answer()
+        rules = [rule for rule in await self._rules.list(pressed.user.id)
+                 if rule.line_id == line.id]
+        if rules:
+            await self._list_rules(update, pressed.ui, rules, {line.id: line.label})
+            return END
+        draft = self._draft(context)
+        draft.clear()
+        draft.update(line_id=line.id, first=STEP_KEYS[PICK_BUY])
+        return await self._show(update, context, pressed.ui, PICK_BUY)
 
     def _rule_text(self, ui: Ui, rule: RuleView, label: str) -> str:
         _ = ui._
@@ -904,6 +939,7 @@ class AutoRechargeFlow(Flow):
             name="autorecharge", persistent=True,
             entry_points=[CommandHandler("newrule", self.begin),
                           CallbackQueryHandler(self.begin, pattern=NEW),
+                          CallbackQueryHandler(self.line_rules, pattern=LINE_RULES),
                           CallbackQueryHandler(self.on_rule, pattern=RULE)],
             states={
                 PICK_LINE: at(PICK_LINE, CallbackQueryHandler(self.line_chosen, pattern=LINE)),

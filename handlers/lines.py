@@ -21,6 +21,7 @@ from bot.services.lines import MAX_NICKNAME_CHARS, LineCard, LinesService
 from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.approvals import PlanOffer, top_up_now_buttons
+from handlers.autorecharge import rules_button
 from handlers.balance import REPORT_KIND
 from handlers.charts import chart_button
 from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, edit_in_place, too_long
@@ -138,8 +139,8 @@ class LinesFlow(Flow):
         return InlineKeyboardMarkup([
             *top_up_now_buttons(ui, line_id, PlanOffer.of(plan), airtime=not esim),
             *middle,
-            [chart_button(ui, line_id)],
-            [history_button(ui, line_id)],
+            [rules_button(ui, line_id)],
+            [chart_button(ui, line_id), history_button(ui, line_id)],
             [InlineKeyboardButton(_("✏️ Rename"), callback_data=cb.encode("ln", line_id, "ren")),
              InlineKeyboardButton(_("🗑 Unbind"), callback_data=cb.encode("ln", line_id, "unb"))],
             [InlineKeyboardButton(_("« All lines"), callback_data=cb.encode("ln", 0, "list"))],

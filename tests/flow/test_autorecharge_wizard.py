@@ -350,3 +350,35 @@ async def test_editing_a_rule_turns_its_card_into_the_wizard(harness: BotHarness
     assert int(end["message_id"]) == card["_id"] and "reply_markup" not in end
     # The list's "Add another rule?" keeps its ➕ New rule: it is no wizard step.
     assert list(live_keyboards(harness, since).values()) == [["➕ New rule"]]
+
+
+async def test_a_line_cards_auto_recharge_starts_the_wizard_for_that_line_in_the_card(
+        harness: BotHarness) -> None:
+    """With two lines the wizard would ask which; from a card it knows: it starts at "what to
+    buy", in the card's message. Once the line has a rule, the button lists it instead."""
+    first = await two_lines(harness)
+    await harness.send(text_update("/lines"))
+    card = int(harness.api.sent()[-1]["_id"])
+    await harness.send(callback_update(f"v1:ln:{first}:show", message_id=card))
+    before = sent_count(harness)
+    await harness.send(callback_update(f"v1:arv:{first}", message_id=card))
+    assert ASKS["buy"] in shown(harness) and ASKS["line"] not in shown(harness)
+    assert wizard_id(harness) == card and sent_count(harness) == before
+    for step in STEPS[1:]:
+        await act(harness, step)
+    (rule,) = await rules_of(harness)
+    assert rule.line_id == first  # type: ignore[attr-defined]
+
+    await harness.send(callback_update(f"v1:arv:{first}", message_id=card))
+    listed = [message["text"] for message in harness.api.sent("sendMessage")[-2:]]
+    assert "every month on day 15" in listed[0] and listed[1] == "Add another rule?"
+
+
+async def test_a_forged_line_on_the_auto_recharge_button_is_refused(
+        harness: BotHarness) -> None:
+    await bind(harness, CELLCARD)
+    before = len(await rules_of(harness))
+    for data in ("v1:arv:999999", "v1:arv:abc"):
+        await harness.send(callback_update(data))
+        assert "not yours or no longer bound" in answers(harness)[-1]
+    assert len(await rules_of(harness)) == before

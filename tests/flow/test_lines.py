@@ -100,7 +100,8 @@ async def test_tapping_a_line_shows_its_card(harness: BotHarness) -> None:
     assert "No balance known yet" in card["text"]
     assert {data for _, data in keyboard(card)} == {
         f"v1:tn:{line_id}:a100", f"v1:tn:{line_id}:a200", f"v1:tn:{line_id}:a500",
-        f"v1:pl:{line_id}:0", f"v1:bl:{line_id}", f"v1:cht:{line_id}:auto:30",
+        f"v1:pl:{line_id}:0", f"v1:bl:{line_id}", f"v1:arv:{line_id}",
+        f"v1:cht:{line_id}:auto:30",
         f"v1:hi:{line_id}:0", f"v1:ln:{line_id}:ren", f"v1:ln:{line_id}:unb",
         "v1:ln:0:list"}
     assert "text" not in last_answer(harness)  # a silent answer: the card is the reply
