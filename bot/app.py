@@ -22,6 +22,7 @@ from telegram.warnings import PTBUserWarning
 
 from bot.jobs import (
     schedule_broadcast_reports,
+    schedule_code_purge,
     schedule_khqr_polling,
     schedule_monthly_summaries,
     schedule_pollers,
@@ -184,6 +185,7 @@ def _schedule_work(app: Application, components: Components) -> None:  # type: i
                            components.reconciliations)
     schedule_monthly_summaries(app.job_queue, components.history)
     schedule_broadcast_reports(app.job_queue, components.promotions)
+    schedule_code_purge(app.job_queue, components.otp)
     if components.khqr is not None:
         schedule_khqr_polling(app.job_queue, components.khqr,
                               seconds=components.settings.bakong.poll_seconds)

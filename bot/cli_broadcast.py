@@ -5,7 +5,9 @@ work is here.
 
 Without ``--yes`` the audience and the text are shown and the operator is asked; anything
 but "y" sends nothing. The report is not pushed anywhere (there is no chat):
-``broadcast status`` tells it.
+``broadcast status`` tells it. The same offer run again (after a crash half-way, say) makes
+no new broadcast: the one that sends it is queued on (what is queued is skipped), so
+nobody gets it twice.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bot.domain.broadcasts import (
 )
 from bot.domain.operators import Operator
 from bot.services.promotions import (
+    AlreadySent,
     BroadcastStatus,
     Confirmed,
     NobodyToTell,
@@ -95,14 +98,29 @@ async def broadcast(components: Components, offer: Offer, *, yes: bool,
     previewed = await service.preview(offer.operator, offer.text, actor="cli", chat_id=None)
     if isinstance(previewed, NobodyToTell):
         return _nobody(offer.operator)
+    if isinstance(previewed, AlreadySent):
+        return await _resume(components, previewed.broadcast)
     broadcast_id = previewed.broadcast.id
     confirmed = await service.confirm(broadcast_id, actor="cli", chat_id=None)
+    if isinstance(confirmed, AlreadySent):  # another one of this offer, confirmed meanwhile
+        return await _resume(components, confirmed.broadcast)
     if not isinstance(confirmed, Confirmed):  # made just now: nobody else can answer it
         raise NotSent(f"broadcast #{broadcast_id} was not confirmed: {confirmed}")
     queued = await service.queue_offers(broadcast_id)
     return (f"Broadcast #{broadcast_id} queued: {queued} {_offers(queued)} to "
             f"{audience_text(offer.operator)}, paced and each after its reader's quiet "
             f"hours. `topup-bot broadcast status {broadcast_id}` tells how it goes.")
+
+
+async def _resume(components: Components, earlier: Broadcast) -> str:
+    """The offer is already broadcast: that broadcast is queued on (a run that died
+    half-way), never a second one."""
+    queued = await components.promotions.queue_offers(earlier.id)
+    when = _when(components, earlier.confirmed_at or earlier.created_at)
+    return (f"This offer is already broadcast #{earlier.id} (confirmed {when} by "
+            f"{earlier.confirmed_by}, to {audience_text(earlier.operator)}): each user gets "
+            f"it once, so no new broadcast was made. {queued} {_offers(queued)} queued. "
+            f"`topup-bot broadcast status {earlier.id}` tells how it goes.")
 
 
 def _nobody(operator: Operator | None) -> str:

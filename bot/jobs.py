@@ -18,6 +18,7 @@ from bot.services.charging import ChargingService
 from bot.services.history import HistoryService
 from bot.services.khqr import KhqrService
 from bot.services.notifications import NotificationDispatcher
+from bot.services.otp import OtpService
 from bot.services.promotions import PromotionsService
 from bot.services.provider_float import ProviderFloatService
 from bot.services.reconciliation import ReconciliationService
@@ -30,6 +31,7 @@ FLOAT_CHECK_SECONDS = 15 * 60
 RECONCILE_CHECK_SECONDS = 60 * 60
 MONTHLY_SUMMARY_SECONDS = 15 * 60  # due from 09:00 local on the 1st: at most 15 min late
 BROADCAST_REPORT_SECONDS = 60  # a broadcast's report at most a minute after its last copy
+OTP_PURGE_SECONDS = 15 * 60  # a code's row outlives its last use by at most this much
 # A late run still runs (never skipped), runs that piled up run once, and a second run may
 # start while a long drain goes on (the dispatcher returns at once then), so APScheduler
 # never logs "maximum number of running instances reached".
@@ -133,6 +135,17 @@ def schedule_broadcast_reports(job_queue: JobQueue[Any], promotions: PromotionsS
             log.info("Broadcasts: %d finished and reported", finished)
 
     _every(job_queue, advance, BROADCAST_REPORT_SECONDS, "broadcast_reports")
+
+
+def schedule_code_purge(job_queue: JobQueue[Any], otp: OtpService) -> None:
+    """SMS codes that decide nothing any more (out of the hourly cap's window, expired, no
+    lockout running) are deleted: each row keeps its number's blind index."""
+    async def purge(_context: ContextTypes.DEFAULT_TYPE) -> None:
+        purged = await otp.purge()
+        if purged:
+            log.info("SMS codes: %d purged", purged)
+
+    _every(job_queue, purge, OTP_PURGE_SECONDS, "otp_purge")
 
 
 def _every(job_queue: JobQueue[Any], callback: Any, seconds: float, name: str) -> None:

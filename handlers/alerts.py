@@ -151,12 +151,12 @@ class AlertsFlow(Flow):
         self._rules = rules
 
     async def snooze(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        _ = (await self.ui(update))._
-        data = cb.decode(query.data)
-        line_id = data.int_arg("line") if data else None
-        snoozed = await self._lines.snooze_warnings(user.id, line_id) if line_id else None
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, _ = pressed.query, pressed.ui._
+        line_id = pressed.int_arg("line")
+        snoozed = await self._lines.snooze_warnings(pressed.user.id, line_id) if line_id else None
         if snoozed is None:
             await query.answer(_("That line is not yours or no longer bound."),
                                show_alert=True)
@@ -165,16 +165,14 @@ class AlertsFlow(Flow):
                              "still low."), show_alert=True)
 
     async def skip(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
-        _ = ui._
-        data = cb.decode(query.data)
-        rule_id = data.int_arg("rule") if data else None
-        seconds = data.int_arg("run") if data else None
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, _ = pressed.query, pressed.ui._
+        rule_id, seconds = pressed.int_arg("rule"), pressed.int_arg("run")
         run_at = (datetime.fromtimestamp(seconds, UTC)
                   if seconds is not None and seconds <= LATEST_RUN_SECONDS else None)
-        skipped = (await self._rules.skip_run(user.id, rule_id, run_at)
+        skipped = (await self._rules.skip_run(pressed.user.id, rule_id, run_at)
                    if rule_id is not None and run_at is not None else False)
         if not skipped:
             await query.answer(_("That top-up is no longer scheduled: it ran already, or the "

@@ -48,13 +48,14 @@ from bot.services.charging import (
     Receipt,
     Requested,
     RequestProblem,
+    TriggerShown,
 )
 from bot.services.notices import Audience
 from bot.services.users import UsersService
 from handlers import callback_data as cb
 from handlers.common import Flow, Ui, edit_in_place
 from handlers.notification_views import NoticeView, Rendered
-from handlers.render import data_text
+from handlers.render import data_text, trigger_text
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,14 @@ def failure_text(ui: Ui, reason: str | None) -> str:
         LINE_UNAVAILABLE: _("the line is no longer bound to you"),
     }
     return texts.get(reason or "", _("the carrier refused it"))
+
+
+def why_text(ui: Ui, trigger: TriggerShown | None) -> str | None:
+    """The reading a rule charged on, as its request and receipt say it; None for a manual
+    or calendar charge (no reading made it), and for one queued before charges kept it."""
+    if trigger is None:
+        return None
+    return trigger_text(ui, trigger.as_reading(), trigger.read_by)
 
 
 def approval_buttons(ui: Ui, charge_id: int) -> InlineKeyboardMarkup:
@@ -167,6 +176,9 @@ def render_approval_request(ui: Ui, notice: ApprovalRequest) -> Rendered:
              _("Line: {line}").format(line=charge.line),
              _("Amount: {amount}").format(amount=ui.money(charge.amount)),
              _("Buys: {what}").format(what=buys_text(ui, charge))]
+    why = why_text(ui, notice.trigger)
+    if why is not None:
+        parts.append(why)
     if notice.cap is not None and notice.spent is not None:
         parts.append(_("This month: {spent} of the {cap} cap spent.").format(
             spent=ui.money(notice.spent), cap=ui.money(notice.cap)))
@@ -191,6 +203,9 @@ def render_receipt(ui: Ui, notice: Receipt) -> Rendered:
         headline = _("✅ Topped up {line} with {amount} of airtime.").format(
             line=charge.line, amount=ui.money(charge.amount))
     parts = [headline]
+    why = why_text(ui, notice.trigger)
+    if why is not None:
+        parts.append(why)
     if notice.delivered is not None and notice.delivered != charge.amount:
         parts.append(_("The line received: {amount}").format(
             amount=ui.money(notice.delivered)))
@@ -315,13 +330,12 @@ class ApprovalsFlow(Flow):
 
     async def on_answer(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Approve or Decline under an approval request."""
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            raise ApplicationHandlerStop
+        query, user, ui = pressed.query, pressed.user, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        charge_id = data.int_arg("charge") if data else None
-        action = data.arg("action") if data else ""
+        charge_id, action = pressed.int_arg("charge"), pressed.arg("action")
         if charge_id is None or action not in ("ok", "no"):
             await query.answer(_("That button is no longer active."))
             raise ApplicationHandlerStop
@@ -380,13 +394,12 @@ class ApprovalsFlow(Flow):
 
     async def top_up_now(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """⚡ on a line card: ask for an approval of that top-up (once per button)."""
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            raise ApplicationHandlerStop
+        query, user, ui = pressed.query, pressed.user, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        line_id = data.int_arg("line") if data else None
-        what = data.arg("what") if data else ""
+        line_id, what = pressed.int_arg("line"), pressed.arg("what")
         amount_match = _AMOUNT_TOKEN.fullmatch(what)
         amount = Money(int(amount_match.group(1)), "USD") if amount_match else None
         product_id = None if amount is not None else what

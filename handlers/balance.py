@@ -60,16 +60,16 @@ class BalanceFlow(Flow):
         return ASK_LINE
 
     async def line_chosen(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        data = cb.decode(query.data)
-        line_id = data.int_arg("line") if data else None
-        line = await self._lines.own(user.id, line_id) if line_id is not None else None
-        if line is None:
-            await query.answer((await self.ui(update))._(
-                "That line is not yours or no longer bound."), show_alert=True)
+        pressed = await self.pressed(update)
+        if pressed is None:
             return END
-        await query.answer()
+        line_id = pressed.int_arg("line")
+        line = await self._lines.own(pressed.user.id, line_id) if line_id is not None else None
+        if line is None:
+            await pressed.query.answer(pressed.ui._("That line is not yours or no longer bound."),
+                                       show_alert=True)
+            return END
+        await pressed.query.answer()
         pending = context.user_data.pop(FORWARDED, None) if context.user_data is not None else None
         if isinstance(pending, str):
             return await self._store(update, context, line.id, pending)

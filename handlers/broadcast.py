@@ -33,6 +33,7 @@ from bot.domain.operators import Operator
 from bot.i18n import Translations
 from bot.services.promotions import (
     AlreadyConfirmed,
+    AlreadySent,
     BroadcastReport,
     BroadcastStatus,
     Cancelled,
@@ -109,6 +110,14 @@ NOTICE_VIEWS = (
     NoticeView(PromotionOffer, render_offer),
     NoticeView(BroadcastReport, render_report),
 )
+
+
+def already_sent_text(ui: Ui, outcome: AlreadySent) -> str:
+    earlier = outcome.broadcast
+    return ui._("This offer is already broadcast #{broadcast} (to {audience}): each user gets "
+                "it once. /broadcast status {broadcast} tells how it goes; change the text "
+                "to send a new offer.").format(broadcast=earlier.id,
+                                               audience=audience_text(ui, earlier.operator))
 
 
 def usage_text(ui: Ui) -> str:
@@ -209,6 +218,9 @@ class BroadcastFlow(Flow):
                                        "Nothing was sent.").format(
                 audience=audience_text(ui, operator)))
             return
+        if isinstance(outcome, AlreadySent):
+            await self.reply(update, already_sent_text(ui, outcome))
+            return
         broadcast = outcome.broadcast
         await self.reply(update, offer_text(ui, broadcast.text))
         buttons = InlineKeyboardMarkup([[
@@ -238,14 +250,12 @@ class BroadcastFlow(Flow):
 
     async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Confirm or Cancel under a preview: re-read every time, from its own chat only."""
-        query, user, chat = update.callback_query, update.effective_user, \
-            update.effective_chat
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed, chat = await self.pressed(update), update.effective_chat
+        if pressed is None:
+            return
+        query, user, ui = pressed.query, pressed.user, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        broadcast_id = data.int_arg("id") if data else None
-        action = data.arg("action") if data else ""
+        broadcast_id, action = pressed.int_arg("id"), pressed.arg("action")
         if broadcast_id is None or chat is None or chat.id not in self._admins \
                 or action not in ("ok", "no"):
             await query.answer(_("That button is no longer active."))
@@ -277,6 +287,10 @@ class BroadcastFlow(Flow):
             await query.answer(_("Broadcast #{broadcast} was cancelled. Send /broadcast again "
                                  "to make a new one.").format(broadcast=broadcast_id),
                                show_alert=True)
+        elif isinstance(outcome, AlreadySent):
+            await query.answer()
+            await edit_in_place(query, ui._("Broadcast #{broadcast} was not sent.").format(
+                broadcast=broadcast_id) + "\n" + already_sent_text(ui, outcome))
         elif isinstance(outcome, PreviewExpired):
             await query.answer()
             await edit_in_place(query, _("This preview is more than an hour old, so broadcast "

@@ -1,6 +1,6 @@
-"""A line's chart as a PNG (matplotlib's object API, no pyplot: no global figure state, so
-threads can draw at once). Called off the event loop; matplotlib is imported on first use,
-never when the bot starts.
+"""A line's chart as a PNG (matplotlib's object API on the Agg canvas, no pyplot: no global
+figure state, so threads can draw at once). Called off the event loop; matplotlib is
+imported on first use, never when the bot starts.
 
 Every word is worked out before (``Drawing``): here is only drawing, in a fixed size.
 """
@@ -44,6 +44,8 @@ STYLES: Mapping[ReadingSource, Style] = {
     ReadingSource.ESTIMATE: Style("#7f7f7f", ":", "^"),
 }
 TOP_UP_COLOR = "#2ca02c"
+HEADROOM = 1.25  # the y axis reaches this far above the highest point
+LEGEND_BELOW = -0.07  # the legend's top, in axes heights below the plot (under the dates)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def x(moment: datetime) -> float:
 
 def figure(drawing: Drawing) -> Figure:
     """The chart as a matplotlib Figure (tests read the plotted data from it)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     chart = drawing.chart
@@ -110,6 +113,7 @@ def figure(drawing: Drawing) -> Figure:
     families = list(_fonts()[0])
     unit, divisor = _scale(chart)
     fig = Figure(figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg backend, named: no GUI backend is ever looked for
     axes = fig.add_subplot()
     title = "".join(char for char in chart.title if _drawable(char)).strip()
     axes.set_title(title, fontfamily=families, loc="left")
@@ -126,13 +130,21 @@ def figure(drawing: Drawing) -> Figure:
                      label=text.top_up if index == 0 else None, gid="top-up")
         axes.annotate(amount, xy=(x(mark.at), 1), xycoords=("data", "axes fraction"),
                       xytext=(3, -4), textcoords="offset points", rotation=90, va="top",
-                      ha="left", fontsize=9, color=TOP_UP_COLOR, fontfamily=families)
+                      ha="left", fontsize=9, color=TOP_UP_COLOR, fontfamily=families,
+                      bbox={"boxstyle": "square,pad=0.1", "facecolor": "white",
+                            "edgecolor": "none", "alpha": 0.8})
     axes.set_xlim(x(chart.start), x(chart.end))  # the whole window, even where nothing was read
-    axes.set_ylim(bottom=0)
+    highest = max((float(point.value / divisor) for series in chart.series
+                   for point in series.points), default=0.0)
+    # Headroom over the highest point: the top-ups' amounts are written there, clear of the
+    # line (a top-up's point is the highest near its mark).
+    axes.set_ylim(0, highest * HEADROOM if highest > 0 else 1)
     axes.set_xticks([x(at) for at, _ in drawing.ticks], [label for _, label in drawing.ticks])
     axes.set_ylabel(text.y_label.format(unit=unit), fontfamily=families)
     axes.grid(alpha=0.3)
-    axes.legend(loc="best", prop={"family": families, "size": 9}, framealpha=0.9)
+    # Under the plot, in one row: over the plot it hid the points of a busy window.
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, LEGEND_BELOW), ncols=4,
+                prop={"family": families, "size": 9}, frameon=False)
     return fig
 
 

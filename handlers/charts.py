@@ -83,10 +83,11 @@ class ChartsFlow(Flow):
         self._renders = asyncio.Semaphore(RENDERS_AT_ONCE)
 
     async def show(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
-        request = _request(cb.decode(query.data))
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, user, ui = pressed.query, pressed.user, pressed.ui
+        request = _request(pressed.data)
         chart = (await self._charts.chart(user.id, request[0], metric=request[1],
                                           days=request[2]) if request is not None else None)
         if chart is None:  # forged, stale, or not the user's line: nothing is sent
@@ -141,9 +142,9 @@ class ChartsFlow(Flow):
         return [CallbackQueryHandler(stopping(self.show), pattern=CHART)]
 
 
-def _request(data: cb.Callback | None) -> tuple[int, ChartMetric | None, int] | None:
+def _request(data: cb.Callback) -> tuple[int, ChartMetric | None, int] | None:
     """(line, metric or None for the service's pick, days) of a chart button we made."""
-    if data is None or data.kind != CHART_KIND:
+    if data.kind != CHART_KIND:
         return None
     line_id, days, token = data.int_arg("line"), data.int_arg("days"), data.arg("metric")
     if line_id is None or days is None or days not in CHART_DAYS:

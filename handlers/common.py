@@ -135,6 +135,15 @@ class Pressed:
     ui: Ui
     data: cb.Callback
 
+    def arg(self, name: str) -> str:
+        """The data's argument ``name``: a short token, never trusted."""
+        return self.data.arg(name)
+
+    def int_arg(self, name: str) -> int | None:
+        """The data's argument ``name`` as an id or number; None when it is not digits (an
+        id still to check: does the user own it, does its state allow the press)."""
+        return self.data.int_arg(name)
+
 
 class Flow:
     """Base of the handler classes: resolves the Ui for an update."""

@@ -138,13 +138,15 @@ class EsimFlow(Flow):
 
     async def shop(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/esim, or a page of the shop."""
-        query = update.callback_query
-        ui = await self.ui(update)
+        query, page = update.callback_query, 0
+        if query is None:
+            ui = await self.ui(update)
+        else:
+            pressed = await self.pressed(update)
+            if pressed is None:
+                return
+            ui, page = pressed.ui, pressed.int_arg("page") or 0
         _ = ui._
-        page = 0
-        if query is not None:
-            data = cb.decode(query.data)
-            page = (data.int_arg("page") if data else None) or 0
         products = await self._esims.shop()
         if query is not None:
             await query.answer()
@@ -170,12 +172,12 @@ class EsimFlow(Flow):
         await self._show(update, text, InlineKeyboardMarkup(rows))
 
     async def offer(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, ui = pressed.query, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        offer = await self._esims.offer(user.id, data.arg("package")) if data else None
+        offer = await self._esims.offer(pressed.user.id, pressed.arg("package"))
         if offer is None:
             await query.answer(_("That eSIM is no longer sold."), show_alert=True)
             return
@@ -206,15 +208,13 @@ class EsimFlow(Flow):
         await self._show(update, "\n".join(lines), InlineKeyboardMarkup(rows))
 
     async def buy(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
-        _ = ui._
-        data = cb.decode(query.data)
-        if data is None:
-            await query.answer(_("That button is no longer active."), show_alert=True)
+        pressed = await self.pressed(update)
+        if pressed is None:
             return
-        result = await self._esims.buy(user.id, data.arg("package"), data.arg("nonce"))
+        query, ui = pressed.query, pressed.ui
+        _ = ui._
+        result = await self._esims.buy(pressed.user.id, pressed.arg("package"),
+                                       pressed.arg("nonce"))
         if isinstance(result, CannotAfford):
             await query.answer(_("Your wallet has {wallet}; this eSIM costs {price}. Add "
                                  "money with /wallet.").format(
@@ -245,14 +245,14 @@ class EsimFlow(Flow):
 
     async def install_again(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """"Show install code again" on an eSIM's card: only while it is not installed."""
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, ui = pressed.query, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        line_id = data.int_arg("line") if data else None
-        result = (await self._esims.install_code(user.id, line_id) if line_id is not None
-                  else NotAnEsimOfYours())
+        line_id = pressed.int_arg("line")
+        result = (await self._esims.install_code(pressed.user.id, line_id)
+                  if line_id is not None else NotAnEsimOfYours())
         if isinstance(result, NotAnEsimOfYours):
             await query.answer(_("That line is not yours or no longer bound."),
                                show_alert=True)

@@ -221,11 +221,10 @@ def summary_markup(ui: Ui, summary: MonthlySummary) -> InlineKeyboardMarkup:
         nav.append(InlineKeyboardButton(f"{month_name(ui, month.next())} ›",
                                         callback_data=cb.encode(MONTH_KIND, month.next().key)))
     rows = [nav] if nav else []
-    if summary.push is not None:
-        rows.append([InlineKeyboardButton(
-            _("🔕 Stop the summary on the 1st") if summary.push
-            else _("🔔 Send me this on the 1st of each month"),
-            callback_data=cb.encode(PUSH_KIND, "off" if summary.push else "on", month.key))])
+    rows.append([InlineKeyboardButton(
+        _("🔕 Stop the summary on the 1st") if summary.push
+        else _("🔔 Send me this on the 1st of each month"),
+        callback_data=cb.encode(PUSH_KIND, "off" if summary.push else "on", month.key))])
     rows.append([InlineKeyboardButton(_("« History"),
                                       callback_data=cb.encode(PAGE_KIND, ALL, 0))])
     return InlineKeyboardMarkup(rows)
@@ -259,10 +258,10 @@ NOTICE_VIEWS = (NoticeView(MonthlySummaryReady, render_monthly_summary),)
 # --- the flow -----------------------------------------------------------------------------
 
 
-def _line_of(data: cb.Callback | None) -> tuple[bool, int | None]:
+def _line_of(data: cb.Callback) -> tuple[bool, int | None]:
     """A button's scope: (valid, the line id or None for all lines); not valid when it is
     forged."""
-    scope = data.arg("scope") if data is not None else ""
+    scope = data.arg("scope")
     if scope == ALL:
         return True, None
     if scope.isdigit() and len(scope) <= 18:
@@ -289,12 +288,12 @@ class HistoryFlow(Flow):
         await self.reply(update, history_text(ui, page), reply_markup=history_markup(ui, page))
 
     async def on_page(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
-        data = cb.decode(query.data)
-        valid, line_id = _line_of(data)
-        number = data.int_arg("page") if data else None
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, user, ui = pressed.query, pressed.user, pressed.ui
+        valid, line_id = _line_of(pressed.data)
+        number = pressed.int_arg("page")
         page = (await self._history.page(user.id, line_id, number)
                 if valid and number is not None else None)
         if page is None:
@@ -304,11 +303,13 @@ class HistoryFlow(Flow):
         await edit_in_place(query, history_text(ui, page), history_markup(ui, page))
 
     async def on_export(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user, chat = update.callback_query, update.effective_user, update.effective_chat
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        chat = update.effective_chat
+        query, user, ui = pressed.query, pressed.user, pressed.ui
         _ = ui._
-        valid, line_id = _line_of(cb.decode(query.data))
+        valid, line_id = _line_of(pressed.data)
         export = await self._history.export(user.id, line_id) if valid else None
         if export is None or chat is None:
             await query.answer(_stale(ui))
@@ -323,11 +324,11 @@ class HistoryFlow(Flow):
                       "Dates are in your time zone.").format(rows=export.rows))
 
     async def on_month(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
-        data = cb.decode(query.data)
-        token = data.arg("month") if data else ""
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, user, ui = pressed.query, pressed.user, pressed.ui
+        token = pressed.arg("month")
         month = None if token == THIS_MONTH else Month.parse(token)
         summary = (await self._history.month(user.id, month)
                    if month is not None or token == THIS_MONTH else None)
@@ -338,20 +339,16 @@ class HistoryFlow(Flow):
         await edit_in_place(query, summary_text(ui, summary), summary_markup(ui, summary))
 
     async def on_push(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, user, ui = pressed.query, pressed.user, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        wanted = data.arg("on") if data else ""
-        month = Month.parse(data.arg("month")) if data else None
+        wanted, month = pressed.arg("on"), Month.parse(pressed.arg("month"))
         if wanted not in ("on", "off") or month is None:
             await query.answer(_stale(ui))
             return
         on = await self._history.set_push(user.id, wanted == "on")
-        if on is None:
-            await query.answer(_stale(ui))
-            return
         await query.answer(_("I will send you the summary on the 1st of each month.") if on
                            else _("No more summaries on the 1st."))
         summary = await self._history.month(user.id, month)

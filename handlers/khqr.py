@@ -183,9 +183,10 @@ class KhqrFlow(Flow):
 
     async def choose(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The amounts, each with what its QR asks."""
-        query = update.callback_query
-        assert query is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, ui = pressed.query, pressed.ui
         _ = ui._
         await query.answer()
         quotes = self._khqr.quotes()
@@ -202,18 +203,18 @@ class KhqrFlow(Flow):
 
     async def issue(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """An amount: the QR is made and sent (through the outbox, within a second)."""
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, ui = pressed.query, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        minor = data.int_arg("amount") if data else None
+        minor = pressed.int_arg("amount")
         offered = {quote.credit.minor: quote for quote in self._khqr.quotes()}
         if minor not in offered:
             await query.answer(_("That button is no longer active."))
             return
         try:
-            issued = await self._khqr.issue(user.id, offered[minor].credit)
+            issued = await self._khqr.issue(pressed.user.id, offered[minor].credit)
         except TooManyOpen:
             await query.answer(_("You already have KHQRs waiting to be paid. Pay one, or tap "
                                  "Cancel under it, before making another."), show_alert=True)
@@ -234,16 +235,15 @@ class KhqrFlow(Flow):
         await self._answer(update, self._khqr.cancel)
 
     async def _answer(self, update: Update, act: Any) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
-        data = cb.decode(query.data)
-        khqr_id = data.int_arg("khqr") if data else None
-        if khqr_id is None:
-            await query.answer(ui._("That button is no longer active."))
+        pressed = await self.pressed(update)
+        if pressed is None:
             return
-        status: KhqrStatus = await act(user.id, khqr_id)
-        await query.answer(status_text(ui, status), show_alert=True)
+        khqr_id = pressed.int_arg("khqr")
+        if khqr_id is None:
+            await pressed.query.answer(pressed.ui._("That button is no longer active."))
+            return
+        status: KhqrStatus = await act(pressed.user.id, khqr_id)
+        await pressed.query.answer(status_text(pressed.ui, status), show_alert=True)
 
     def button_handlers(self) -> list[BaseHandler[Update, ContextTypes.DEFAULT_TYPE, Any]]:
         """Answered ahead of any conversation in progress (money, like an approval)."""

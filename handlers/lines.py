@@ -63,13 +63,12 @@ class LinesFlow(Flow):
                 InlineKeyboardMarkup(buttons))
 
     async def on_line(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return END
+        query, user, ui = pressed.query, pressed.user, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        line_id = data.int_arg("line") if data else None
-        action = data.arg("action") if data else ""
+        line_id, action = pressed.int_arg("line"), pressed.arg("action")
         if action == "list":  # the card's way back to the list
             await query.answer()
             text, markup = await self._list(ui, user.id)
@@ -171,13 +170,12 @@ class LinesFlow(Flow):
         return END
 
     async def plans(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, user, ui = pressed.query, pressed.user, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        line_id = data.int_arg("line") if data else None
-        page = (data.int_arg("page") if data else None) or 0
+        line_id, page = pressed.int_arg("line"), pressed.int_arg("page") or 0
         found = await self._lines.catalog(user.id, line_id) if line_id is not None else None
         if found is None:
             await query.answer(_("That line is not yours or no longer bound."), show_alert=True)
@@ -204,14 +202,14 @@ class LinesFlow(Flow):
             pages=pages), InlineKeyboardMarkup(rows))
 
     async def pick_plan(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query, ui = pressed.query, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        line_id = data.int_arg("line") if data else None
-        chosen = (await self._lines.choose_plan(user.id, line_id, data.arg("plan"))
-                  if data is not None and line_id is not None else None)
+        line_id = pressed.int_arg("line")
+        chosen = (await self._lines.choose_plan(pressed.user.id, line_id, pressed.arg("plan"))
+                  if line_id is not None else None)
         if chosen is None or chosen.plan is None:
             await query.answer(_("That plan or line is not available."), show_alert=True)
             return

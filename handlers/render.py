@@ -24,6 +24,24 @@ def plan_label(ui: Ui, product: Product) -> str:
                                                      price=ui.money(product.price))
 
 
+def source_text(ui: Ui, source: ReadingSource, read_by: str | None = None) -> str:
+    """Where a reading came from: "read from the carrier", "reported by you"; ``read_by``
+    names the provider that read it (an eSIM's: "read from Airalo")."""
+    _ = ui._
+    return {
+        ReadingSource.PROVIDER: (_("read from {provider}").format(provider=read_by)
+                                 if read_by else _("read from the carrier")),
+        ReadingSource.USER: _("reported by you"),
+        ReadingSource.ESTIMATE: _("estimated from the last top-up"),
+    }[source]
+
+
+def origin_text(ui: Ui, source: ReadingSource, age: str, read_by: str | None = None) -> str:
+    """Where a reading came from and how old it is, as warnings, line cards, approval
+    requests and receipts all say it: "(read from the carrier, 3 minutes ago)"."""
+    return ui._("({source}, {age})").format(source=source_text(ui, source, read_by), age=age)
+
+
 def reading_text(ui: Ui, reading: LineReading | None, now_label: str,
                  read_by: str | None = None) -> str:
     """A reading and where it came from; ``read_by`` names the provider that read it (an
@@ -34,12 +52,6 @@ def reading_text(ui: Ui, reading: LineReading | None, now_label: str,
     if reading is None:
         return _("No balance known yet: report it with the button below, or forward the "
                  "carrier's balance SMS to me.")
-    source = {
-        ReadingSource.PROVIDER: (_("read from {provider}").format(provider=read_by)
-                                 if read_by else _("read from the carrier")),
-        ReadingSource.USER: _("reported by you"),
-        ReadingSource.ESTIMATE: _("estimated from the last top-up"),
-    }[reading.source]
     parts = []
     if reading.balance is not None:
         parts.append(_("Balance: {amount}").format(amount=ui.money(reading.balance)))
@@ -47,8 +59,26 @@ def reading_text(ui: Ui, reading: LineReading | None, now_label: str,
         parts.append(_("Data left: {data}").format(data=data_text(reading.data_mb)))
     if reading.validity_end is not None:
         parts.append(_("Valid until: {date}").format(date=ui.when(reading.validity_end)))
-    parts.append(_("({source}, {age})").format(source=source, age=now_label))
+    parts.append(origin_text(ui, reading.source, now_label, read_by))
     return "\n".join(parts)
+
+
+def trigger_text(ui: Ui, reading: LineReading, read_by: str | None = None) -> str | None:
+    """Which reading made a rule charge, for its approval request and its receipt: the
+    figure it fired on and where that came from, as the warnings say it ("Why now: balance
+    $0.50 (read from the carrier, 3 minutes ago)."). None for a reading without a figure."""
+    _ = ui._
+    origin = origin_text(ui, reading.source, ui.age(reading.read_at), read_by)
+    if reading.balance is not None:
+        return _("Why now: balance {amount} {origin}.").format(
+            amount=ui.money(reading.balance), origin=origin)
+    if reading.data_mb is not None:
+        return _("Why now: {data} of data left {origin}.").format(
+            data=data_text(reading.data_mb), origin=origin)
+    if reading.validity_end is not None:
+        return _("Why now: valid until {date} {origin}.").format(
+            date=ui.when(reading.validity_end), origin=origin)
+    return None
 
 
 def cooldown_text(ui: Ui, retry_at: datetime) -> str:

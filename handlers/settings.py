@@ -24,7 +24,15 @@ from bot.services.promotions import PromotionsService
 from bot.services.readings import ReadingsService
 from bot.services.users import UsersService
 from handlers import callback_data as cb
-from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, edit_in_place, too_long
+from handlers.common import (
+    CONVERSATION_TIMEOUT_SECONDS,
+    END,
+    Flow,
+    Pressed,
+    Ui,
+    edit_in_place,
+    too_long,
+)
 
 LANGUAGE = cb.register("lg", "code")
 MENU = cb.register("st", "item")  # tz, quiet, warn, promo_on, promo_off
@@ -61,15 +69,16 @@ class SettingsFlow(Flow):
         await self.reply(update, ui._("Choose your language:"), reply_markup=_language_buttons())
 
     async def on_language(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        data = cb.decode(query.data)
-        language = LANGUAGE_CODES.get(data.arg("code")) if data else None
-        if language is None or not await self.users.set_language(user.id, language):
-            await query.answer((await self.ui(update))._("That button is no longer active."))
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return
+        query = pressed.query
+        language = LANGUAGE_CODES.get(pressed.arg("code"))
+        if language is None or not await self.users.set_language(pressed.user.id, language):
+            await query.answer(pressed.ui._("That button is no longer active."))
             return
         await query.answer()
-        ui = await self.ui(update)
+        ui = await self.ui(update)  # in the language just chosen
         await self.reply(update, ui._("Done. I will speak English with you.")
                          if language == "en" else ui._("Done. I will speak your language."))
 
@@ -109,15 +118,15 @@ class SettingsFlow(Flow):
         return text, InlineKeyboardMarkup(rows)
 
     async def on_menu(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        data = cb.decode(query.data)
-        item = data.arg("item") if data else ""
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return END
+        query, user, ui = pressed.query, pressed.user, pressed.ui
+        item = pressed.arg("item")
         if item in (PROMOTIONS_ON, PROMOTIONS_OFF):
-            await self._promotions_tapped(update, user.id, on=item == PROMOTIONS_ON)
+            await self._promotions_tapped(pressed, on=item == PROMOTIONS_ON)
             return END
         await query.answer()
-        ui = await self.ui(update)
         _ = ui._
         if item == "lang":
             await self.reply(update, _("Choose your language:"),
@@ -145,17 +154,15 @@ class SettingsFlow(Flow):
             return ASK_WARNING
         return END
 
-    async def _promotions_tapped(self, update: Update, user_id: int, *, on: bool) -> None:
+    async def _promotions_tapped(self, pressed: Pressed, *, on: bool) -> None:
         """Turns promotions on or off as the button says (so a second tap changes nothing)
         and shows the menu again, in place."""
-        query = update.callback_query
-        assert query is not None
+        query, user_id, ui = pressed.query, pressed.user.id, pressed.ui
+        _ = ui._
         if self._promotions is None:
-            await query.answer((await self.ui(update))._("That button is no longer active."))
+            await query.answer(_("That button is no longer active."))
             return
         on = await self._promotions.set_opted_in(user_id, on)
-        ui = await self.ui(update)
-        _ = ui._
         await query.answer(_("Promotions are on: now and then I will send you an offer. Turn "
                              "them off here any time.") if on
                            else _("Promotions are off: I will not send you offers."))
@@ -163,15 +170,15 @@ class SettingsFlow(Flow):
         await edit_in_place(query, text, keyboard)
 
     async def zone_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        data = cb.decode(query.data)
-        index = data.int_arg("index") if data else None
-        await query.answer()
-        if index is None or index >= len(COMMON_ZONES):
-            await self.reply(update, (await self.ui(update))._("That button is no longer active."))
+        pressed = await self.pressed(update)
+        if pressed is None:
             return END
-        return await self._set_zone(update, user.id, COMMON_ZONES[index])
+        index = pressed.int_arg("index")
+        await pressed.query.answer()
+        if index is None or index >= len(COMMON_ZONES):
+            await self.reply(update, pressed.ui._("That button is no longer active."))
+            return END
+        return await self._set_zone(update, pressed.user.id, COMMON_ZONES[index])
 
     async def zone_typed(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
         message, user = update.effective_message, update.effective_user
@@ -216,13 +223,13 @@ class SettingsFlow(Flow):
         return END
 
     async def warn_line(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        await query.answer()
-        ui = await self.ui(update)
-        data = cb.decode(query.data)
-        line_id = data.int_arg("line") if data else None
-        line = await self._lines.own(user.id, line_id) if line_id is not None else None
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return END
+        ui = pressed.ui
+        await pressed.query.answer()
+        line_id = pressed.int_arg("line")
+        line = await self._lines.own(pressed.user.id, line_id) if line_id is not None else None
         if line is None:
             await self.reply(update, ui._("That line is not yours or no longer bound."))
             return END

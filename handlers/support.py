@@ -29,7 +29,12 @@ from telegram.ext import (
 )
 
 from bot.domain.charges import ChargeState
-from bot.domain.support import CHARGE_CATEGORIES, SupportCategory
+from bot.domain.support import (
+    CHARGE_CATEGORIES,
+    MAX_MESSAGE_CHARS,
+    SupportCategory,
+    message_too_long,
+)
 from bot.i18n import Translations
 from bot.services.support import (
     Added,
@@ -51,15 +56,7 @@ from bot.services.support import (
 )
 from bot.services.users import UsersService
 from handlers import callback_data as cb
-from handlers.common import (
-    CONVERSATION_TIMEOUT_SECONDS,
-    END,
-    MAX_INPUT_CHARS,
-    Flow,
-    Ui,
-    edit_in_place,
-    too_long,
-)
+from handlers.common import CONVERSATION_TIMEOUT_SECONDS, END, Flow, Ui, edit_in_place
 from handlers.notification_views import NoticeView, Rendered
 
 CHOOSE, CATEGORY, WRITE = "support:choose", "support:category", "support:write"
@@ -243,13 +240,12 @@ class SupportFlow(Flow):
     async def picked(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | int:
         """A button of /support's list, or "Reply" under an answer: never trusted, each
         re-read."""
-        query, user = update.callback_query, update.effective_user
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return END
+        query, user, ui = pressed.query, pressed.user, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        what = data.arg("what") if data else ""
-        item = data.int_arg("id") if data else None
+        what, item = pressed.arg("what"), pressed.int_arg("id")
         if item is None or not self._support.available:
             await query.answer(_("That button is no longer active."))
             return END
@@ -292,12 +288,12 @@ class SupportFlow(Flow):
 
     async def categorised(self, update: Update,
                           context: ContextTypes.DEFAULT_TYPE) -> str | int:
-        query = update.callback_query
-        assert query is not None
-        ui = await self.ui(update)
-        data = cb.decode(query.data)
+        pressed = await self.pressed(update)
+        if pressed is None:
+            return END
+        query, ui = pressed.query, pressed.ui
         draft = self._draft(context)
-        chosen = data.arg("category") if data else ""
+        chosen = pressed.arg("category")
         category = next((c for c in CHARGE_CATEGORIES if c.value == chosen), None)
         if category is None or not isinstance(draft.get("charge"), int):
             await query.answer(ui._("That button is no longer active."))
@@ -318,10 +314,10 @@ class SupportFlow(Flow):
         ui = await self.ui(update)
         _ = ui._
         text = (message.text or "").strip()
-        if too_long(text):
+        if message_too_long(text):
             await message.reply_text(_("That is too long for one message: please keep it "
                                        "under {limit} characters. Nothing was sent yet.")
-                                     .format(limit=MAX_INPUT_CHARS))
+                                     .format(limit=MAX_MESSAGE_CHARS))
             return WRITE
         if not text:
             await message.reply_text(self._ask_text(ui))
@@ -398,10 +394,10 @@ class SupportFlow(Flow):
         if not text:
             await message.reply_text(_("Only text reaches the user: write your answer as a "
                                        "text reply."))
-        elif too_long(text):
+        elif message_too_long(text):
             await message.reply_text(_("That is too long for one answer: please keep it under "
                                        "{limit} characters. Nothing was sent.").format(
-                limit=MAX_INPUT_CHARS))
+                limit=MAX_MESSAGE_CHARS))
         else:
             outcome = await self._support.reply(ticket_id, text, admin_id=user.id,
                                                 chat_id=chat.id, message_id=message.message_id)

@@ -296,18 +296,18 @@ class WalletFlow(Flow):
 
     async def fund(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """An amount button: send the invoice (the button is never trusted beyond that)."""
-        query, user, chat = update.callback_query, update.effective_user, update.effective_chat
-        assert query is not None and user is not None
-        ui = await self.ui(update)
+        pressed, chat = await self.pressed(update), update.effective_chat
+        if pressed is None:
+            return
+        query, ui = pressed.query, pressed.ui
         _ = ui._
-        data = cb.decode(query.data)
-        minor = data.int_arg("amount") if data else None
+        minor = pressed.int_arg("amount")
         offered = {amount.minor: amount for amount in self._wallet.offered_amounts()}
         if minor not in offered or chat is None:
             await query.answer(_("That button is no longer active."))
             return
         try:
-            invoice = await self._wallet.issue_invoice(user.id, offered[minor])
+            invoice = await self._wallet.issue_invoice(pressed.user.id, offered[minor])
         except PaymentsUnavailable:
             await query.answer(problem_text(ui, PaymentProblem.UNAVAILABLE), show_alert=True)
             return

@@ -22,6 +22,7 @@ from bot.domain.charges import OPEN_STATES, TRANSITIONS, ChargeState
 from bot.domain.invariants import present
 from bot.domain.lines import LineKind
 from bot.domain.money import Money
+from bot.domain.readings import LineReading, ReadingSource, TriggerReading
 from storage.common import insert_ignoring_conflict
 from storage.crypto import FieldCipher
 from storage.tables import charges, lines, users
@@ -32,6 +33,8 @@ REFERENCE_PREFIX = "tb-"
 CAP_STATES = (ChargeState.APPROVED, ChargeState.SUBMITTED, ChargeState.SUCCEEDED)
 # States a sweep moves on (submit, look up, re-send, fail) once ``next_attempt_at`` is due.
 WORKING_STATES = (ChargeState.APPROVED, ChargeState.SUBMITTED)
+
+_READ_BY_CHARS = 32  # charges.trigger_read_by
 
 # Inserts tried by one ``create``: each one that inserts nothing has met a charge committed
 # meanwhile, which the next round finds (so a second round is already rare).
@@ -99,6 +102,34 @@ class ChargeRecord:
     updated_at: datetime
     delivered: Money | None = None  # what the line received, as the provider reports it
     provider_money: ProviderMoney | None = None
+    trigger: TriggerReading | None = None  # the reading a rule charged on
+
+
+def _trigger_values(trigger: TriggerReading | None) -> dict[str, Any]:
+    reading = trigger.reading if trigger is not None else None
+    balance = reading.balance if reading is not None else None
+    return {
+        "trigger_source": reading.source.value if reading is not None else None,
+        "trigger_read_at": reading.read_at if reading is not None else None,
+        "trigger_balance_minor": balance.minor if balance is not None else None,
+        "trigger_currency": balance.currency if balance is not None else None,
+        "trigger_data_mb": reading.data_mb if reading is not None else None,
+        "trigger_validity_end": reading.validity_end if reading is not None else None,
+        # A provider's display name ("Airalo"): cut to the column, never failing a sweep.
+        "trigger_read_by": (trigger.read_by[:_READ_BY_CHARS]
+                            if trigger is not None and trigger.read_by else None),
+    }
+
+
+def _trigger(row: RowMapping) -> TriggerReading | None:
+    if row["trigger_source"] is None or row["trigger_read_at"] is None:
+        return None
+    balance = row["trigger_balance_minor"]
+    return TriggerReading(LineReading(
+        source=ReadingSource(row["trigger_source"]), read_at=row["trigger_read_at"],
+        balance=Money(balance, row["trigger_currency"]) if balance is not None else None,
+        data_mb=row["trigger_data_mb"], validity_end=row["trigger_validity_end"]),
+        read_by=row["trigger_read_by"])
 
 
 class ChargesRepository:
@@ -127,7 +158,8 @@ class ChargesRepository:
                 currency=row["provider_currency"], cost_minor=row["provider_cost_minor"],
                 fee_minor=row["provider_fee_minor"],
                 discount_minor=row["provider_discount_minor"])
-                if row["provider_currency"] is not None else None))
+                if row["provider_currency"] is not None else None),
+            trigger=_trigger(row))
 
     def _values(self, values: dict[str, Any]) -> dict[str, Any]:
         unknown = set(values) - _SETTABLE
@@ -153,7 +185,8 @@ class ChargesRepository:
                      amount: Money, cause: str, state: ChargeState, now: datetime,
                      rule_id: int | None = None, product_id: str | None = None,
                      expires_at: datetime | None = None,
-                     next_attempt_at: datetime | None = None) -> tuple[ChargeRecord, Creation]:
+                     next_attempt_at: datetime | None = None,
+                     trigger: TriggerReading | None = None) -> tuple[ChargeRecord, Creation]:
         """The charge of ``idempotency_key``, inserted now (CREATED); or, with nothing
         written, the charge that already exists for that key (SAME_CAUSE) or the line's
         open charge (LINE_BUSY): never a second charge for one cause, nor a second open
@@ -163,7 +196,8 @@ class ChargesRepository:
         nothing; the partial unique index ``uq_charges_line_id_open`` is the backstop for a
         concurrent creation on PostgreSQL, where the INSERT ... ON CONFLICT DO NOTHING waits
         for it and then inserts nothing (no unique violation aborts the caller's
-        transaction, which may be a whole sweep batch)."""
+        transaction, which may be a whole sweep batch). ``trigger``: the reading a rule
+        charges on, kept with the charge."""
         if state not in (ChargeState.AWAITING_APPROVAL, ChargeState.APPROVED):
             raise ValueError(f"a charge cannot start {state.value}")
         values = {
@@ -172,7 +206,7 @@ class ChargesRepository:
             "amount_minor": amount.minor, "currency": amount.currency,
             "product_id": product_id, "state": state.value, "expires_at": expires_at,
             "attempts": 0, "next_attempt_at": next_attempt_at,
-            "created_at": now, "updated_at": now,
+            "created_at": now, "updated_at": now, **_trigger_values(trigger),
         }
         for _attempt in range(_CREATE_ATTEMPTS):
             existing = await self.by_key(idempotency_key)

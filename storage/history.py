@@ -1,5 +1,5 @@
 """What a user's history reads: their charges, ledger entries and sent warnings, newest
-first, for one line or all of them; a month's figures; the opt-in to the monthly summary.
+first, for one line or all of them; a month's figures.
 
 Only the user's own rows: charges and ledger entries by their ``user_id``, warnings by the
 outbox row's, so the charges of a line's previous owner never show. A line's ledger entries
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Boolean, ColumnElement, Select, column, func, select, true, update
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.charges import ChargeState
@@ -22,7 +22,7 @@ from bot.domain.watch import WarningKind
 from storage.charges import CAP_STATES
 from storage.crypto import FieldCipher
 from storage.notifications import NotificationStatus
-from storage.tables import charges, ledger_entries, notifications, users, wallet_payments
+from storage.tables import charges, ledger_entries, notifications, wallet_payments
 
 WARNING_KIND = "line_warning"  # bot.services.scheduler.WARNING (storage imports no service)
 # The external ids of payments start with their source (a Telegram charge id has none).
@@ -225,50 +225,3 @@ def _warning(row_id: int, sent_at: datetime, params: dict[str, Any]) -> WarningR
                       line_id=line_id if isinstance(line_id, int) else None,
                       line_label=label if isinstance(label, str) else None,
                       warning=WarningKind(kind) if kind in known else None)
-
-
-# --- the opt-in to the monthly summary ------------------------------------------------------
-
-# users.monthly_summary: BOOLEAN NOT NULL DEFAULT false, added by a migration of its own
-# (not this module's to write). Until the schema has it, nobody is opted in and the opt-in
-# cannot be set; the statements name the column without the table object, so they work the
-# moment it exists.
-OPT_IN_COLUMN = "monthly_summary"
-_OPT_IN = column(OPT_IN_COLUMN, Boolean)
-
-
-def opt_in_in_schema() -> bool:
-    """Whether the schema this version knows has the opt-in column."""
-    return OPT_IN_COLUMN in users.c
-
-
-class SummaryOptIns:
-    """Who asked for the monthly summary on the 1st of each month."""
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
-        self.available = opt_in_in_schema()
-
-    async def get(self, user_id: int) -> bool:
-        if not self.available:
-            return False
-        value = (await self._conn.execute(select(_OPT_IN).select_from(users).where(
-            users.c.id == user_id))).scalar()
-        return bool(value)
-
-    async def set(self, user_id: int, on: bool, *, now: datetime) -> bool:
-        """False when the opt-in is not available or the user has no row."""
-        if not self.available:
-            return False
-        result = await self._conn.execute(update(users).where(users.c.id == user_id).values(
-            {_OPT_IN: on, users.c.updated_at: now}))
-        return bool(result.rowcount)
-
-    async def opted_in(self, *, after: int, limit: int) -> list[int]:
-        """Reachable users who opted in, by id from ``after`` (a batch at a time)."""
-        if not self.available:
-            return []
-        rows = await self._conn.execute(
-            select(users.c.id).where(_OPT_IN.is_(true()), users.c.reachable.is_(true()),
-                                     users.c.id > after).order_by(users.c.id).limit(limit))
-        return [int(user_id) for user_id in rows.scalars()]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.invariants import present
+from bot.domain.otp import CAP_WINDOW
 from storage.crypto import FieldCipher
 from storage.tables import otp_challenges
 
@@ -21,7 +22,7 @@ _NUMBER_LOCK_SPACE = 0x0709  # "OTP"
 @dataclass(frozen=True)
 class OtpChallenge:
     id: int
-    user_id: int
+    user_id: int | None  # None: its user was forgotten; it still counts against the number
     phone_index: str
     purpose: str
     subject: str | None
@@ -141,6 +142,27 @@ class OtpRepository:
             otp_challenges.c.id == challenge_id,
             otp_challenges.c.consumed_at.is_(None)).values(consumed_at=now))
         return bool(result.rowcount)
+
+    async def purge(self, *, now: datetime, limit: int | None = 1000,
+                    user_id: int | None = None) -> int:
+        """Deletes up to ``limit`` (None: all) codes that decide nothing any more at ``now``
+        (the negation of ``bot.domain.otp.still_counts``: out of the hourly cap's window,
+        expired, no lockout running), oldest first, whoever they were for (``user_id``:
+        only that user's); how many. The row holds the number's blind index."""
+        stale = (select(otp_challenges.c.id)
+                 .where(otp_challenges.c.created_at <= now - CAP_WINDOW,
+                        otp_challenges.c.expires_at <= now,
+                        or_(otp_challenges.c.locked_until.is_(None),
+                            otp_challenges.c.locked_until <= now))
+                 .order_by(otp_challenges.c.id).limit(limit))
+        if user_id is not None:
+            stale = stale.where(otp_challenges.c.user_id == user_id)
+        ids = list((await self._conn.execute(stale)).scalars())
+        if not ids:
+            return 0
+        result = await self._conn.execute(delete(otp_challenges).where(
+            otp_challenges.c.id.in_(ids)))
+        return int(result.rowcount or 0)
 
     async def discard(self, challenge_id: int) -> None:
         """Removes a challenge whose code never left (the SMS failed): it blocks no resend."""

@@ -31,7 +31,7 @@ from bot.domain.broadcasts import (
 from bot.domain.operators import Operator
 from storage.notifications import NotificationStatus
 from storage.tables import audit_log, lines, notifications, users
-from storage.users import UserRecord
+from storage.users import OptIn, UserRecord, user_record
 
 DRAFT = "broadcast.draft"
 CONFIRMED = "broadcast.confirmed"
@@ -41,35 +41,27 @@ FINISHED = "broadcast.finished"
 # A later row of a broadcast is written after its draft; this much slack in the time index
 # covers a system clock set back meanwhile.
 _CLOCK_SLACK = timedelta(days=1)
+# PostgreSQL's advisory lock of confirmations (two-int4 key space, as storage/otp.py's).
+_CONFIRM_LOCK_SPACE, _CONFIRM_LOCK_KEY = 0x0B0C, 0
 
 
 def subject_of(broadcast_id: int) -> str:
     return f"broadcast:{broadcast_id}"
 
 
-# --- who opted in, and who an offer is for ------------------------------------------------
+# --- who an offer is for (the opt-in itself is UsersRepository's) ---------------------------
 
 
 class PromotionsRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def opted_in(self, user_id: int) -> bool:
-        value = (await self._conn.execute(select(users.c.promotions).where(
-            users.c.id == user_id))).scalar()
-        return bool(value)
-
-    async def set_opted_in(self, user_id: int, on: bool, *, now: datetime) -> bool:
-        """False when the user has no row."""
-        result = await self._conn.execute(update(users).where(users.c.id == user_id)
-                                          .values(promotions=on, updated_at=now))
-        return bool(result.rowcount)
-
     @staticmethod
     def _audience(operator: Operator | None) -> list[Any]:
         """Reachable users who opted in; with ``operator``, only those with a bound line of
         it."""
-        where: list[Any] = [users.c.promotions.is_(true()), users.c.reachable.is_(true())]
+        where: list[Any] = [users.c[OptIn.PROMOTIONS.value].is_(true()),
+                            users.c.reachable.is_(true())]
         if operator is not None:
             where.append(exists().where(lines.c.owner_id == users.c.id,
                                         lines.c.operator == operator.value,
@@ -87,11 +79,7 @@ class PromotionsRepository:
         rows = (await self._conn.execute(
             select(users).where(*self._audience(operator), users.c.id > after)
             .order_by(users.c.id).limit(limit))).mappings()
-        return [UserRecord(id=row["id"], language=row["language"], timezone=row["timezone"],
-                           quiet_start_minute=row["quiet_start_minute"],
-                           quiet_end_minute=row["quiet_end_minute"],
-                           reachable=row["reachable"], created_at=row["created_at"])
-                for row in rows]
+        return [user_record(row) for row in rows]
 
     async def withdraw_offers(self, user_id: int, *, now: datetime) -> int:
         """Drops the offers still waiting for a user who turned promotions off (not one a
@@ -170,6 +158,22 @@ class BroadcastsRepository:
             audience=int(details.get("audience", 0)), created_at=draft["at"],
             created_by=draft["actor"], chat_id=int(chat_id) if chat_id is not None else None,
             **found)
+
+    async def lock_confirmations(self) -> None:
+        """Confirmations (and cancellations) run one at a time until the transaction ends,
+        so two broadcasts of the same offer cannot both be confirmed. PostgreSQL: an
+        advisory lock (they are rare: one lock for all); SQLite's writers queue anyway."""
+        if self._conn.dialect.name == "postgresql":
+            await self._conn.execute(select(func.pg_advisory_xact_lock(_CONFIRM_LOCK_SPACE,
+                                                                       _CONFIRM_LOCK_KEY)))
+
+    async def with_text(self, text: str, *, since: datetime) -> list[int]:
+        """The broadcasts of exactly this offer previewed since then, oldest first."""
+        rows = await self._conn.execute(
+            select(audit_log.c.id).where(audit_log.c.action == DRAFT, audit_log.c.at >= since,
+                                         audit_log.c.details["text"].as_string() == text)
+            .order_by(audit_log.c.id))
+        return [int(found) for found in rows.scalars()]
 
     async def confirmed_since(self, since: datetime) -> list[int]:
         """The broadcasts confirmed since then, oldest first."""

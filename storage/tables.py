@@ -230,6 +230,17 @@ charges = Table(
     Column("provider_currency", String(3)),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The reading a rule charged on (migration 0014), kept whole so its messages can say it
+    # after the reading itself is gone: only the figure the rule fired on (balance, data
+    # or validity end), its source, when it was read, and the provider that read it (an
+    # eSIM's). NULL for manual and calendar charges, and for charges made before.
+    Column("trigger_source", String(16)),  # provider, user, estimate
+    Column("trigger_read_at", UtcDateTime),
+    Column("trigger_balance_minor", BigInteger),
+    Column("trigger_currency", String(3)),
+    Column("trigger_data_mb", Integer),
+    Column("trigger_validity_end", UtcDateTime),
+    Column("trigger_read_by", String(32)),
     CheckConstraint("amount_minor > 0", name="amount_positive"),
 )
 

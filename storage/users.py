@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, true, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,7 +26,15 @@ class UserRecord:
     created_at: datetime
 
 
-def _record(row: RowMapping) -> UserRecord:
+class OptIn(enum.StrEnum):
+    """What a user may ask for, off by default: each is the ``users`` column of its name."""
+
+    MONTHLY_SUMMARY = "monthly_summary"  # the summary pushed on the 1st
+    PROMOTIONS = "promotions"  # the admins' offers
+
+
+def user_record(row: RowMapping) -> UserRecord:
+    """A ``users`` row as a record."""
     return UserRecord(id=row["id"], language=row["language"], timezone=row["timezone"],
                       quiet_start_minute=row["quiet_start_minute"],
                       quiet_end_minute=row["quiet_end_minute"], reachable=row["reachable"],
@@ -44,13 +53,13 @@ class UsersRepository:
     async def get(self, user_id: int) -> UserRecord | None:
         row = (await self._conn.execute(_BY_ID, {"user_id": user_id})).mappings()
         first = row.first()
-        return _record(first) if first else None
+        return user_record(first) if first else None
 
     async def get_many(self, user_ids: list[int]) -> dict[int, UserRecord]:
         if not user_ids:
             return {}
         rows = await self._conn.execute(select(users).where(users.c.id.in_(sorted(set(user_ids)))))
-        return {row["id"]: _record(row) for row in rows.mappings()}
+        return {row["id"]: user_record(row) for row in rows.mappings()}
 
     async def ensure(self, user_id: int, *, language: str | None, now: datetime) -> UserRecord:
         """The user's row, created on first contact (safe when two updates race)."""
@@ -70,3 +79,23 @@ class UsersRepository:
             raise ValueError(f"not user settings: {sorted(unknown)}")
         await self._conn.execute(
             update(users).where(users.c.id == user_id).values(updated_at=now, **changes))
+
+    async def opted_in(self, user_id: int, what: OptIn) -> bool:
+        value = (await self._conn.execute(select(users.c[what.value]).where(
+            users.c.id == user_id))).scalar()
+        return bool(value)
+
+    async def set_opted_in(self, user_id: int, what: OptIn, on: bool, *,
+                           now: datetime) -> bool:
+        """False when the user has no row."""
+        result = await self._conn.execute(update(users).where(users.c.id == user_id)
+                                          .values({what.value: on, "updated_at": now}))
+        return bool(result.rowcount)
+
+    async def opted_in_ids(self, what: OptIn, *, after: int, limit: int) -> list[int]:
+        """Reachable users who opted in, by id from ``after`` (a batch at a time)."""
+        rows = await self._conn.execute(
+            select(users.c.id).where(users.c[what.value].is_(true()),
+                                     users.c.reachable.is_(true()), users.c.id > after)
+            .order_by(users.c.id).limit(limit))
+        return [int(user_id) for user_id in rows.scalars()]

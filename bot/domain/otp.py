@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 CODE_DIGITS = 6
+# A code counts against its number's hourly cap this long after it was sent. Past that, and
+# once any lockout it holds is over, it decides nothing any more: it is purged (its row keeps
+# the number's blind index, which is phone-derived).
+CAP_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,13 @@ def precheck(policy: OtpPolicy, now: datetime, challenge: ChallengeView,
     if not is_well_formed(code):
         return CheckResult.MALFORMED
     return None
+
+
+def still_counts(now: datetime, challenge: ChallengeView) -> bool:
+    """Whether a code still decides something at ``now``: it is within the hourly cap's
+    window, can still be typed, or holds a lockout. A code that does not is purged."""
+    return (challenge.created_at > now - CAP_WINDOW or challenge.expires_at > now
+            or (challenge.locked_until is not None and challenge.locked_until > now))
 
 
 def lock_after_failure(policy: OtpPolicy, now: datetime, attempts_before: int) -> datetime | None:

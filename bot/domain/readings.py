@@ -25,6 +25,16 @@ class LineReading:
     validity_end: datetime | None = None
 
 
+@dataclass(frozen=True)
+class TriggerReading:
+    """The reading a rule charged on, as its charge keeps it (readings may go later): only
+    the figure the rule fired on (the balance, the data left or the validity end), where it
+    came from and when; ``read_by`` names the provider that read it (an eSIM's)."""
+
+    reading: LineReading
+    read_by: str | None = None
+
+
 def shown_to_owner(reading: LineReading | None,
                    verified_at: datetime | None) -> LineReading | None:
     """The reading if the line's current owner may see it.

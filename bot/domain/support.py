@@ -5,6 +5,17 @@ from __future__ import annotations
 
 import enum
 
+from bot.domain.broadcasts import message_length
+
+# What a user or an admin writes, as Telegram counts it (UTF-16): a complaint needs room
+# (references, what happened when), and the admins' copy adds the request's details (lines,
+# wallet, the top-up) within Telegram's 4,096 of one message.
+MAX_MESSAGE_CHARS = 3000
+
+
+def message_too_long(text: str) -> bool:
+    return message_length(text) > MAX_MESSAGE_CHARS
+
 
 class SupportCategory(enum.StrEnum):
     """What a request is about: one of the user's charges, or anything else."""

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.domain.quiet_hours import QuietHours
-from bot.domain.readings import LineReading
+from bot.domain.readings import LineReading, ReadingSource, TriggerReading
+from bot.domain.rules import Trigger
 from bot.domain.schedule import Schedule, next_run
 
 HEALTHY_CHECK = timedelta(hours=6)  # a line with room to spare
@@ -221,6 +222,27 @@ def keep_alive_due(validity_end: datetime | None, days_before: int,
     """A keep-alive rule fires from ``days_before`` days ahead of the validity end on (once
     per validity end: its key names the end)."""
     return validity_end is not None and now >= validity_end - timedelta(days=days_before)
+
+
+def trigger_reading(trigger: Trigger, reading: LineReading,
+                    read_by: str | None = None) -> TriggerReading | None:
+    """What a charge of a rule keeps of the reading it fired on: the balance of a
+    low-balance rule, the data of a low-data rule, the validity end of a keep-alive rule
+    (the other figures left out); None for a calendar rule, which no reading fires, and for
+    a reading without that figure. ``read_by`` is kept only for a provider's reading."""
+    figures = {
+        Trigger.BALANCE_BELOW: LineReading(reading.source, reading.read_at,
+                                           balance=reading.balance),
+        Trigger.DATA_BELOW: LineReading(reading.source, reading.read_at,
+                                        data_mb=reading.data_mb),
+        Trigger.KEEP_ALIVE: LineReading(reading.source, reading.read_at,
+                                        validity_end=reading.validity_end),
+    }
+    cited = figures.get(trigger)
+    if cited is None or (cited.balance is None and cited.data_mb is None
+                         and cited.validity_end is None):
+        return None
+    return TriggerReading(cited, read_by if reading.source is ReadingSource.PROVIDER else None)
 
 
 def keep_alive_wake(validity_end: datetime | None, days_before: int | None) -> datetime | None:

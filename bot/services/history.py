@@ -26,12 +26,12 @@ from bot.clock import Clock
 from bot.domain.charges import ChargeState
 from bot.domain.history import Month, decimal_amount, summaries_may_be_due, summary_due
 from bot.domain.money import Money
-from bot.domain.quiet_hours import QuietHours
 from bot.domain.references import masked_reference
 from bot.domain.rules import RuleStatus
 from bot.domain.wallet import EntryKind
 from bot.domain.watch import WarningKind, quiet_hours_end
 from bot.services.notices import Notice, money_keys, queue
+from bot.services.users import zone_and_quiet_hours
 from storage.audit import AuditRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
@@ -40,13 +40,12 @@ from storage.history import (
     HistoryRepository,
     LineMonth,
     MovementRow,
-    SummaryOptIns,
     WarningRow,
 )
 from storage.lines import LineRecord, LinesRepository
 from storage.notifications import NotificationsRepository
 from storage.rules import RulesRepository
-from storage.users import UserRecord, UsersRepository
+from storage.users import OptIn, UserRecord, UsersRepository
 
 PAGE_SIZE = 8  # items per page: a page stays well under Telegram's 4,096 characters
 MONTHLY_SUMMARY = "monthly_summary"  # the notification kind (handlers/history.py)
@@ -138,7 +137,7 @@ class MonthlySummary:
     current: bool  # the month is not over yet
     lines: list[LineSummary]
     total: SummaryTotals
-    push: bool | None  # opted in to the push on the 1st; None: the opt-in is not available
+    push: bool  # opted in to the push on the 1st
     earliest: bool  # no month before this one to show (the user was not here yet)
 
 
@@ -240,21 +239,16 @@ class HistoryService:
             return None
         async with self._db.read() as conn:
             summary = await self._summary(conn, user_id, month, zone, current=current)
-            opt_ins = SummaryOptIns(conn)
-            push = await opt_ins.get(user_id) if opt_ins.available else None
+            push = await UsersRepository(conn).opted_in(user_id, OptIn.MONTHLY_SUMMARY)
         return dataclasses.replace(summary, push=push)
 
-    async def set_push(self, user_id: int, on: bool) -> bool | None:
-        """Opts in to (or out of) the summary on the 1st; None (nothing changed) when the
-        opt-in is not available."""
+    async def set_push(self, user_id: int, on: bool) -> bool:
+        """Opts in to (or out of) the summary on the 1st (audited); the new setting."""
         now = self._clock.now()
         async with self._db.write() as conn:
-            opt_ins = SummaryOptIns(conn)
-            if not opt_ins.available:
-                return None
-            await UsersRepository(conn).ensure(user_id, language=None, now=now)
-            if not await opt_ins.set(user_id, on, now=now):
-                return None
+            users = UsersRepository(conn)
+            await users.ensure(user_id, language=None, now=now)
+            await users.set_opted_in(user_id, OptIn.MONTHLY_SUMMARY, on, now=now)
             await AuditRepository(conn).record(at=now, actor=f"user:{user_id}",
                                                action="user.monthly_summary",
                                                details={"on": on})
@@ -270,8 +264,10 @@ class HistoryService:
         queued, after = 0, 0
         while True:
             async with self._db.read() as conn:
-                opted = await SummaryOptIns(conn).opted_in(after=after, limit=PUSH_BATCH)
-                owners = await UsersRepository(conn).get_many(opted)
+                users = UsersRepository(conn)
+                opted = await users.opted_in_ids(OptIn.MONTHLY_SUMMARY, after=after,
+                                                 limit=PUSH_BATCH)
+                owners = await users.get_many(opted)
                 due = {user_id: month for user_id in opted
                        if (month := self._due(owners.get(user_id), now)) is not None}
                 done = await HistoryRepository(conn, self._cipher).queued(
@@ -286,10 +282,10 @@ class HistoryService:
     def _due(self, owner: UserRecord | None, now: datetime) -> Month | None:
         if owner is None:
             return None
-        return summary_due(now.astimezone(self._preferences(owner)[0]))
+        return summary_due(now.astimezone(zone_and_quiet_hours(owner, self._default_zone)[0]))
 
     async def _push(self, owner: UserRecord, month: Month, now: datetime) -> bool:
-        zone, quiet = self._preferences(owner)
+        zone, quiet = zone_and_quiet_hours(owner, self._default_zone)
         # Read outside the write, which then only queues: a writer holds SQLite alone.
         async with self._db.read() as conn:
             summary = await self._summary(conn, owner.id, month, zone,
@@ -326,7 +322,7 @@ class HistoryService:
             month=month, current=month == current, lines=per_line,
             total=self._total(per_line, await repo.credited(user_id, self.currency, start,
                                                             end)),
-            push=None,
+            push=False,
             earliest=joined is None or Month.of(joined.created_at, zone) >= month)
 
     def _line_summary(self, line: LineChoice, figures: LineMonth,
@@ -348,18 +344,6 @@ class HistoryService:
 
     def _money(self, minor: int) -> Money:
         return Money(minor, self.currency)
-
-    def _preferences(self, owner: UserRecord) -> tuple[ZoneInfo, QuietHours | None]:
-        zone = self._default_zone
-        if owner.timezone:
-            try:
-                zone = ZoneInfo(owner.timezone)
-            except (KeyError, ValueError):  # a zone this system no longer knows
-                zone = self._default_zone
-        quiet = (QuietHours(owner.quiet_start_minute, owner.quiet_end_minute)
-                 if owner.quiet_start_minute is not None
-                 and owner.quiet_end_minute is not None else None)
-        return zone, quiet
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import enum
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from bot.clock import Clock
 from bot.domain import otp as policy_rules
@@ -76,7 +76,7 @@ class OtpService:
             repo = OtpRepository(conn, self._cipher)
             await repo.lock_number(number.e164)  # sends and lockouts of a number queue
             latest = await repo.latest(user_id=user_id, phone_e164=number.e164, purpose=purpose)
-            hour_ago = now - timedelta(hours=1)
+            hour_ago = now - policy_rules.CAP_WINDOW
             refused = policy_rules.may_send(
                 self.policy, now, _view(latest) if latest else None,
                 await repo.sent_since(phone_e164=number.e164, since=hour_ago),
@@ -136,6 +136,19 @@ class OtpService:
             return CheckOutcome(CheckResult.LOCKED, 0, locked_until)
         return CheckOutcome(CheckResult.WRONG,
                             policy_rules.tries_left(self.policy, challenge.attempts + 1))
+
+    async def purge(self, *, batch: int = 1000) -> int:
+        """Deletes the codes that decide nothing any more (sent over an hour ago, expired,
+        no lockout running), ``batch`` per transaction; how many. A scheduled job runs it:
+        a code's row keeps its number's blind index, which is phone-derived."""
+        purged = 0
+        while True:
+            async with self._db.write() as conn:
+                deleted = await OtpRepository(conn, self._cipher).purge(
+                    now=self._clock.now(), limit=batch)
+            purged += deleted
+            if deleted < batch:
+                return purged
 
     async def lockout_of(self, user_id: int) -> datetime | None:
         """When the lockout the user's own wrong codes caused ends (the latest one, any

@@ -3,12 +3,16 @@ offer to the opted-in users of one operator, or all of them, and hears how it we
 
 A broadcast is previewed (its audience counted, a record made), confirmed once, and then
 queued through the outbox one copy per user under the key ``broadcast:<id>:<user>``, so a
-second confirmation, a second worker or a resumed queuing adds nothing. Copies are paced
-(``PACE`` apart, a third of Telegram's overall rate, so receipts and warnings still go
-out between them) and each waits for the end of its user's quiet hours: an offer is not
-a warning, and should not wake anyone. Queuing goes in batches of ``BATCH`` users, one
-short transaction each; a process that dies half-way leaves a confirmed broadcast that
-``advance`` queues again after ``QUEUING_GRACE`` (the keys skip what is there).
+second confirmation, a second worker or a resumed queuing adds nothing. The same offer
+broadcast again (the same text within ``REPEAT_WINDOW``: a /broadcast sent twice, a command
+line run again after a crash) is refused at preview and at confirmation, naming the
+broadcast that sends it; the command line then resumes that one, so nobody gets it twice.
+Copies are paced (``PACE`` apart, a third of Telegram's overall rate, so receipts and
+warnings still go out between them) and each waits for the end of its user's quiet hours:
+an offer is not a warning, and should not wake anyone. Queuing goes in batches of
+``BATCH`` users, one short transaction each; a process that dies half-way leaves a
+confirmed broadcast that ``advance`` queues again after ``QUEUING_GRACE`` (the keys skip
+what is there).
 
 When every copy is final (sent, dropped because the user blocked the bot or opted out
 meanwhile, or failed), ``advance`` (a repeating job) records the tally and queues the
@@ -37,8 +41,8 @@ from bot.domain.broadcasts import (
 )
 from bot.domain.invariants import present
 from bot.domain.operators import Operator
-from bot.domain.quiet_hours import QuietHours
 from bot.services.notices import Notice, queue
+from bot.services.users import zone_and_quiet_hours
 from storage.audit import AuditRepository
 from storage.db import Database
 from storage.notifications import NotificationsRepository
@@ -50,7 +54,7 @@ from storage.promotions import (
     BroadcastsRepository,
     PromotionsRepository,
 )
-from storage.users import UserRecord, UsersRepository
+from storage.users import OptIn, UsersRepository
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ BATCH = 500  # users queued per transaction
 DRAFT_LIFETIME = timedelta(hours=1)  # a preview older than this is not confirmed
 QUEUING_GRACE = timedelta(minutes=10)  # confirmed and still not all queued: taken up again
 REPORT_WINDOW = timedelta(days=7)  # the job looks at broadcasts confirmed this recently
+REPEAT_WINDOW = timedelta(days=7)  # the same text within this is the same offer, sent once
 
 
 # --- notices ------------------------------------------------------------------------------
@@ -133,13 +138,21 @@ class NoSuchBroadcast:
 
 
 @dataclass(frozen=True)
+class AlreadySent:
+    """The same offer is (or was) sent by another broadcast, confirmed within
+    REPEAT_WINDOW: nothing was recorded or confirmed."""
+
+    broadcast: Broadcast  # the one that sends it
+
+
+@dataclass(frozen=True)
 class BroadcastStatus:
     broadcast: Broadcast
     tally: Tally
 
 
 Answer = Confirmed | AlreadyConfirmed | Cancelled | WasCancelled | PreviewExpired \
-    | NoSuchBroadcast
+    | NoSuchBroadcast | AlreadySent
 
 
 class PromotionsService:
@@ -152,17 +165,18 @@ class PromotionsService:
 
     async def opted_in(self, user_id: int) -> bool:
         async with self._db.read() as conn:
-            return await PromotionsRepository(conn).opted_in(user_id)
+            return await UsersRepository(conn).opted_in(user_id, OptIn.PROMOTIONS)
 
     async def set_opted_in(self, user_id: int, on: bool) -> bool:
         """Turns promotions on or off (the audit log says who and when); turning them off
         also withdraws the offers still waiting for the user. The new setting."""
         now = self._clock.now()
         async with self._db.write() as conn:
-            await UsersRepository(conn).ensure(user_id, language=None, now=now)
-            promotions = PromotionsRepository(conn)
-            await promotions.set_opted_in(user_id, on, now=now)
-            withdrawn = 0 if on else await promotions.withdraw_offers(user_id, now=now)
+            users = UsersRepository(conn)
+            await users.ensure(user_id, language=None, now=now)
+            await users.set_opted_in(user_id, OptIn.PROMOTIONS, on, now=now)
+            withdrawn = 0 if on else await PromotionsRepository(conn).withdraw_offers(
+                user_id, now=now)
             await AuditRepository(conn).record(
                 at=now, actor=f"user:{user_id}", action="user.promotions",
                 details={"on": on, **({"withdrawn": withdrawn} if withdrawn else {})})
@@ -175,17 +189,21 @@ class PromotionsService:
             return await PromotionsRepository(conn).count_audience(operator)
 
     async def preview(self, operator: Operator | None, text: str, *, actor: str,
-                      chat_id: int | None) -> Previewed | NobodyToTell:
+                      chat_id: int | None) -> Previewed | NobodyToTell | AlreadySent:
         """Counts the audience and records the broadcast, to be confirmed in ``chat_id``
-        (None: only by ``confirm(chat_id=None)``, the command line). OfferTextError for a
-        text that cannot be sent."""
+        (None: only by ``confirm(chat_id=None)``, the command line). AlreadySent when
+        another broadcast sends this offer. OfferTextError for a text that cannot be
+        sent."""
         text = check_offer_text(text)
         now = self._clock.now()
         async with self._db.write() as conn:
+            broadcasts = BroadcastsRepository(conn)
+            earlier = await self._sending(broadcasts, text, now)
+            if earlier is not None:
+                return AlreadySent(earlier)
             audience = await PromotionsRepository(conn).count_audience(operator)
             if audience == 0:
                 return NobodyToTell(operator)
-            broadcasts = BroadcastsRepository(conn)
             broadcast_id = await broadcasts.create(text=text, operator=operator,
                                                    audience=audience, actor=actor,
                                                    chat_id=chat_id, now=now)
@@ -196,17 +214,22 @@ class PromotionsService:
     async def confirm(self, broadcast_id: int, *, actor: str,
                       chat_id: int | None) -> Answer:
         """Confirms a previewed broadcast once (a second confirmation, from anywhere, is
-        AlreadyConfirmed); ``queue_offers`` then queues it. Only the chat it was previewed
-        in may confirm it."""
+        AlreadyConfirmed; another broadcast of the same offer confirmed first makes it
+        AlreadySent); ``queue_offers`` then queues it. Only the chat it was previewed in
+        may confirm it."""
         now = self._clock.now()
         async with self._db.write() as conn:
             broadcasts = BroadcastsRepository(conn)
+            await broadcasts.lock_confirmations()
             broadcast = await broadcasts.get(broadcast_id, lock=True)
             if broadcast is None:
                 return NoSuchBroadcast(broadcast_id)
             refused = self._refused(broadcast, chat_id, now)
             if refused is not None:
                 return refused
+            earlier = await self._sending(broadcasts, broadcast.text, now)
+            if earlier is not None:
+                return AlreadySent(earlier)
             await broadcasts.note(broadcast_id, CONFIRMED, actor=actor, now=now,
                                   details={"chat_id": chat_id})
         log.info("Broadcast %s confirmed by %s", broadcast_id, actor)
@@ -216,6 +239,7 @@ class PromotionsService:
         now = self._clock.now()
         async with self._db.write() as conn:
             broadcasts = BroadcastsRepository(conn)
+            await broadcasts.lock_confirmations()
             broadcast = await broadcasts.get(broadcast_id, lock=True)
             if broadcast is None:
                 return NoSuchBroadcast(broadcast_id)
@@ -240,6 +264,18 @@ class PromotionsService:
             return PreviewExpired(broadcast)
         return None
 
+    @staticmethod
+    async def _sending(broadcasts: BroadcastsRepository, text: str,
+                       now: datetime) -> Broadcast | None:
+        """The broadcast of this offer confirmed within REPEAT_WINDOW and not cancelled,
+        if any: it reaches (or reached) the users once, and no other may."""
+        for earlier_id in await broadcasts.with_text(text, since=now - REPEAT_WINDOW):
+            earlier = await broadcasts.get(earlier_id)
+            if earlier is not None and earlier.confirmed_at is not None \
+                    and earlier.cancelled_at is None:
+                return earlier
+        return None
+
     async def queue_offers(self, broadcast_id: int) -> int:
         """Queues a confirmed broadcast's copies, a batch of users at a time; how many are
         in the outbox. Safe to run again (each user's key is queued once)."""
@@ -260,7 +296,7 @@ class PromotionsService:
                     broadcast.operator, after=after, limit=BATCH)
                 outbox = NotificationsRepository(conn)
                 for user in batch:
-                    zone, quiet = self._preferences(user)
+                    zone, quiet = zone_and_quiet_hours(user, self._default_zone)
                     await queue(outbox, offer, user_id=user.id, chat_id=user.id,
                                 dedupe_key=offer_key(broadcast_id, user.id), now=now,
                                 send_at=offer_send_at(start, PACE * total, quiet, zone))
@@ -334,15 +370,3 @@ class PromotionsService:
         log.info("Broadcast %s (%s) finished: %s", broadcast_id,
                  audience_word(broadcast.operator), tally)
         return 1
-
-    def _preferences(self, user: UserRecord) -> tuple[ZoneInfo, QuietHours | None]:
-        zone = self._default_zone
-        if user.timezone:
-            try:
-                zone = ZoneInfo(user.timezone)
-            except (KeyError, ValueError):  # a zone this system no longer knows
-                zone = self._default_zone
-        quiet = (QuietHours(user.quiet_start_minute, user.quiet_end_minute)
-                 if user.quiet_start_minute is not None and user.quiet_end_minute is not None
-                 else None)
-        return zone, quiet

@@ -58,6 +58,7 @@ from bot.domain.watch import (
     quiet_hours_end,
     send_at,
     threshold_rule,
+    trigger_reading,
     warnings_for,
 )
 from bot.gateways.esim_readings import EsimLineReadings
@@ -399,8 +400,9 @@ class SchedulerService:
         warnings, episodes = warnings_for(current, thresholds, line.episodes, now,
                                           recycle_at=recycle_at)
         zone, quiet = self._preferences(owner)
+        read_by = self._esims.name if line.is_esim and self._esims else None
         shown = LineShown.of(line, current, self._charging.known_plan(line.plan_product_id),
-                             read_by=self._esims.name if line.is_esim and self._esims else None)
+                             read_by=read_by)
         for warning in warnings:
             report.warnings += await self._notify(
                 conn, line.owner_id, warning.dedupe_key(line.id),
@@ -415,7 +417,7 @@ class SchedulerService:
                                quiet_hours_end(now, quiet, zone) if quiet else now)
         wake: list[datetime | None] = []
         for rule in rules:
-            outcome = await self._fire_rule(conn, rule, current, now)
+            outcome = await self._fire_rule(conn, rule, current, now, read_by=read_by)
             if outcome is not None:
                 outcomes.append(outcome)
                 report.charges += isinstance(outcome, RuleCharge) and outcome.created
@@ -429,22 +431,25 @@ class SchedulerService:
             failures=failures, error=error, failure_told=told, episodes=episodes)
 
     async def _fire_rule(self, conn: AsyncConnection, rule: RuleRecord,
-                         reading: LineReading | None,
-                         now: datetime) -> RuleCharge | RuleSkipped | None:
+                         reading: LineReading | None, now: datetime, *,
+                         read_by: str | None = None) -> RuleCharge | RuleSkipped | None:
         """A threshold or keep-alive rule on the line's current reading; the charge goes in
-        this transaction, its key naming the episode (or the validity end kept alive).
+        this transaction, its key naming the episode (or the validity end kept alive), and
+        keeps the reading it fired on (``read_by``: the provider that read it, an eSIM's).
 
         While the line has another open charge the rule charges nothing and uses nothing
         up: a threshold rule stays out of its episode and a keep-alive rule stays due, so
         the line's next check fires it again if that charge left the line low."""
         if reading is None:
             return None
+        trigger = trigger_reading(rule.trigger, reading, read_by)
         if rule.trigger is Trigger.KEEP_ALIVE:
             if (rule.days_before is None or reading.validity_end is None
                     or not keep_alive_due(reading.validity_end, rule.days_before, now)):
                 return None
             key = rule_charge_key(rule.id, episode=f"validity:{reading.validity_end.date()}")
-            return await self._charging.create_for_rule_in(conn, rule.id, key, now)
+            return await self._charging.create_for_rule_in(conn, rule.id, key, now,
+                                                           trigger=trigger)
         if rule.trigger is Trigger.BALANCE_BELOW:
             value = reading.balance.minor if reading.balance is not None else None
             threshold = rule.threshold.minor if rule.threshold is not None else None
@@ -455,7 +460,8 @@ class SchedulerService:
         outcome: RuleCharge | RuleSkipped | None = None
         if decision.fire:
             key = rule_charge_key(rule.id, episode=decision.episode)
-            outcome = await self._charging.create_for_rule_in(conn, rule.id, key, now)
+            outcome = await self._charging.create_for_rule_in(conn, rule.id, key, now,
+                                                              trigger=trigger)
             if _line_busy(outcome):
                 return outcome  # the episode is not started: the next check fires again
         if (decision.in_episode, decision.episode) != (rule.in_episode, rule.episode):

@@ -14,6 +14,22 @@ from storage.db import Database
 from storage.users import UserRecord, UsersRepository
 
 
+def zone_and_quiet_hours(user: UserRecord | None,
+                         default_zone: ZoneInfo) -> tuple[ZoneInfo, QuietHours | None]:
+    """A user's time zone (``default_zone`` when they chose none, or one this system no
+    longer knows) and their quiet hours (None: not set), for what is sent to them."""
+    zone = default_zone
+    if user is not None and user.timezone:
+        try:
+            zone = ZoneInfo(user.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = default_zone
+    quiet = (QuietHours(user.quiet_start_minute, user.quiet_end_minute)
+             if user is not None and user.quiet_start_minute is not None
+             and user.quiet_end_minute is not None else None)
+    return zone, quiet
+
+
 class UsersService:
     def __init__(self, db: Database, clock: Clock, default_zone: ZoneInfo, *,
                  cache_for: timedelta = timedelta(minutes=1)) -> None:
@@ -71,7 +87,7 @@ class UsersService:
     async def zone_of(self, user_id: int) -> ZoneInfo:
         async with self._db.read() as conn:
             user = await UsersRepository(conn).get(user_id)
-        return ZoneInfo(user.timezone) if user is not None and user.timezone else self.default_zone
+        return zone_and_quiet_hours(user, self.default_zone)[0]
 
     async def set_language(self, user_id: int, language: str) -> bool:
         if language not in SUPPORTED_LANGUAGES:

@@ -1,9 +1,10 @@
-"""Helpers shared by the flow tests: binding a line, reading rows back, sending what the
-outbox holds, and looking at what the bot sent (inline keyboards, the last edit, the last
-callback answer)."""
+"""Helpers shared by the flow tests: binding a line, reading rows back, moving an update to
+another chat, sending what the outbox holds, and looking at what the bot sent (inline
+keyboards, the last edit, the last callback answer)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import timedelta
 from typing import Any
@@ -44,6 +45,19 @@ async def line_row(harness: BotHarness, line_id: int) -> LineRecord:
         line = await LinesRepository(conn, harness.components.cipher).get(line_id)
     assert line is not None
     return line
+
+
+def in_chat(update: dict[str, Any], chat_id: int) -> dict[str, Any]:
+    """The same message or button press in another chat: a supergroup (an admin group, say)
+    for a negative id, a private chat otherwise."""
+    part = update.get("message") or update["callback_query"]
+    if chat_id > 0 and chat_id == int(part["from"]["id"]):
+        return update
+    moved = copy.deepcopy(update)
+    message = moved["message"] if "message" in moved else moved["callback_query"]["message"]
+    message["chat"] = ({"id": chat_id, "type": "supergroup", "title": "Operators"}
+                       if chat_id < 0 else {"id": chat_id, "type": "private"})
+    return moved
 
 
 def keyboard(params: dict[str, Any]) -> list[tuple[str, str]]:

@@ -14,6 +14,9 @@ from typing import Any
 
 from telegram.request import BaseRequest, RequestData
 
+# The SMS gateway the harness is built with; conftest and bench.flows take it from here.
+from tests.fakes.sms import RecordingSms as RecordingSms
+
 BOT_ID = 7_000_000_001
 BOT_TOKEN = f"{BOT_ID}:TESTtokenTESTtokenTESTtokenTESTtoken"
 
@@ -142,25 +145,6 @@ def callback_update(data: str, *, user_id: int = 555, language: str | None = "en
     return {"update_id": next(_update_ids), "callback_query": {
         "id": str(next(_update_ids)), "chat_instance": f"ci-{user_id}",
         "from": _user(user_id, language, "Dara"), "data": data, "message": message}}
-
-
-@dataclass
-class RecordingSms:
-    """An SmsSender that keeps every message, so a test can read the code like a user."""
-
-    sent: list[tuple[str, str]] = field(default_factory=list)
-
-    async def send(self, phone_e164: str, text: str) -> None:
-        self.sent.append((phone_e164, text))
-
-    def last_code(self, phone_e164: str) -> str:
-        import re
-
-        texts = [text for phone, text in self.sent if phone == phone_e164]
-        assert texts, f"no SMS was sent to {phone_e164}"
-        match = re.search(r"\b(\d{6})\b", texts[-1])
-        assert match, texts[-1]
-        return match.group(1)
 
 
 # --- payments (wallet) ---------------------------------------------------------------------

@@ -67,9 +67,10 @@ from storage.lines import LineRecord, LinesRepository
 from storage.rules import RuleRecord, RulesRepository
 from storage.tables import charges, notifications
 from tests.conftest import BACKENDS, create_postgres_database, drop_postgres_database
+from tests.fakes.sms import RecordingSms
 from tests.flow.conftest import BotHarness
 from tests.flow.helpers import bind, keyboard, last_answer, line_row
-from tests.flow.recording import BOT_TOKEN, RecordingRequest, RecordingSms, callback_update
+from tests.flow.recording import BOT_TOKEN, RecordingRequest, callback_update
 
 OWNER, STRANGER = 555, 666
 CELLCARD = "+85512345678"
@@ -84,6 +85,7 @@ NOT_YOURS = "That line is not yours or no longer bound."
 NOT_SCHEDULED = ("That top-up is no longer scheduled: it ran already, or the rule changed. "
                  "See /autorecharge.")
 WENT_WRONG = "something went wrong"
+INACTIVE = "That button is no longer active."  # what a button gets whose data is not ours
 
 
 # --- the harness, on every backend -----------------------------------------------------
@@ -498,7 +500,9 @@ async def test_remind_me_later_answers_in_the_users_language(harness: BotHarness
 
 
 async def assert_snooze_refused(harness: BotHarness, line_id: int, data: str,
-                                user_id: int) -> None:
+                                user_id: int, *, answered_with: str = NOT_YOURS) -> None:
+    """The press is answered (an alert saying why; ``INACTIVE``, a toast, for data that
+    does not decode) and the line is as it was."""
     before = await line_row(harness, line_id)
     answered = len(answers(harness))
 
@@ -506,7 +510,8 @@ async def assert_snooze_refused(harness: BotHarness, line_id: int, data: str,
 
     assert len(answers(harness)) == answered + 1
     answer = last_answer(harness)
-    assert answer["text"] == NOT_YOURS and answer["show_alert"] is True
+    assert answer["text"] == answered_with
+    assert answer.get("show_alert") is (None if answered_with == INACTIVE else True)
     assert await line_row(harness, line_id) == before
     assert await audit(harness, "line.warnings_snoozed") == []
     no_errors(harness)
@@ -520,12 +525,18 @@ async def test_a_stranger_cannot_snooze_someone_elses_line(harness: BotHarness) 
 
 
 @pytest.mark.parametrize("data", [
-    "v1:sz:abc", "v1:sz:0", "v1:sz:99999", "v1:sz:", "v1:sz", "v1:sz:1:2", "v1:sz:-1",
-    "v1:sz:1234567890123456789",
+    "v1:sz:abc", "v1:sz:0", "v1:sz:99999", "v1:sz:-1", "v1:sz:1234567890123456789",
 ])
 async def test_a_forged_snooze_button_changes_nothing(harness: BotHarness, data: str) -> None:
     line_id = await low_line(harness)
     await assert_snooze_refused(harness, line_id, data, OWNER)
+
+
+@pytest.mark.parametrize("data", ["v1:sz:", "v1:sz", "v1:sz:1:2"])
+async def test_a_snooze_button_that_does_not_decode_changes_nothing(harness: BotHarness,
+                                                                    data: str) -> None:
+    line_id = await low_line(harness)
+    await assert_snooze_refused(harness, line_id, data, OWNER, answered_with=INACTIVE)
 
 
 async def test_remind_me_later_on_an_unbound_line_is_refused(harness: BotHarness) -> None:
@@ -614,7 +625,10 @@ async def test_pressing_skip_twice_is_answered_without_error(harness: BotHarness
 
 
 async def assert_skip_refused(harness: BotHarness, rule_id: int, data: str,
-                              user_id: int = OWNER) -> None:
+                              user_id: int = OWNER, *,
+                              answered_with: str = NOT_SCHEDULED) -> None:
+    """The press is answered (an alert saying why; ``INACTIVE``, a toast, for data that
+    does not decode), the reminder is not edited and the rule is as it was."""
     before = await rule_row(harness, rule_id)
     answered, edited = len(answers(harness)), len(edits(harness))
 
@@ -622,7 +636,8 @@ async def assert_skip_refused(harness: BotHarness, rule_id: int, data: str,
 
     assert len(answers(harness)) == answered + 1
     answer = last_answer(harness)
-    assert answer["text"] == NOT_SCHEDULED and answer["show_alert"] is True
+    assert answer["text"] == answered_with
+    assert answer.get("show_alert") is (None if answered_with == INACTIVE else True)
     assert len(edits(harness)) == edited
     assert await rule_row(harness, rule_id) == before
     assert await audit(harness, "rule.run_skipped") == []
@@ -671,12 +686,21 @@ async def test_a_paused_rule_or_an_unbound_line_has_no_run_to_skip(
 
 
 @pytest.mark.parametrize("data", [
-    "v1:sk:abc:1795658400", "v1:sk:1", "v1:sk", "v1:sk:1:x", "v1:sk:1:1795658400:9",
-    "v1:sk::1795658400", "v1:sk:-1:1795658400", "v1:sk:99999:1795658400",
+    "v1:sk:abc:1795658400", "v1:sk:1:x", "v1:sk:-1:1795658400", "v1:sk:99999:1795658400",
 ])
 async def test_a_forged_skip_button_changes_nothing(harness: BotHarness, data: str) -> None:
     rule, _text, _data = await reminded(harness)
     await assert_skip_refused(harness, rule.id, data.replace("v1:sk:1:", f"v1:sk:{rule.id}:"))
+
+
+@pytest.mark.parametrize("data", [
+    "v1:sk:1", "v1:sk", "v1:sk:1:1795658400:9", "v1:sk::1795658400",
+])
+async def test_a_skip_button_that_does_not_decode_changes_nothing(harness: BotHarness,
+                                                                  data: str) -> None:
+    rule, _text, _data = await reminded(harness)
+    await assert_skip_refused(harness, rule.id, data.replace("v1:sk:1:", f"v1:sk:{rule.id}:"),
+                              answered_with=INACTIVE)
 
 
 @pytest.mark.parametrize("seconds", ["999999999999", "999999999999999999"])

@@ -170,14 +170,20 @@ async def test_another_users_line_is_refused(harness: BotHarness) -> None:
         assert form not in sent_to_b
 
 
-@pytest.mark.parametrize("data", ["v1:bl:abc", "v1:bl:99999", "v1:bl", "v1:bl:1:2"])
-async def test_garbage_line_ids_are_answered(harness: BotHarness, data: str) -> None:
+@pytest.mark.parametrize(("data", "answer"), [
+    ("v1:bl:abc", "That line is not yours or no longer bound."),
+    ("v1:bl:99999", "That line is not yours or no longer bound."),
+    ("v1:bl", "That button is no longer active."),  # does not decode
+    ("v1:bl:1:2", "That button is no longer active."),
+])
+async def test_garbage_line_ids_are_answered(harness: BotHarness, data: str,
+                                             answer: str) -> None:
     line_id = await bind(harness, CELLCARD)
 
     await harness.send(callback_update(data))
+    assert last_answer(harness)["text"] == answer
     await harness.send(text_update("1.25"))
 
-    assert harness.api.sent("answerCallbackQuery")
     assert await readings(harness, line_id) == []
     assert "went wrong" not in " ".join(harness.api.texts())
 

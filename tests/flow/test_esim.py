@@ -212,6 +212,9 @@ async def test_a_buy_button_without_the_money_or_the_package_changes_nothing(
         harness.api.sent("answerCallbackQuery")[-1]["text"])
     await harness.send(callback_update(cb.encode(BUY_KIND, "0123456789", "n2")))  # forged
     assert harness.api.sent("answerCallbackQuery")[-1]["text"] == "That eSIM is no longer sold."
+    await harness.send(callback_update(f"v1:{BUY_KIND}:0123456789"))  # does not decode
+    assert harness.api.sent("answerCallbackQuery")[-1]["text"] == \
+        "That button is no longer active."
     assert await charge_states(harness) == [] and await esim_lines(harness) == []
     assert await wallet(harness) == Money(300, "USD")
 

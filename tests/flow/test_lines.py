@@ -23,6 +23,7 @@ CELLCARD_FORMS = ("+85512345678", "85512345678", "012 345 678", "012345678", "01
 NOT_YOURS = "not yours"
 NOT_AVAILABLE = "not available"
 WENT_WRONG = "went wrong"
+INACTIVE = "no longer active"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -323,16 +324,19 @@ async def test_another_users_plans_and_plan_choice_are_refused(harness: BotHarne
     assert "Cellcard" not in sent_to_b  # not even the operator
 
 
-@pytest.mark.parametrize("data", ["v1:ln:abc:show", "v1:ln:99999:show", "v1:ln:99999:unbok",
-                                  "v1:pl:99999:0", "v1:pl:abc:x",
-                                  "v1:pc:99999:smart-air-100", "v1:ln:1", "v1:pc"])
+@pytest.mark.parametrize(("data", "answer"), [
+    ("v1:ln:abc:show", NOT_YOURS), ("v1:ln:99999:show", NOT_YOURS),
+    ("v1:ln:99999:unbok", NOT_YOURS), ("v1:pl:99999:0", NOT_YOURS), ("v1:pl:abc:x", NOT_YOURS),
+    ("v1:pc:99999:smart-air-100", NOT_AVAILABLE),
+    ("v1:ln:1", INACTIVE), ("v1:pc", INACTIVE),  # they do not decode
+])
 async def test_garbage_line_buttons_are_answered_and_change_nothing(
-        harness: BotHarness, data: str) -> None:
+        harness: BotHarness, data: str, answer: str) -> None:
     line_id = await bind(harness, CELLCARD)
 
     await harness.send(callback_update(data))
 
-    assert harness.api.sent("answerCallbackQuery")
+    assert answer in last_answer(harness)["text"]
     assert harness.api.sent("editMessageText") == []
     assert WENT_WRONG not in " ".join(harness.api.texts())
     line = await line_row(harness, line_id)

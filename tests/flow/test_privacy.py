@@ -30,10 +30,12 @@ from bot.services.esims import package_token
 from handlers import callback_data as cb
 from handlers.autorecharge import DRAFT as RULE_DRAFT
 from handlers.esim import BUY_KIND
-from storage.lines import LinesRepository
+from handlers.start import COMMANDS
+from storage.lines import FORGOTTEN_LABEL, LinesRepository
 from storage.payments import PaymentsRepository
 from storage.tables import (
     lines,
+    otp_challenges,
     ptb_conversations,
     ptb_user_data,
     recharge_rules,
@@ -155,6 +157,13 @@ async def stored(harness: BotHarness) -> dict[str, int]:
     return await count_rows(harness.components.db)
 
 
+def timeouts(harness: BotHarness) -> list[object]:
+    """The conversation timeouts waiting in the job queue."""
+    assert harness.app.job_queue is not None
+    return [job for job in harness.app.job_queue.jobs()
+            if "timeout" in (job.name or "").lower()]
+
+
 async def test_forget_leaves_nothing_of_the_user_in_any_table_nor_in_the_file(
         harness: BotHarness, clock: ManualClock) -> None:
     c = harness.components
@@ -202,6 +211,7 @@ async def test_forget_leaves_nothing_of_the_user_in_any_table_nor_in_the_file(
         NICKNAME, *ciphertexts}  # and so does the file's
 
     clock.advance(timedelta(hours=2))  # every SMS code is past counting against its number
+    assert timeouts(harness)  # the /bind in progress would time out
     yes, _no = await ask_to_forget(harness)
     asked = last_text(harness)
     assert "Lines (numbers, ICCIDs and their names): 2" in asked
@@ -238,12 +248,26 @@ async def test_forget_leaves_nothing_of_the_user_in_any_table_nor_in_the_file(
         assert await LinesRepository(conn, c.cipher).by_number(NUMBER.e164) is None
     assert await c.lines.for_user(USER) == []
 
-    # The flow she was in is over: the code she types now is nobody's.
+    # The flow she was in is over, its timeout gone: the code she types now is nobody's.
+    assert timeouts(harness) == []
     await say(harness, draft_code)
     assert "looks like a code from an SMS" in last_text(harness)
-    # Coming back, she is new: the first greeting, no lines; her number binds again.
+    # Coming back, she is new: the first greeting, no lines.
     await say(harness, "/start")
     assert "I keep your Cambodian prepaid and eSIM lines alive" in last_text(harness)
+    # What was kept is hers to see: the top-ups and movements, on lines that are only
+    # tombstones; nothing shown names the old number, the eSIM or her lines' name.
+    shown_from = len(harness.api.calls)
+    await say(harness, "/history")
+    history = last_text(harness)
+    assert FORGOTTEN_LABEL in history and "eSIM" in history and "$5.00" in history
+    await say(harness, "/wallet")
+    assert "$0.00" in last_text(harness)
+    shown = " ".join(str(call.params.get("text", "")) + str(call.params.get("caption", ""))
+                     for call in harness.api.calls[shown_from:])
+    assert [needle for needle in [*number_shapes(NUMBER), NICKNAME, iccid, iccid[-4:]]
+            if needle in shown] == []
+    # Her number binds again, as a new line.
     await say(harness, "/bind")
     await say(harness, number_shapes(NUMBER)[2])
     await say(harness, harness.sms.last_code(NUMBER.e164))
@@ -276,6 +300,7 @@ async def test_cancel_deletes_nothing(harness: BotHarness) -> None:
 
 
 async def test_a_user_with_money_is_told_how_to_get_it_first(harness: BotHarness) -> None:
+    c = harness.components
     await bind_with_code(harness)
     await credit(harness, 300, "cash-2")
     before = await stored(harness)
@@ -284,9 +309,47 @@ async def test_a_user_with_money_is_told_how_to_get_it_first(harness: BotHarness
 
     sent = harness.api.sent()[-1]
     text = str(sent["text"])
-    assert "I cannot forget you yet" in text and "$3.00" in text
-    assert "/support" in text and "top-up" in text and "Nothing was deleted" in text
-    assert keyboard(sent) == []
+    # What becomes of the money, and only ways that exist to have it first: a top-up from
+    # /lines, an eSIM from /esim, a Stars refund asked through /support.
+    assert "Your wallet holds $3.00" in text and "stays in the ledger" in text
+    for way in ("/lines", "/esim", "/support", "Telegram Stars",
+                "cannot be paid back through the bot"):
+        assert way in text
+    assert "Forget you?" in text
+    (go_on, go_on_data), (_cancel, _no_data) = keyboard(sent)
+    assert "anyway" in go_on and go_on_data.startswith("v1:fg:ok:")
+    assert not go_on_data.endswith(":-")  # it carries the money it showed
+    assert await stored(harness) == before
+    for command in ("/lines", "/esim", "/support"):  # each is a real command here
+        assert command.removeprefix("/") in {cmd for cmd, _ in COMMANDS}
+
+    await tap(harness, go_on_data)
+
+    done = str(harness.api.sent("editMessageText")[-1]["text"])
+    assert done.startswith("Done: I forgot you.") and "$3.00 stays in the ledger" in done
+    assert await c.lines.for_user(USER) == []
+    assert (await c.wallet.available(USER)).minor == 300  # still hers, under her id
+    await say(harness, "/wallet")
+    assert "$3.00" in last_text(harness)
+
+
+async def test_money_that_arrives_after_the_question_is_asked_about_again(
+        harness: BotHarness) -> None:
+    await bind_with_code(harness)
+    await credit(harness, 300, "cash-4")
+    await say(harness, "/forget")
+    (_go_on, go_on_data), _cancel = keyboard(harness.api.sent()[-1])
+    await credit(harness, 200, "cash-5")  # the question showed $3.00; $5.00 would be left
+    before = await stored(harness)
+
+    await tap(harness, go_on_data)
+
+    assert "changed since I asked" in str(harness.api.sent("answerCallbackQuery")[-1]["text"])
+    edit = harness.api.sent("editMessageText")[-1]
+    assert "Your wallet holds $5.00" in str(edit["text"])
+    (_again, again_data), _cancel = keyboard(edit)
+    assert again_data.startswith("v1:fg:ok:")
+    assert again_data.rsplit(":", 1)[1] != go_on_data.rsplit(":", 1)[1]
     assert await stored(harness) == before
 
 
@@ -294,15 +357,15 @@ async def test_a_confirm_button_that_went_stale_changes_nothing(
         harness: BotHarness, clock: ManualClock) -> None:
     await bind_with_code(harness)
     yes, _no = await ask_to_forget(harness)
-    # Money arrived after the question: the press re-checks and refuses.
+    # Money arrived after the question: the press re-checks and asks again, showing it.
     await credit(harness, 300, "cash-3")
     before = await stored(harness)
     await tap(harness, yes)
-    assert "I cannot forget you yet" in str(harness.api.sent("editMessageText")[-1]["text"])
+    assert "Your wallet holds $3.00" in str(harness.api.sent("editMessageText")[-1]["text"])
     assert await stored(harness) == before
 
     # Forged or garbled tokens, and a button past its time: answered, nothing changes.
-    for data in ("v1:fg:ok:abc", "v1:fg:zz:1", f"v1:fg:ok:{'9' * 16}"):
+    for data in ("v1:fg:ok:abc:-", "v1:fg:zz:1:-", f"v1:fg:ok:{'9' * 16}:-", "v1:fg:ok:1"):
         await tap(harness, data)
         assert "no longer active" in str(harness.api.sent("answerCallbackQuery")[-1]["text"])
     clock.advance(timedelta(minutes=16))
@@ -327,3 +390,18 @@ async def test_a_confirm_from_before_a_forget_does_not_forget_the_user_who_came_
     assert "no longer active" in str(harness.api.sent("answerCallbackQuery")[-1]["text"])
     assert await stored(harness) == before
     assert len(await harness.components.lines.for_user(USER)) == 1
+
+
+async def test_expired_sms_codes_are_purged_by_a_scheduled_job(
+        harness: BotHarness, clock: ManualClock) -> None:
+    await bind_with_code(harness)
+    assert harness.app.job_queue is not None
+    (job,) = harness.app.job_queue.get_jobs_by_name("otp_purge")  # the repeating one
+    async with harness.components.db.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(otp_challenges))
+                ).scalar_one() == 1
+    clock.advance(timedelta(hours=1))
+    await job.run(harness.app)  # what the scheduler does every 15 minutes
+    async with harness.components.db.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(otp_challenges))
+                ).scalar_one() == 0

@@ -6,7 +6,6 @@ chats' /broadcast and buttons, bad input, a second Confirm, Cancel, an old previ
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from bot.services.notifications import NotificationDispatcher
 from handlers.outbox import TelegramDeliverer
 from storage.tables import audit_log, notifications, users
 from tests.flow.conftest import BotHarness, open_harness
-from tests.flow.helpers import bind, keyboard, last_answer, last_edit, user_row
+from tests.flow.helpers import bind, in_chat, keyboard, last_answer, last_edit, user_row
 from tests.flow.recording import callback_update, text_update
 
 ADMIN, ADMIN_GROUP, OTHER_GROUP = 4242, -100_900_900, -100_200_300
@@ -118,22 +117,6 @@ async def broadcast(harness: BotHarness, words: str, *, chat_id: int = ADMIN,
     buttons = keyboard(sent[-1])
     assert [data.rsplit(":", 1)[1] for _, data in buttons] == ["ok", "no"], sent[-1]
     return int(buttons[0][1].split(":")[2])
-
-
-def in_chat(update: dict[str, Any], chat_id: int) -> dict[str, Any]:
-    """The same update in another chat (a supergroup for a negative id)."""
-    if chat_id > 0 and chat_id == _sender(update):
-        return update
-    moved = copy.deepcopy(update)
-    message = moved["message"] if "message" in moved else moved["callback_query"]["message"]
-    message["chat"] = ({"id": chat_id, "type": "supergroup", "title": "Operators"}
-                       if chat_id < 0 else {"id": chat_id, "type": "private"})
-    return moved
-
-
-def _sender(update: dict[str, Any]) -> int:
-    part = update.get("message") or update["callback_query"]
-    return int(part["from"]["id"])
 
 
 async def press(harness: BotHarness, broadcast_id: int, action: str = "ok", *,
@@ -285,6 +268,34 @@ async def test_a_double_confirm_queues_the_broadcast_once(harness: BotHarness) -
     await deliver(harness)
     assert sorted(offers(harness)) == [501, 503]
     assert len([t for t in harness.api.texts() if t.startswith(OFFER)]) == 3  # + the preview
+
+
+async def test_the_same_offer_broadcast_again_reaches_nobody_twice(
+        harness: BotHarness) -> None:
+    await a_user(harness, 501, CELLCARD_1)
+    await a_user(harness, 503, SMART)
+    first = await broadcast(harness, f"all {OFFER}")
+    again = await broadcast(harness, f"cellcard {OFFER}")  # a second preview of it, and ...
+    await press(harness, first)
+    await deliver(harness)
+
+    await press(harness, again)  # ... its Confirm: refused, naming the first
+
+    assert last_edit(harness)["text"] == (
+        f"Broadcast #{again} was not sent.\nThis offer is already broadcast #{first} (to "
+        f"every user who opted in): each user gets it once. /broadcast status {first} tells "
+        "how it goes; change the text to send a new offer.")
+    await harness.send(text_update(f"/broadcast smart {OFFER}", user_id=ADMIN))
+    assert texts(harness, ADMIN)[-1].startswith(f"This offer is already broadcast #{first}")
+    assert keyboard(harness.api.sent()[-1]) == []
+    await deliver(harness)
+    assert [key for key, _c, _s, _e in await rows(harness, "promotion")] == [
+        f"broadcast:{first}:501", f"broadcast:{first}:503"]
+    assert sorted(offers(harness)) == [501, 503]
+    assert [len([t for t in texts(harness, user) if t.startswith(OFFER)])
+            for user in (501, 503)] == [1, 1]
+    assert await actions(harness) == ["broadcast.draft", "broadcast.draft",
+                                      "broadcast.confirmed", "broadcast.queued"]
 
 
 async def test_cancel_sends_nothing_and_confirm_after_it_is_refused(

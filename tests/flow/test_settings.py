@@ -147,6 +147,20 @@ async def test_a_forged_zone_button_stores_nothing(harness: BotHarness, data: st
     assert "went wrong" not in " ".join(harness.api.texts())
 
 
+@pytest.mark.parametrize("data", ["v1:tz", "v1:tz:1:2", "v1:tz:"])
+async def test_a_zone_button_that_does_not_decode_stores_nothing(harness: BotHarness,
+                                                                 data: str) -> None:
+    await start(harness)
+    await harness.send(callback_update("v1:st:tz"))
+    shown = len(harness.api.texts())
+
+    await harness.send(callback_update(data))
+
+    assert STALE in last_answer(harness)["text"]
+    assert len(harness.api.texts()) == shown
+    assert (await user_row(harness)).timezone is None
+
+
 async def test_cancel_while_choosing_a_zone_changes_nothing(harness: BotHarness) -> None:
     await start(harness)
     await harness.send(callback_update("v1:st:tz"))

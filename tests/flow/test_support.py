@@ -1,8 +1,9 @@
 """/support through the real Application: a user reports a charge charged twice, the admin
 group gets it with the user's masked lines, wallet and the charge, an admin answers by
 replying to it, the user writes back with "Reply", /tickets lists the flagged request until
-/resolve. Plus: what must change nothing (a 4,000-character message, /cancel, someone
-else's charge, a resolved request) and where admins' commands and replies count."""
+/resolve. Plus: a report at the length limit still reaches the admins in one message; what
+must change nothing (a 4,000-character message, /cancel, someone else's charge, a resolved
+request) and where admins' commands and replies count."""
 
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.clock import ManualClock
+from bot.domain.broadcasts import message_length
 from bot.domain.charges import ChargeState
 from bot.domain.money import Money
+from bot.domain.support import MAX_MESSAGE_CHARS
 from bot.services.charging import Approved, Requested
 from handlers.common import user_ui
 from storage.audit import AuditRepository
 from storage.tables import notifications, support_messages, support_tickets
 from tests.flow.conftest import BotHarness, open_harness
-from tests.flow.helpers import bind, deliver, keyboard, last_answer, last_edit
+from tests.flow.helpers import bind, deliver, in_chat, keyboard, last_answer, last_edit
 from tests.flow.recording import BOT_ID, callback_update, text_update
 
 USER, OTHER, ADMIN, PRIVATE_ADMIN = 555, 666, 42, 4343
@@ -40,13 +43,6 @@ async def harness(tmp_path: Path, clock: ManualClock,
         yield opened
 
 
-def in_chat(update: dict[str, Any], chat_id: int) -> dict[str, Any]:
-    """The same message, sent in a supergroup."""
-    moved = copy.deepcopy(update)
-    moved["message"]["chat"] = {"id": chat_id, "type": "supergroup", "title": "Operators"}
-    return moved
-
-
 def replying(update: dict[str, Any], message_id: int, text: str = "…") -> dict[str, Any]:
     """The same message as a reply to the bot's message ``message_id`` in its chat."""
     moved = copy.deepcopy(update)
@@ -55,6 +51,13 @@ def replying(update: dict[str, Any], message_id: int, text: str = "…") -> dict
         "message_id": message_id, "date": int(time.time()), "chat": message["chat"],
         "from": {"id": BOT_ID, "is_bot": True, "first_name": "TopUp"}, "text": text}
     return moved
+
+
+def answer(text: str, message_id: int, *, user_id: int = ADMIN,
+           chat_id: int = ADMIN_GROUP) -> dict[str, Any]:
+    """``user_id`` writes ``text`` in ``chat_id`` (the admin group) as a reply to the bot's
+    message ``message_id`` there."""
+    return replying(in_chat(text_update(text, user_id=user_id), chat_id), message_id)
 
 
 async def sent_as(harness: BotHarness, kind: str, chat_id: int) -> list[int]:
@@ -90,6 +93,22 @@ async def a_paid_top_up(harness: BotHarness) -> int:
     assert isinstance(approved, Approved) and approved.charge.state is ChargeState.SUCCEEDED
     await deliver(harness, rounds=10)  # the receipts: out of the way
     return requested.charge.id
+
+
+async def something_else(harness: BotHarness) -> None:
+    """/support, then "Something else": the next text is the request."""
+    await harness.send(text_update("/support", user_id=USER))
+    await harness.send(callback_update("v1:sp:o:0", user_id=USER))
+
+
+async def general_request(harness: BotHarness, text: str = "Hello?") -> int:
+    """A request about nothing in particular, delivered to the admin chats; the id of its
+    message in the admin group."""
+    await something_else(harness)
+    await harness.send(text_update(text, user_id=USER))
+    await deliver(harness, rounds=10)
+    [ticket_message] = await sent_as(harness, "support_ticket", ADMIN_GROUP)
+    return ticket_message
 
 
 async def open_request(harness: BotHarness, charge_id: int, text: str) -> None:
@@ -144,13 +163,12 @@ async def test_support_round_trip_from_a_report_to_resolved(harness: BotHarness)
 
     # An admin answers by replying to it in the group; the answer reaches the user.
     [ticket_message] = await sent_as(harness, "support_ticket", ADMIN_GROUP)
-    answer = "Sorry about that: the second $5.00 is back in your /wallet."
-    await harness.send(replying(in_chat(text_update(answer, user_id=ADMIN), ADMIN_GROUP),
-                                ticket_message))
+    sorry = "Sorry about that: the second $5.00 is back in your /wallet."
+    await harness.send(answer(sorry, ticket_message))
     assert texts(harness, ADMIN_GROUP)[-1] == f"Sent to user {USER} (request #1)."
     await deliver(harness, rounds=10)
     to_user = sent_to(harness, USER)[-1]
-    assert to_user["text"] == f"💬 Support answered your request #1:\n\n{answer}"
+    assert to_user["text"] == f"💬 Support answered your request #1:\n\n{sorry}"
     assert keyboard(to_user) == [("✍️ Reply", "v1:sp:t:1")]
 
     # The user writes back; the admins get it, and a reply to that reaches the user too.
@@ -163,8 +181,7 @@ async def test_support_round_trip_from_a_report_to_resolved(harness: BotHarness)
         f"💬 User {USER} added to flagged request #1:", "", "Thank you, I see it now.", "",
         "Reply to this message to answer the user."])
     [follow_up] = await sent_as(harness, "support_user_message", ADMIN_GROUP)
-    await harness.send(replying(in_chat(text_update("You are welcome!", user_id=ADMIN),
-                                        ADMIN_GROUP), follow_up))
+    await harness.send(answer("You are welcome!", follow_up))
     await deliver(harness, rounds=10)
     assert texts(harness, USER)[-1].endswith("You are welcome!")
 
@@ -205,14 +222,13 @@ async def test_support_round_trip_from_a_report_to_resolved(harness: BotHarness)
 
 async def test_a_4000_character_message_gets_a_clear_answer_and_changes_nothing(
         harness: BotHarness) -> None:
-    await harness.send(text_update("/support", user_id=USER))
-    await harness.send(callback_update("v1:sp:o:0", user_id=USER))
+    await something_else(harness)
     queued_before = await count(harness, notifications)
 
     await harness.send(text_update("x" * 4000, user_id=USER))
 
     assert texts(harness, USER)[-1] == ("That is too long for one message: please keep it "
-                                        "under 300 characters. Nothing was sent yet.")
+                                        "under 3000 characters. Nothing was sent yet.")
     assert await count(harness, support_tickets) == 0
     assert await count(harness, notifications) == queued_before
     # Still writing: a shorter one is taken.
@@ -225,17 +241,30 @@ async def test_a_4000_character_message_gets_a_clear_answer_and_changes_nothing(
     assert (category, flagged, charge) == ("general", False, None)
 
 
+async def test_a_report_at_the_limit_reaches_the_admins_in_one_message(
+        harness: BotHarness) -> None:
+    charge_id = await a_paid_top_up(harness)
+    for number in ("+85510345678", "+85597345678", "+85511345679"):  # lines to list too
+        await bind(harness, number, user_id=USER)
+    longest = "📵" * (MAX_MESSAGE_CHARS // 2)  # two UTF-16 units each, as Telegram counts
+    await open_request(harness, charge_id, longest + "📵")
+    assert texts(harness, USER)[-1].startswith("That is too long for one message")
+
+    await harness.send(text_update(longest, user_id=USER))  # still writing: this one fits
+
+    assert texts(harness, USER)[-1].startswith("✅ Sent to our support team as request #1")
+    await deliver(harness, rounds=10)
+    [ticket] = texts(harness, ADMIN_GROUP)
+    assert longest in ticket and "Lines: 012 ••• 678 (Cellcard), " in ticket
+    assert message_length(ticket) <= 4096
+
+
 async def test_an_admins_answer_that_is_too_long_or_not_text_is_not_sent(
         harness: BotHarness) -> None:
-    await harness.send(text_update("/support", user_id=USER))
-    await harness.send(callback_update("v1:sp:o:0", user_id=USER))
-    await harness.send(text_update("Hello?", user_id=USER))
-    await deliver(harness, rounds=10)
-    [ticket_message] = await sent_as(harness, "support_ticket", ADMIN_GROUP)
+    ticket_message = await general_request(harness)
 
-    await harness.send(replying(in_chat(text_update("y" * 4000, user_id=ADMIN), ADMIN_GROUP),
-                                ticket_message))
-    sticker = replying(in_chat(text_update("-", user_id=ADMIN), ADMIN_GROUP), ticket_message)
+    await harness.send(answer("y" * 4000, ticket_message))
+    sticker = answer("-", ticket_message)
     del sticker["message"]["text"]
     sticker["message"]["sticker"] = {"file_id": "s", "file_unique_id": "s", "width": 512,
                                      "height": 512, "is_animated": False,
@@ -243,7 +272,7 @@ async def test_an_admins_answer_that_is_too_long_or_not_text_is_not_sent(
     await harness.send(sticker)
 
     assert texts(harness, ADMIN_GROUP)[-2:] == [
-        "That is too long for one answer: please keep it under 300 characters. Nothing was "
+        "That is too long for one answer: please keep it under 3000 characters. Nothing was "
         "sent.",
         "Only text reaches the user: write your answer as a text reply."]
     assert await count(harness, support_messages) == 1
@@ -306,40 +335,34 @@ async def test_a_report_of_a_charge_with_an_open_request_is_added_to_it(
 
 async def test_admin_commands_and_answers_count_only_in_admin_chats(
         harness: BotHarness) -> None:
-    await harness.send(text_update("/support", user_id=USER))
-    await harness.send(callback_update("v1:sp:o:0", user_id=USER))
-    await harness.send(text_update("Hello?", user_id=USER))
-    await deliver(harness, rounds=10)
-    [ticket_message] = await sent_as(harness, "support_ticket", ADMIN_GROUP)
+    ticket_message = await general_request(harness)
 
     # Not an admin chat: /tickets and /resolve are unknown, a reply is nobody's answer.
     await harness.send(text_update("/tickets", user_id=USER))
     assert texts(harness, USER)[-1] == "I don't know that command. /help lists what I can do."
     await harness.send(in_chat(text_update("/resolve 1", user_id=OTHER), OTHER_GROUP))
-    await harness.send(replying(in_chat(text_update("I answer", user_id=OTHER), OTHER_GROUP),
-                                ticket_message))
+    await harness.send(answer("I answer", ticket_message, user_id=OTHER,
+                              chat_id=OTHER_GROUP))
     assert all("resolved" not in text for text in texts(harness, OTHER_GROUP))
     assert await count(harness, support_messages) == 1
     assert [t.id for t in (await harness.components.support.open_list()).tickets] == [1]
 
     # In the admin group, a reply to another of the bot's messages says so.
-    await harness.send(replying(in_chat(text_update("ok", user_id=ADMIN), ADMIN_GROUP),
-                                ticket_message + 500))
+    await harness.send(answer("ok", ticket_message + 500))
     assert texts(harness, ADMIN_GROUP)[-1].startswith("That message is not a support request")
     # A command given as a reply is still only an admin command or nothing.
-    await harness.send(replying(in_chat(text_update("/wallet", user_id=ADMIN), ADMIN_GROUP),
-                                ticket_message))
+    await harness.send(answer("/wallet", ticket_message))
     assert "private chat" in texts(harness, ADMIN_GROUP)[-1]
     assert await count(harness, support_messages) == 1
 
     # An admin in a private admin chat answers the same way; other replies there are
     # their own chat as usual.
     [private_message] = await sent_as(harness, "support_ticket", PRIVATE_ADMIN)
-    await harness.send(replying(text_update("Answered privately", user_id=PRIVATE_ADMIN),
-                                private_message))
+    await harness.send(answer("Answered privately", private_message,
+                              user_id=PRIVATE_ADMIN, chat_id=PRIVATE_ADMIN))
     assert texts(harness, PRIVATE_ADMIN)[-1] == f"Sent to user {USER} (request #1)."
-    await harness.send(replying(text_update("what is this?", user_id=PRIVATE_ADMIN),
-                                private_message + 500))
+    await harness.send(answer("what is this?", private_message + 500,
+                              user_id=PRIVATE_ADMIN, chat_id=PRIVATE_ADMIN))
     assert texts(harness, PRIVATE_ADMIN)[-1] == ("I did not understand that. /help lists what "
                                                  "I can do.")
     assert await count(harness, support_messages) == 2
@@ -347,15 +370,10 @@ async def test_admin_commands_and_answers_count_only_in_admin_chats(
 
 async def test_the_same_answer_handled_twice_reaches_the_user_once(
         harness: BotHarness) -> None:
-    await harness.send(text_update("/support", user_id=USER))
-    await harness.send(callback_update("v1:sp:o:0", user_id=USER))
-    await harness.send(text_update("Hello?", user_id=USER))
-    await deliver(harness, rounds=10)
-    [ticket_message] = await sent_as(harness, "support_ticket", ADMIN_GROUP)
-    answer = replying(in_chat(text_update("Hi!", user_id=ADMIN), ADMIN_GROUP), ticket_message)
+    hello = answer("Hi!", await general_request(harness))
 
-    await harness.send(answer)
-    await harness.send(answer)  # Telegram delivered it again (a lost offset)
+    await harness.send(hello)
+    await harness.send(hello)  # Telegram delivered it again (a lost offset)
     await deliver(harness, rounds=10)
 
     assert [t for t in texts(harness, USER) if t.startswith("💬")] == [
@@ -374,8 +392,7 @@ async def test_support_says_so_when_no_admin_chat_is_set(
 
 
 async def test_only_text_is_taken_as_the_report(harness: BotHarness) -> None:
-    await harness.send(text_update("/support", user_id=USER))
-    await harness.send(callback_update("v1:sp:o:0", user_id=USER))
+    await something_else(harness)
     photo = text_update("-", user_id=USER)
     del photo["message"]["text"]
     photo["message"]["photo"] = [{"file_id": "p", "file_unique_id": "p", "width": 9,

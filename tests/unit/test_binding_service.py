@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -28,6 +27,7 @@ from storage.db import Database
 from storage.lines import LineRecord, LinesRepository
 from storage.rules import RulesRepository
 from storage.users import UsersRepository
+from tests.fakes.sms import RecordingSms
 
 USER_A = 2001
 USER_B = 2002
@@ -39,29 +39,13 @@ MANY = [parse_cambodian_mobile(f"012 345 6{i:02d}") for i in range(12)]
 SMS_TEXT = "Code {code}"
 
 
-class FakeSms:
-    """Records (phone, text) of every SMS."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    async def send(self, phone_e164: str, text: str) -> None:
-        self.sent.append((phone_e164, text))
-
-    def last_code(self) -> str:
-        assert self.sent, "no SMS was sent"
-        match = re.fullmatch(r"Code (\d{6})", self.sent[-1][1])
-        assert match is not None
-        return match.group(1)
+@pytest.fixture
+def sms() -> RecordingSms:
+    return RecordingSms()
 
 
 @pytest.fixture
-def sms() -> FakeSms:
-    return FakeSms()
-
-
-@pytest.fixture
-def binding(db: Database, cipher: FieldCipher, sms: FakeSms,
+def binding(db: Database, cipher: FieldCipher, sms: RecordingSms,
             clock: ManualClock) -> BindingService:
     return BindingService(db, cipher, OtpService(db, cipher, sms, clock), clock)
 
@@ -103,7 +87,7 @@ def test_numbers_used_here_are_distinct_and_valid() -> None:
 # --- own contact -------------------------------------------------------------------------
 
 async def test_own_contact_of_a_free_number_binds_at_once(
-        db: Database, cipher: FieldCipher, binding: BindingService, sms: FakeSms,
+        db: Database, cipher: FieldCipher, binding: BindingService, sms: RecordingSms,
         clock: ManualClock) -> None:
     result = await start(binding, USER_A, SMART, own_contact=True)
 
@@ -132,20 +116,20 @@ async def test_start_creates_the_user(db: Database, binding: BindingService) -> 
 # --- proof by code -----------------------------------------------------------------------
 
 async def test_without_contact_a_code_is_sent_and_nothing_bound(
-        db: Database, cipher: FieldCipher, binding: BindingService, sms: FakeSms,
+        db: Database, cipher: FieldCipher, binding: BindingService, sms: RecordingSms,
         clock: ManualClock) -> None:
     result = await start(binding, USER_A, CELLCARD)
 
     assert result == CodeSent(expires_at=clock.now() + timedelta(minutes=5),
                               resend_at=clock.now() + timedelta(seconds=60))
-    assert [phone for phone, _ in sms.sent] == [CELLCARD.e164]
+    assert sms.sent == [(CELLCARD.e164, SMS_TEXT.format(code=sms.last_code()))]
     assert await owned(db, cipher, USER_A) == []
     assert await line_of(db, cipher, CELLCARD) is None
     assert await bound_audit(db) == []
 
 
 async def test_confirm_with_the_right_code_binds(
-        db: Database, cipher: FieldCipher, binding: BindingService, sms: FakeSms,
+        db: Database, cipher: FieldCipher, binding: BindingService, sms: RecordingSms,
         clock: ManualClock) -> None:
     await start(binding, USER_A, METFONE)
     clock.advance(timedelta(minutes=2))
@@ -167,7 +151,7 @@ async def test_confirm_with_the_right_code_binds(
 
 
 async def test_a_wrong_code_binds_nothing(db: Database, cipher: FieldCipher,
-                                          binding: BindingService, sms: FakeSms) -> None:
+                                          binding: BindingService, sms: RecordingSms) -> None:
     await start(binding, USER_A, CELLCARD)
 
     confirmed = await binding.confirm(user_id=USER_A, number=CELLCARD,
@@ -178,7 +162,7 @@ async def test_a_wrong_code_binds_nothing(db: Database, cipher: FieldCipher,
     assert await bound_audit(db) == []
 
 
-async def test_a_used_code_binds_nothing_more(binding: BindingService, sms: FakeSms) -> None:
+async def test_a_used_code_binds_nothing_more(binding: BindingService, sms: RecordingSms) -> None:
     await start(binding, USER_A, CELLCARD)
     code = sms.last_code()
     assert (await binding.confirm(user_id=USER_A, number=CELLCARD, typed=code)).bound
@@ -196,14 +180,14 @@ async def test_confirm_without_a_code_sent_binds_nothing(
 
 
 async def test_code_for_one_number_does_not_bind_another(
-        db: Database, cipher: FieldCipher, binding: BindingService, sms: FakeSms) -> None:
+        db: Database, cipher: FieldCipher, binding: BindingService, sms: RecordingSms) -> None:
     await start(binding, USER_A, CELLCARD)
     confirmed = await binding.confirm(user_id=USER_A, number=SMART, typed=sms.last_code())
     assert confirmed.bound is None
     assert await owned(db, cipher, USER_A) == []
 
 
-async def test_resend_is_under_the_cooldown(binding: BindingService, sms: FakeSms,
+async def test_resend_is_under_the_cooldown(binding: BindingService, sms: RecordingSms,
                                             clock: ManualClock) -> None:
     await start(binding, USER_A, CELLCARD)
     refused = await binding.resend(user_id=USER_A, number=CELLCARD, sms_text=SMS_TEXT)
@@ -218,7 +202,7 @@ async def test_resend_is_under_the_cooldown(binding: BindingService, sms: FakeSm
 
 @pytest.mark.parametrize("own_contact", [True, False])
 async def test_binding_your_own_line_again_is_already_yours(
-        binding: BindingService, sms: FakeSms, own_contact: bool) -> None:
+        binding: BindingService, sms: RecordingSms, own_contact: bool) -> None:
     first = await start(binding, USER_A, SMART, own_contact=True)
     assert isinstance(first, Bound)
 
@@ -229,7 +213,7 @@ async def test_binding_your_own_line_again_is_already_yours(
 
 
 async def test_anothers_line_moves_only_after_the_code(
-        db: Database, cipher: FieldCipher, binding: BindingService, sms: FakeSms,
+        db: Database, cipher: FieldCipher, binding: BindingService, sms: RecordingSms,
         clock: ManualClock) -> None:
     first = await start(binding, USER_A, CELLCARD, own_contact=True)
     assert isinstance(first, Bound)
@@ -269,7 +253,7 @@ async def test_anothers_line_moves_only_after_the_code(
 
 
 async def test_the_previous_owner_cannot_confirm_the_new_owners_code(
-        db: Database, cipher: FieldCipher, binding: BindingService, sms: FakeSms) -> None:
+        db: Database, cipher: FieldCipher, binding: BindingService, sms: RecordingSms) -> None:
     await start(binding, USER_A, CELLCARD, own_contact=True)
     await start(binding, USER_B, CELLCARD)
 
@@ -284,7 +268,7 @@ async def test_the_previous_owner_cannot_confirm_the_new_owners_code(
 # --- the limit ---------------------------------------------------------------------------
 
 async def test_too_many_lines_after_ten(db: Database, cipher: FieldCipher,
-                                        binding: BindingService, sms: FakeSms) -> None:
+                                        binding: BindingService, sms: RecordingSms) -> None:
     assert MAX_LINES_PER_USER == 10
     for number in MANY[:10]:
         assert isinstance(await start(binding, USER_A, number, own_contact=True), Bound)
@@ -306,7 +290,7 @@ async def test_the_limit_is_per_user(db: Database, cipher: FieldCipher,
 
 
 async def test_pending_codes_cannot_take_a_user_past_the_limit(
-        db: Database, cipher: FieldCipher, binding: BindingService, sms: FakeSms) -> None:
+        db: Database, cipher: FieldCipher, binding: BindingService, sms: RecordingSms) -> None:
     for number in MANY[:9]:
         await start(binding, USER_A, number, own_contact=True)
     assert isinstance(await start(binding, USER_A, SMART), CodeSent)
@@ -322,7 +306,7 @@ async def test_pending_codes_cannot_take_a_user_past_the_limit(
 
 async def test_a_line_that_moves_takes_none_of_the_old_owners_rules_along(
         db: Database, cipher: FieldCipher, clock: ManualClock, binding: BindingService,
-        sms: FakeSms) -> None:
+        sms: RecordingSms) -> None:
     await start(binding, USER_A, CELLCARD, own_contact=True)
     (line,) = await owned(db, cipher, USER_A)
     async with db.write() as conn:

@@ -89,6 +89,24 @@ def test_top_ups_are_vertical_marks_with_their_amounts_and_a_legend() -> None:
     assert axes.get_xlim() == (x(START), x(NOW))
 
 
+def test_the_amounts_and_the_legend_keep_clear_of_the_points() -> None:
+    chart = make_chart()
+    fig = figure(drawing(chart))
+    fig.canvas.draw()
+    axes = fig.axes[0]
+    highest = max(point.value for series in chart.series for point in series.points)
+
+    [_, top] = axes.get_ylim()
+    assert top == float(highest) * chart_png.HEADROOM
+    frame = axes.get_window_extent()
+    data_top = axes.transData.transform((x(START), float(highest)))[1]
+    for amount in axes.texts:  # written in the headroom, above every point
+        assert amount.get_window_extent().y0 > data_top
+    legend = axes.get_legend()
+    assert legend is not None
+    assert legend.get_window_extent().y1 <= frame.y0  # under the plot, not over the points
+
+
 def test_dates_are_the_users_days_counted_back_from_today() -> None:
     chart = make_chart()
 

@@ -1,6 +1,7 @@
 """`topup-bot broadcast --to ... --text ... [--yes]` and `topup-bot broadcast status ID`
 through the real command line (bot/__main__.py, bot/cli_broadcast.py): what it queues and
-prints, asking first, exit statuses, bad input as one line."""
+prints, asking first, run again after a crash (no second broadcast), exit statuses, bad
+input as one line."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import select
 
 from bot.__main__ import main
 from bot.domain.phone import parse_cambodian_mobile
+from bot.services.promotions import Confirmed, Previewed
 from bot.settings import load_settings
 from bot.wiring import build_components
 from storage import migrate
@@ -100,6 +102,40 @@ def test_broadcast_with_yes_queues_it_and_status_tells_how_it_goes(
     assert "Pending    1\n" in out
     assert "Delivered  0\n" in out
     assert out.endswith("Text:\nDouble data this weekend!\nAt every shop.\n")
+
+
+async def _confirmed_and_died(text: str) -> int:
+    """A broadcast confirmed on the command line whose process died before queuing."""
+    components = build_components(load_settings(env_file=None))
+    try:
+        previewed = await components.promotions.preview(None, text, actor="cli",
+                                                        chat_id=None)
+        assert isinstance(previewed, Previewed)
+        assert isinstance(await components.promotions.confirm(
+            previewed.broadcast.id, actor="cli", chat_id=None), Confirmed)
+        return previewed.broadcast.id
+    finally:
+        await components.db.dispose()
+
+
+def test_run_again_it_makes_no_second_broadcast_and_resumes_the_first(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    asyncio.run(_users())
+    first = asyncio.run(_confirmed_and_died("Free SIM swap"))  # then a crash: nothing queued
+    assert queued() == []
+
+    code, out, err = run(capsys, "broadcast", "--to", "all", "--text", "Free SIM swap",
+                         "--yes")
+
+    assert code == 0, err
+    assert out.startswith(f"This offer is already broadcast #{first} (confirmed ")
+    assert "no new broadcast was made. 2 offers queued." in out
+    assert sorted(queued()) == [f"broadcast:{first}:501", f"broadcast:{first}:502"]
+    code, out, err = run(capsys, "broadcast", "--to", "cellcard", "--text",
+                         "Free SIM swap", "--yes")  # and once more, to fewer people
+    assert code == 0, err
+    assert f"already broadcast #{first}" in out
+    assert sorted(queued()) == [f"broadcast:{first}:501", f"broadcast:{first}:502"]
 
 
 def test_without_yes_it_asks_and_only_y_sends(capsys: pytest.CaptureFixture[str],

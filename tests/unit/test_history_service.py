@@ -5,8 +5,7 @@
 * the export holds every charge and ledger entry, user-chosen text kept from being a
   formula;
 * a month's figures in the user's zone, per line and in total;
-* the push on the 1st: for those who asked, once per month, after quiet hours; and nothing
-  when the opt-in column is not in the schema.
+* the push on the 1st: for those who asked, once per month, after quiet hours.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ from bot.services.history import (
 from bot.services.notices import queue
 from bot.services.scheduler import LineShown, LineWarning
 from bot.services.users import UsersService
-from storage import history as history_storage
 from storage.charges import ChargesRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
@@ -409,17 +407,3 @@ async def test_opting_out_stops_the_push_and_each_change_is_audited(world: World
             audit_log.c.action == "user.monthly_summary").order_by(audit_log.c.id))).all()
     assert [tuple(row) for row in actions] == [("user.monthly_summary", {"on": True}),
                                                ("user.monthly_summary", {"on": False})]
-
-
-async def test_without_the_opt_in_column_nobody_is_opted_in_and_nothing_is_written(
-        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    world.at(datetime(2026, 11, 2, tzinfo=UTC))
-    await world.user(OWNER)
-    monkeypatch.setattr(history_storage, "opt_in_in_schema", lambda: False)
-
-    assert await world.history.set_push(OWNER, True) is None
-    summary = await world.history.month(OWNER)
-    assert summary is not None and summary.push is None  # no button to offer
-    world.at(datetime(2026, 12, 1, 3, 0, tzinfo=UTC))
-    assert await world.history.queue_monthly_summaries() == 0
-    assert await queued_summaries(world) == []

@@ -21,6 +21,7 @@ from storage.db import Database
 from storage.otp import OtpChallenge, OtpRepository
 from storage.tables import audit_log, otp_challenges
 from storage.users import UsersRepository
+from tests.fakes.sms import RecordingSms
 
 USER_A = 1001
 USER_B = 1002
@@ -28,37 +29,16 @@ LINE = parse_cambodian_mobile("012345678")
 OTHER_LINE = parse_cambodian_mobile("0971234567")
 SMS_TEXT = "Your top-up code is {code}. It expires in 5 minutes."
 KHMER_DIGITS = "០១២៣៤៥៦៧៨៩"
-CODE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
-
-
-class FakeSms:
-    """An SMS gateway that records what it would send, or fails when told to."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-        self.failing = False
-        self.attempts = 0
-
-    async def send(self, phone_e164: str, text: str) -> None:
-        self.attempts += 1
-        if self.failing:
-            raise ConnectionError("SMS gateway unreachable")
-        self.sent.append((phone_e164, text))
-
-    def last_code(self) -> str:
-        assert self.sent, "no SMS was sent"
-        codes = CODE.findall(self.sent[-1][1])
-        assert len(codes) == 1, self.sent[-1][1]
-        return str(codes[0])
 
 
 @pytest.fixture
-def sms() -> FakeSms:
-    return FakeSms()
+def sms() -> RecordingSms:
+    return RecordingSms()
 
 
 @pytest.fixture
-async def otp(db: Database, cipher: FieldCipher, sms: FakeSms, clock: ManualClock) -> OtpService:
+async def otp(db: Database, cipher: FieldCipher, sms: RecordingSms,
+              clock: ManualClock) -> OtpService:
     async with db.write() as conn:
         for user_id in (USER_A, USER_B):
             await UsersRepository(conn).ensure(user_id, language="en", now=clock.now())
@@ -96,7 +76,7 @@ async def audit_actions(db: Database) -> list[str]:
 
 # --- sending -----------------------------------------------------------------------------
 
-async def test_send_texts_one_six_digit_code(otp: OtpService, sms: FakeSms,
+async def test_send_texts_one_six_digit_code(otp: OtpService, sms: RecordingSms,
                                              clock: ManualClock) -> None:
     sent = await send(otp)
 
@@ -129,7 +109,7 @@ async def test_send_records_a_challenge_and_an_audit_entry(db: Database, otp: Ot
 
 
 async def test_code_is_never_stored_in_clear(db: Database, otp: OtpService,
-                                             sms: FakeSms) -> None:
+                                             sms: RecordingSms) -> None:
     await send(otp)
     code = sms.last_code()
     await check(otp, wrong(code))
@@ -150,7 +130,7 @@ async def test_code_is_never_stored_in_clear(db: Database, otp: OtpService,
 # --- checking ----------------------------------------------------------------------------
 
 async def test_right_code_is_ok_once_then_used(db: Database, otp: OtpService,
-                                               sms: FakeSms, clock: ManualClock) -> None:
+                                               sms: RecordingSms, clock: ManualClock) -> None:
     await send(otp)
     code = sms.last_code()
     clock.advance(timedelta(seconds=30))
@@ -164,13 +144,13 @@ async def test_right_code_is_ok_once_then_used(db: Database, otp: OtpService,
     assert challenge.attempts == 0
 
 
-async def test_subject_comes_back_with_an_ok(otp: OtpService, sms: FakeSms) -> None:
+async def test_subject_comes_back_with_an_ok(otp: OtpService, sms: RecordingSms) -> None:
     await send(otp, purpose=OtpPurpose.CONFIRM_RULE, subject="rule-42")
     outcome = await check(otp, sms.last_code(), purpose=OtpPurpose.CONFIRM_RULE)
     assert outcome == CheckOutcome(CheckResult.OK, subject="rule-42")
 
 
-async def test_purposes_are_separate(otp: OtpService, sms: FakeSms) -> None:
+async def test_purposes_are_separate(otp: OtpService, sms: RecordingSms) -> None:
     await send(otp, purpose=OtpPurpose.CONFIRM_RULE, subject="rule-1")
     code = sms.last_code()
 
@@ -182,7 +162,7 @@ async def test_check_without_any_code_sent_is_expired(otp: OtpService) -> None:
     assert await check(otp, "123456") == CheckOutcome(CheckResult.EXPIRED)
 
 
-async def test_wrong_codes_count_down_then_lock(db: Database, otp: OtpService, sms: FakeSms,
+async def test_wrong_codes_count_down_then_lock(db: Database, otp: OtpService, sms: RecordingSms,
                                                 clock: ManualClock) -> None:
     await send(otp)
     code = sms.last_code()
@@ -207,7 +187,7 @@ async def test_wrong_codes_count_down_then_lock(db: Database, otp: OtpService, s
 
 
 async def test_no_new_code_during_lockout_then_a_new_one_works(
-        otp: OtpService, sms: FakeSms, clock: ManualClock) -> None:
+        otp: OtpService, sms: RecordingSms, clock: ManualClock) -> None:
     await send(otp)
     code = sms.last_code()
     for step in range(1, 6):
@@ -226,7 +206,7 @@ async def test_no_new_code_during_lockout_then_a_new_one_works(
     assert await check(otp, sms.last_code()) == CheckOutcome(CheckResult.OK)
 
 
-async def test_code_expires_after_five_minutes(otp: OtpService, sms: FakeSms,
+async def test_code_expires_after_five_minutes(otp: OtpService, sms: RecordingSms,
                                                clock: ManualClock) -> None:
     await send(otp)
     code = sms.last_code()
@@ -238,14 +218,14 @@ async def test_code_expires_after_five_minutes(otp: OtpService, sms: FakeSms,
     assert outcome.tries_left == 5
 
 
-async def test_code_works_just_before_it_expires(otp: OtpService, sms: FakeSms,
+async def test_code_works_just_before_it_expires(otp: OtpService, sms: RecordingSms,
                                                  clock: ManualClock) -> None:
     await send(otp)
     clock.advance(timedelta(minutes=4, seconds=59))
     assert (await check(otp, sms.last_code())).result is CheckResult.OK
 
 
-async def test_new_code_replaces_the_old_one(otp: OtpService, sms: FakeSms,
+async def test_new_code_replaces_the_old_one(otp: OtpService, sms: RecordingSms,
                                              clock: ManualClock,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     codes = iter([111111, 222222])
@@ -260,7 +240,7 @@ async def test_new_code_replaces_the_old_one(otp: OtpService, sms: FakeSms,
 
 # --- resend limits -----------------------------------------------------------------------
 
-async def test_resend_within_a_minute_is_refused(otp: OtpService, sms: FakeSms,
+async def test_resend_within_a_minute_is_refused(otp: OtpService, sms: RecordingSms,
                                                  clock: ManualClock) -> None:
     first_at = clock.now()
     await send(otp)
@@ -276,7 +256,7 @@ async def test_resend_within_a_minute_is_refused(otp: OtpService, sms: FakeSms,
     assert (await check(otp, sms.last_code())).result is CheckResult.OK
 
 
-async def test_resend_right_after_a_used_code_is_allowed(otp: OtpService, sms: FakeSms,
+async def test_resend_right_after_a_used_code_is_allowed(otp: OtpService, sms: RecordingSms,
                                                          clock: ManualClock) -> None:
     await send(otp)
     assert (await check(otp, sms.last_code())).result is CheckResult.OK
@@ -284,7 +264,7 @@ async def test_resend_right_after_a_used_code_is_allowed(otp: OtpService, sms: F
     assert isinstance(await send(otp), CodeSent)
 
 
-async def test_sixth_code_within_an_hour_is_refused(otp: OtpService, sms: FakeSms,
+async def test_sixth_code_within_an_hour_is_refused(otp: OtpService, sms: RecordingSms,
                                                     clock: ManualClock) -> None:
     first_at = clock.now()
     for _ in range(5):
@@ -313,7 +293,7 @@ async def test_hourly_cap_lifts_at_the_retry_time_it_gave(otp: OtpService,
     assert isinstance(await send(otp), CodeSent)
 
 
-async def test_hourly_cap_counts_the_number_not_the_user(otp: OtpService, sms: FakeSms,
+async def test_hourly_cap_counts_the_number_not_the_user(otp: OtpService, sms: RecordingSms,
                                                          clock: ManualClock) -> None:
     first_at = clock.now()
     for i in range(5):
@@ -326,7 +306,7 @@ async def test_hourly_cap_counts_the_number_not_the_user(otp: OtpService, sms: F
 
 
 async def test_hourly_cap_counts_every_account_and_every_purpose(
-        otp: OtpService, sms: FakeSms, clock: ManualClock) -> None:
+        otp: OtpService, sms: RecordingSms, clock: ManualClock) -> None:
     first_at = clock.now()
     askers = [(USER_A, OtpPurpose.BIND_LINE), (USER_B, OtpPurpose.BIND_LINE),
               (USER_A, OtpPurpose.CONFIRM_RULE), (USER_B, OtpPurpose.CONFIRM_RULE),
@@ -343,7 +323,7 @@ async def test_hourly_cap_counts_every_account_and_every_purpose(
 
 # --- the lockout belongs to the number ---------------------------------------------------
 
-async def lock_out(otp: OtpService, sms: FakeSms, clock: ManualClock, *,
+async def lock_out(otp: OtpService, sms: RecordingSms, clock: ManualClock, *,
                    user_id: int = USER_A, purpose: OtpPurpose = OtpPurpose.BIND_LINE,
                    ) -> datetime:
     """Five wrong codes from ``user_id``; when the number's lockout ends."""
@@ -356,7 +336,7 @@ async def lock_out(otp: OtpService, sms: FakeSms, clock: ManualClock, *,
 
 
 async def test_a_number_locked_for_one_account_gets_no_code_for_another(
-        db: Database, otp: OtpService, sms: FakeSms, clock: ManualClock) -> None:
+        db: Database, otp: OtpService, sms: RecordingSms, clock: ManualClock) -> None:
     locked_until = await lock_out(otp, sms, clock, user_id=USER_A)
     clock.advance(timedelta(minutes=2))
 
@@ -381,7 +361,7 @@ async def test_a_number_locked_for_one_account_gets_no_code_for_another(
 ])
 @pytest.mark.parametrize("asker", [USER_A, USER_B])
 async def test_the_lockout_holds_whatever_the_code_is_for(
-        otp: OtpService, sms: FakeSms, clock: ManualClock, locked_by: OtpPurpose,
+        otp: OtpService, sms: RecordingSms, clock: ManualClock, locked_by: OtpPurpose,
         asked_for: OtpPurpose, asker: int) -> None:
     locked_until = await lock_out(otp, sms, clock, purpose=locked_by)
     clock.advance(timedelta(minutes=14, seconds=59))
@@ -392,7 +372,7 @@ async def test_the_lockout_holds_whatever_the_code_is_for(
 
 
 async def test_a_code_sent_before_the_lockout_can_still_be_typed(
-        otp: OtpService, sms: FakeSms, clock: ManualClock) -> None:
+        otp: OtpService, sms: RecordingSms, clock: ManualClock) -> None:
     """The lockout stops new codes; a code already out keeps its own five tries, so an
     attacker locking the number cannot spoil the owner's binding in progress."""
     assert isinstance(await send(otp, user_id=USER_B), CodeSent)
@@ -404,7 +384,7 @@ async def test_a_code_sent_before_the_lockout_can_still_be_typed(
 
 
 async def test_lockout_of_tells_the_locked_out_account_when_it_ends(
-        otp: OtpService, sms: FakeSms, clock: ManualClock) -> None:
+        otp: OtpService, sms: RecordingSms, clock: ManualClock) -> None:
     assert await otp.lockout_of(USER_A) is None
     locked_until = await lock_out(otp, sms, clock, user_id=USER_A)
 
@@ -419,7 +399,7 @@ async def test_lockout_of_tells_the_locked_out_account_when_it_ends(
 # --- what people type --------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["spaced", "dashed", "khmer", "khmer_spaced", "padded"])
-async def test_typed_variants_of_the_code_are_accepted(otp: OtpService, sms: FakeSms,
+async def test_typed_variants_of_the_code_are_accepted(otp: OtpService, sms: RecordingSms,
                                                        layout: str) -> None:
     await send(otp)
     code = sms.last_code()
@@ -438,7 +418,7 @@ async def test_typed_variants_of_the_code_are_accepted(otp: OtpService, sms: Fak
 @pytest.mark.parametrize("typed", ["hello", "7" * 4000, "x" * 4000, "🙂🔢🙂", "12345",
                                    "1234567", ""])
 async def test_malformed_text_does_not_use_up_a_try(db: Database, otp: OtpService,
-                                                    sms: FakeSms, typed: str) -> None:
+                                                    sms: RecordingSms, typed: str) -> None:
     await send(otp)
     code = sms.last_code()
 
@@ -455,7 +435,7 @@ async def test_malformed_text_does_not_use_up_a_try(db: Database, otp: OtpServic
 # --- the SMS gateway failing -------------------------------------------------------------
 
 async def test_gateway_failure_sends_nothing_and_blocks_no_resend(
-        db: Database, otp: OtpService, sms: FakeSms) -> None:
+        db: Database, otp: OtpService, sms: RecordingSms) -> None:
     sms.failing = True
 
     assert await send(otp) == CodeNotSent(None)
@@ -469,7 +449,7 @@ async def test_gateway_failure_sends_nothing_and_blocks_no_resend(
 
 
 async def test_failed_sends_do_not_count_towards_the_hourly_cap(
-        otp: OtpService, sms: FakeSms) -> None:
+        otp: OtpService, sms: RecordingSms) -> None:
     sms.failing = True
     for _ in range(6):
         assert await send(otp) == CodeNotSent(None)
@@ -480,7 +460,7 @@ async def test_failed_sends_do_not_count_towards_the_hourly_cap(
 # --- users are separate ------------------------------------------------------------------
 
 async def test_another_user_cannot_use_or_spend_a_users_code(db: Database, otp: OtpService,
-                                                             sms: FakeSms) -> None:
+                                                             sms: RecordingSms) -> None:
     await send(otp, user_id=USER_A)
     code = sms.last_code()
 
@@ -495,7 +475,7 @@ async def test_another_user_cannot_use_or_spend_a_users_code(db: Database, otp: 
 
 
 async def test_two_users_proving_one_number_have_their_own_codes(
-        db: Database, otp: OtpService, sms: FakeSms, monkeypatch: pytest.MonkeyPatch) -> None:
+        db: Database, otp: OtpService, sms: RecordingSms, monkeypatch: pytest.MonkeyPatch) -> None:
     codes = iter([123123, 456456])
     monkeypatch.setattr("bot.services.otp.secrets.randbelow", lambda _n: next(codes))
     assert isinstance(await send(otp, user_id=USER_A), CodeSent)
@@ -530,7 +510,7 @@ def checks_meet(monkeypatch: pytest.MonkeyPatch) -> asyncio.Barrier:
 
 
 async def test_concurrent_wrong_codes_cannot_exceed_the_tries(
-        db: Database, otp: OtpService, sms: FakeSms, checks_meet: asyncio.Barrier) -> None:
+        db: Database, otp: OtpService, sms: RecordingSms, checks_meet: asyncio.Barrier) -> None:
     if db.is_sqlite:
         pytest.skip("SQLite write transactions never overlap")
     await send(otp)
@@ -546,7 +526,7 @@ async def test_concurrent_wrong_codes_cannot_exceed_the_tries(
 
 
 async def test_concurrent_double_submit_is_ok_then_used(
-        db: Database, otp: OtpService, sms: FakeSms, checks_meet: asyncio.Barrier) -> None:
+        db: Database, otp: OtpService, sms: RecordingSms, checks_meet: asyncio.Barrier) -> None:
     if db.is_sqlite:
         pytest.skip("SQLite write transactions never overlap")
     await send(otp)
@@ -565,7 +545,7 @@ async def test_concurrent_double_submit_is_ok_then_used(
 # --- concurrent sends to one number (PostgreSQL; SQLite writers never overlap) -----------
 
 async def test_concurrent_accounts_cannot_send_past_the_hourly_cap(
-        db: Database, otp: OtpService, sms: FakeSms, clock: ManualClock,
+        db: Database, otp: OtpService, sms: RecordingSms, clock: ManualClock,
         monkeypatch: pytest.MonkeyPatch) -> None:
     if db.is_sqlite:
         pytest.skip("SQLite write transactions never overlap")
@@ -595,7 +575,7 @@ async def test_concurrent_accounts_cannot_send_past_the_hourly_cap(
 
 
 async def test_a_send_overlapping_the_locking_wrong_code_waits_and_is_refused(
-        db: Database, otp: OtpService, sms: FakeSms, clock: ManualClock,
+        db: Database, otp: OtpService, sms: RecordingSms, clock: ManualClock,
         monkeypatch: pytest.MonkeyPatch) -> None:
     if db.is_sqlite:
         pytest.skip("SQLite write transactions never overlap")
@@ -635,3 +615,4 @@ async def test_a_send_overlapping_the_locking_wrong_code_waits_and_is_refused(
     assert locked.result is CheckResult.LOCKED
     assert asked == CodeNotSent(Refused(SendRefusal.LOCKED, clock.now() + timedelta(minutes=15)))
     assert len(sms.sent) == 1
+

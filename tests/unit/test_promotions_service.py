@@ -1,7 +1,8 @@
 """PromotionsService on every backend: the audience (opted in, reachable, a bound line of
-the operator), confirming once under a race, queuing again adding nothing, pacing, a
-broadcast a dead process left half-queued, the tally read from the outbox, and an opt-out
-withdrawing what still waits."""
+the operator), confirming once under a race, the same offer never confirmed twice (two
+previews of it, confirmed at once), queuing again adding nothing, pacing, a broadcast a
+dead process left half-queued, the tally read from the outbox (pending copies hold the
+report back), and an opt-out withdrawing what still waits."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from bot.domain.phone import parse_cambodian_mobile
 from bot.services.promotions import (
     PACE,
     QUEUING_GRACE,
+    REPEAT_WINDOW,
     AlreadyConfirmed,
+    AlreadySent,
     Confirmed,
     NobodyToTell,
     Previewed,
@@ -69,8 +72,9 @@ async def offer_rows(db: Database) -> list[tuple[int, str]]:
         return [(int(user), str(status)) for user, status in rows]
 
 
-async def confirmed(promotions: PromotionsService, operator: Operator | None) -> int:
-    previewed = await promotions.preview(operator, "Offer", actor="cli", chat_id=None)
+async def confirmed(promotions: PromotionsService, operator: Operator | None,
+                    text: str = "Offer") -> int:
+    previewed = await promotions.preview(operator, text, actor="cli", chat_id=None)
     assert isinstance(previewed, Previewed)
     assert isinstance(await promotions.confirm(previewed.broadcast.id, actor="cli",
                                                chat_id=None), Confirmed)
@@ -116,6 +120,72 @@ async def test_two_confirmations_at_once_confirm_once(
     assert status is not None and status.broadcast.queued == 4
     assert isinstance(await promotions.confirm(broadcast_id, actor="cli", chat_id=None),
                       AlreadyConfirmed)
+
+
+async def test_the_same_offer_is_confirmed_once_however_often_it_is_previewed(
+        db: Database, cipher: FieldCipher, clock: ManualClock,
+        promotions: PromotionsService) -> None:
+    await people(db, cipher, clock, promotions)
+    drafts = []
+    for operator in (None, Operator.CELLCARD, None):  # a /broadcast sent three times
+        previewed = await promotions.preview(operator, "Offer", actor="admin:1", chat_id=77)
+        assert isinstance(previewed, Previewed)
+        drafts.append(previewed.broadcast.id)
+    other = await promotions.preview(None, "Another offer", actor="admin:1", chat_id=77)
+    assert isinstance(other, Previewed)
+
+    answers = await asyncio.gather(*(promotions.confirm(draft, actor="admin:1", chat_id=77)
+                                     for draft in drafts))
+
+    [sender] = [draft for draft, answer in zip(drafts, answers, strict=True)
+                if isinstance(answer, Confirmed)]
+    assert all(answer.broadcast.id == sender for answer in answers
+               if isinstance(answer, AlreadySent))
+    assert sum(isinstance(answer, AlreadySent) for answer in answers) == 2
+    again = await promotions.preview(Operator.SMART, "Offer", actor="cli", chat_id=None)
+    assert isinstance(again, AlreadySent) and again.broadcast.id == sender
+    assert isinstance(await promotions.confirm(other.broadcast.id, actor="admin:1",
+                                               chat_id=77), Confirmed)  # another text
+    for draft in drafts:
+        await promotions.queue_offers(draft)
+    async with db.read() as conn:
+        keys = list((await conn.execute(select(notifications.c.dedupe_key).where(
+            notifications.c.kind == "promotion"))).scalars())
+    assert sorted(key for key in keys if key.startswith(f"broadcast:{sender}:")) == [
+        f"broadcast:{sender}:{user}" for user in
+        ((1, 3) if drafts.index(sender) == 1 else (1, 2, 3, 4))]
+    assert all(key.split(":")[1] in (str(sender), str(other.broadcast.id)) for key in keys)
+
+    clock.advance(REPEAT_WINDOW + timedelta(minutes=1))  # next week: the offer may go again
+    assert isinstance(await promotions.preview(None, "Offer", actor="cli", chat_id=None),
+                      Previewed)
+
+
+async def test_pending_copies_hold_the_report_back_and_are_counted_as_pending(
+        db: Database, cipher: FieldCipher, clock: ManualClock,
+        promotions: PromotionsService) -> None:
+    await people(db, cipher, clock, promotions)
+    broadcast_id = await confirmed(promotions, None)
+    assert await promotions.queue_offers(broadcast_id) == 4
+    async with db.write() as conn:  # two sent, one refused, one waiting (quiet hours)
+        await conn.execute(update(notifications).where(notifications.c.user_id.in_([1, 2]))
+                           .values(status="sent"))
+        await conn.execute(update(notifications).where(notifications.c.user_id == 3)
+                           .values(status="failed", last_error="Bad Request"))
+
+    assert await promotions.advance() == 0
+    status = await promotions.status(broadcast_id)
+    assert status is not None and status.broadcast.finished_at is None
+    assert status.tally == Tally(delivered=2, failed=1, pending=1)
+    assert not status.tally.final
+
+    async with db.write() as conn:
+        await conn.execute(update(notifications).where(notifications.c.user_id == 4)
+                           .values(status="sent"))
+    assert await promotions.advance() == 1
+    status = await promotions.status(broadcast_id)
+    assert status is not None and status.tally == Tally(delivered=3, failed=1)
+    assert status.broadcast.finished_at is not None
 
 
 async def test_copies_are_paced(db: Database, cipher: FieldCipher, clock: ManualClock,
@@ -168,7 +238,7 @@ async def test_opting_out_withdraws_the_offers_still_waiting_but_not_one_being_s
     async with db.write() as conn:  # a dispatcher leased the first one's copies: on their way
         await NotificationsRepository(conn).claim_due(
             clock.now() + timedelta(seconds=1), clock.now() + timedelta(minutes=2), 100)
-    second = await confirmed(promotions, None)
+    second = await confirmed(promotions, None, "Another offer")
     await promotions.queue_offers(second)
 
     await promotions.set_opted_in(3, False)

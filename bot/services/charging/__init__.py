@@ -40,6 +40,7 @@ from bot.services.charging.notices import (
     ChargeStuck,
     EsimReady,
     Receipt,
+    TriggerShown,
 )
 from bot.services.charging.outcomes import (
     AlreadyHandled,
@@ -118,5 +119,6 @@ __all__ = [
     "RuleCharge",
     "RuleSkipped",
     "SkipReason",
+    "TriggerShown",
     "rule_charge_key",
 ]

@@ -14,6 +14,7 @@ from bot.domain.invariants import holds
 from bot.domain.money import CURRENCIES, Money, MoneyError
 from bot.domain.operators import MIN_AIRTIME_USD_CENTS
 from bot.domain.products import ProductKind
+from bot.domain.readings import TriggerReading
 from bot.domain.rules import Approval, RuleError, RuleStatus, charge_amount
 from bot.services.charging.common import Deps, Phase
 from bot.services.charging.notices import ApprovalRequest
@@ -190,10 +191,13 @@ class Asking(Phase):
                           approval=None)
 
     async def create_for_rule_in(self, conn: AsyncConnection, rule_id: int, key: str,
-                                 now: datetime) -> RuleCharge | RuleSkipped:
+                                 now: datetime, *, trigger: TriggerReading | None = None,
+                                 ) -> RuleCharge | RuleSkipped:
         """``create_for_rule`` inside the caller's write transaction, so a sweep writes the
         charge together with the state that caused it (a rule's episode or next run);
-        ``key`` comes from ``rule_charge_key``. Call ``after_rule_charge`` after commit."""
+        ``key`` comes from ``rule_charge_key``; ``trigger`` is the reading the rule fired
+        on (none for a calendar run), kept with the charge for its request and receipt.
+        Call ``after_rule_charge`` after commit."""
         current = await RulesRepository(conn).get(rule_id, lock=True)
         if current is None or current.status is not RuleStatus.ACTIVE:
             return RuleSkipped(SkipReason.RULE_INACTIVE)
@@ -232,7 +236,8 @@ class Asking(Phase):
             state=(ChargeState.AWAITING_APPROVAL if reason is not None
                    else ChargeState.APPROVED),
             expires_at=now + self._approval_timeout if reason is not None else None,
-            next_attempt_at=now + self.retry.lease if reason is None else None)
+            next_attempt_at=now + self.retry.lease if reason is None else None,
+            trigger=trigger)
         if creation is Creation.LINE_BUSY:
             # Another charge of the line is open (the user's own request, another rule's):
             # no second one. Its request is in the chat already, so nobody is told.

@@ -25,6 +25,7 @@ from bot.services.charging.notices import (
     ChargeFacts,
     ChargeFailed,
     ChargeStuck,
+    TriggerShown,
 )
 from bot.services.charging.policy import (
     DEFAULT_ZONE,
@@ -122,11 +123,12 @@ class Phase:
     async def _approval_request(self, conn: AsyncConnection, charge: ChargeRecord,
                                 reason: ApprovalReason, *, cap: Money | None = None,
                                 spent: Money | None = None) -> ApprovalRequest:
-        """The charge's approval request, with today's wallet balance."""
+        """The charge's approval request, with today's wallet balance and the reading a
+        rule charged on."""
         wallet = await WalletRepository(conn).available(charge.user_id, charge.amount.currency)
         return ApprovalRequest(charge=await self._facts(conn, charge), reason=reason,
                                wallet=wallet, expires_at=charge.expires_at, cap=cap,
-                               spent=spent)
+                               spent=spent, trigger=TriggerShown.of(charge.trigger))
 
     async def _ask(self, conn: AsyncConnection, charge: ChargeRecord, reason: ApprovalReason,
                    now: datetime, **cap: Money | None) -> None:

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from bot.domain.money import Money
 from bot.domain.products import ProductKind
+from bot.domain.readings import LineReading, ReadingSource, TriggerReading
 from bot.services.charging.policy import (
     APPROVAL_REQUEST,
     CHARGE_EXPIRED,
@@ -42,6 +43,37 @@ class ChargeFacts(NoticePart):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TriggerShown(NoticePart):
+    """The reading a rule charged on, as its request and receipt say it (a TriggerReading,
+    stored flat under ``trigger_*`` keys): only the figure the rule fired on. Absent from
+    manual and calendar charges, and from notices queued before charges kept it."""
+
+    source: ReadingSource = field(metadata=stored("trigger_source"))
+    read_at: datetime = field(metadata=stored("trigger_read_at"))
+    balance: Money | None = field(default=None, metadata=money_keys(
+        "trigger_balance_minor", "trigger_currency", omit_none=True))
+    data_mb: int | None = field(default=None, metadata=stored("trigger_data_mb",
+                                                               omit_none=True))
+    validity_end: datetime | None = field(default=None, metadata=stored(
+        "trigger_validity_end", omit_none=True))
+    read_by: str | None = field(default=None, metadata=stored("trigger_read_by",
+                                                               omit_none=True))
+
+    @classmethod
+    def of(cls, trigger: TriggerReading | None) -> TriggerShown | None:
+        if trigger is None:
+            return None
+        reading = trigger.reading
+        return cls(source=reading.source, read_at=reading.read_at, balance=reading.balance,
+                   data_mb=reading.data_mb, validity_end=reading.validity_end,
+                   read_by=trigger.read_by)
+
+    def as_reading(self) -> LineReading:
+        return LineReading(source=self.source, read_at=self.read_at, balance=self.balance,
+                           data_mb=self.data_mb, validity_end=self.validity_end)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApprovalRequest(Notice):
     """The request with Approve / Decline buttons."""
 
@@ -53,6 +85,7 @@ class ApprovalRequest(Notice):
     # An automatic rule's monthly cap and what it spent this month (in the charge's currency).
     cap: Money | None = field(default=None, metadata=money_keys("cap_minor", "currency"))
     spent: Money | None = field(default=None, metadata=money_keys("spent_minor", "currency"))
+    trigger: TriggerShown | None = None  # the reading a rule charged on
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +104,7 @@ class Receipt(Notice):
     delivered: Money | None = field(
         metadata=money_keys("delivered_minor", "delivered_currency"))
     provider_tx_shown: str | None
+    trigger: TriggerShown | None = None  # the reading a rule charged on
 
 
 @dataclass(frozen=True, kw_only=True)

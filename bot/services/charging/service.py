@@ -17,6 +17,7 @@ from bot.clock import Clock
 from bot.domain.charges import ChargeState
 from bot.domain.money import Money
 from bot.domain.products import Product
+from bot.domain.readings import TriggerReading
 from bot.gateways.esim_charges import EsimCharges
 from bot.gateways.simulated_catalog import PRODUCTS
 from bot.gateways.topup import TopUpProvider
@@ -120,8 +121,10 @@ class ChargingService(Phase):
                                                   episode=episode, now=now, submit=submit)
 
     async def create_for_rule_in(self, conn: AsyncConnection, rule_id: int, key: str,
-                                 now: datetime) -> RuleCharge | RuleSkipped:
-        return await self._asking.create_for_rule_in(conn, rule_id, key, now)
+                                 now: datetime, *, trigger: TriggerReading | None = None,
+                                 ) -> RuleCharge | RuleSkipped:
+        return await self._asking.create_for_rule_in(conn, rule_id, key, now,
+                                                     trigger=trigger)
 
     async def after_rule_charge(self, outcome: RuleCharge | RuleSkipped,
                                 ) -> RuleCharge | RuleSkipped:

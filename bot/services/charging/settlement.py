@@ -15,7 +15,13 @@ from bot.domain.readings import LineReading, ReadingSource
 from bot.domain.references import masked_reference
 from bot.gateways.topup import TopUpResult, TopUpStatus
 from bot.services.charging.common import Phase
-from bot.services.charging.notices import ChargeFailed, ChargeProcessing, EsimReady, Receipt
+from bot.services.charging.notices import (
+    ChargeFailed,
+    ChargeProcessing,
+    EsimReady,
+    Receipt,
+    TriggerShown,
+)
 from bot.services.charging.policy import ESIM_PURCHASE, FIRST_ESIM_CHECK
 from bot.services.notices import Audience, queue
 from storage.charges import ChargeRecord, ProviderMoney
@@ -94,7 +100,8 @@ class Settlement(Phase):
             validity_end=result.validity_end, wallet=wallet_left, at=result.at,
             delivered=result.delivered,
             provider_tx_shown=(masked_reference(result.provider_tx_id)
-                               if result.provider_tx_id else None))
+                               if result.provider_tx_id else None),
+            trigger=TriggerShown.of(charge.trigger))
         await queue(NotificationsRepository(conn), receipt, user_id=charge.user_id,
                     chat_id=charge.user_id, dedupe_key=f"receipt:{charge.id}", now=now)
         await self._audit(conn, now, "system", "charge.succeeded", charge,
