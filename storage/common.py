@@ -23,7 +23,7 @@ async def insert_ignoring_conflict(conn: AsyncConnection, table: Table,
 
 
 async def claim_due(conn: AsyncConnection, table: Table, *, due: ColumnElement[bool],
-                    lease: Column[Any], oldest_first: Column[Any], now: datetime,
+                    lease: Column[Any], oldest_first: ColumnElement[Any], now: datetime,
                     until: datetime, limit: int) -> list[RowMapping]:
     """Leases up to ``limit`` rows that are ``due`` and not leased (``lease`` empty or run
     out), the oldest first; returns them as leased.

@@ -40,6 +40,7 @@ class KhqrRecord:
     next_check_at: datetime | None  # None: no longer polled
     checks: int
     last_checked_at: datetime | None
+    closed_at: datetime | None  # when it was marked expired or cancelled
     paid_at: datetime | None
     paid: Money | None
     payer_bank: str | None
@@ -101,15 +102,27 @@ class KhqrRepository:
         return int((await self._conn.execute(select(func.count()).where(
             khqr_invoices.c.next_check_at.is_not(None)))).scalar_one())
 
-    async def claim_due(self, now: datetime, until: datetime, limit: int) -> list[KhqrRecord]:
-        """Leases up to ``limit`` polled KHQRs whose check is due, the most overdue first."""
+    async def claim_due(self, now: datetime, due_by: datetime, until: datetime,
+                        limit: int) -> list[KhqrRecord]:
+        """Leases up to ``limit`` polled KHQRs whose check falls due by ``due_by``, the one
+        looked at least recently first (never looked at: by age), in that order.
+
+        Least recently looked at, not most overdue: after a pause (429) every postponed QR is
+        due at the pause's end, later than the QRs the last round did reach, and ordering by
+        due time would ask about those same QRs first again, round after round, while the
+        rest went unanswered (bench/khqr.py saw QRs #251-300 wait 405 s)."""
+        looked_at = func.coalesce(khqr_invoices.c.last_checked_at, khqr_invoices.c.created_at)
         rows = await claim_due(
             self._conn, khqr_invoices,
             due=and_(khqr_invoices.c.next_check_at.is_not(None),
-                     khqr_invoices.c.next_check_at <= now),
-            lease=khqr_invoices.c.claimed_until, oldest_first=khqr_invoices.c.next_check_at,
+                     khqr_invoices.c.next_check_at <= due_by),
+            lease=khqr_invoices.c.claimed_until, oldest_first=looked_at,
             now=now, until=until, limit=limit)
-        return [_record(row) for row in rows]
+        records = [_record(row) for row in rows]
+        # UPDATE ... RETURNING keeps no order: the chunks are asked in this one.
+        records.sort(key=lambda record: (record.last_checked_at or record.created_at,
+                                         record.id))
+        return records
 
     async def checked(self, khqr_id: int, *, now: datetime,
                       next_check_at: datetime | None) -> None:
@@ -182,6 +195,7 @@ def _record(row: RowMapping) -> KhqrRecord:
         khr_per_usd=row["khr_per_usd"], state=KhqrState(row["state"]),
         created_at=row["created_at"], expires_at=row["expires_at"],
         next_check_at=row["next_check_at"], checks=row["checks"],
-        last_checked_at=row["last_checked_at"], paid_at=row["paid_at"], paid=paid,
+        last_checked_at=row["last_checked_at"], closed_at=row["closed_at"],
+        paid_at=row["paid_at"], paid=paid,
         payer_bank=row["payer_bank"], amount_differs=bool(row["amount_differs"]),
         payment_id=row["payment_id"])

@@ -180,3 +180,63 @@ async def test_429_pauses_polling_and_every_payment_is_still_credited_once(
         clock.advance(timedelta(seconds=11))
         await khqr.poll()
     await assert_credited_once(db, ids)
+
+
+async def test_a_qr_due_within_half_a_round_is_checked_in_this_round(
+        db: Database, clock: ManualClock, cipher: FieldCipher, fake: FakeBakong,
+        gateway: BakongGateway) -> None:
+    # Rounds start a little early or late; a QR due 1 s after this round began must not wait
+    # a whole round more. The first check of a new QR is due 5 s after it was issued.
+    khqr = service(db, clock, cipher, fake, gateway)
+    await khqr.issue(1, FIVE)
+    clock.advance(timedelta(seconds=2))
+    await khqr.issue(2, FIVE)
+    clock.advance(timedelta(seconds=2))  # QR 1 is due in 1 s, QR 2 in 3 s (more than 2.5)
+    report = await khqr.poll()
+    assert report.checked == 1
+    async with db.read() as conn:
+        looked_at = dict((await conn.execute(select(
+            khqr_invoices.c.user_id, khqr_invoices.c.last_checked_at))).all())
+    assert looked_at[1] is not None and looked_at[2] is None
+
+
+async def test_under_a_rate_limit_the_qrs_left_unasked_are_asked_first_next_time(
+        db: Database, clock: ManualClock, cipher: FieldCipher, fake: FakeBakong,
+        gateway: BakongGateway) -> None:
+    khqr = service(db, clock, cipher, fake, gateway)
+    for user in range(1, 151):
+        await khqr.issue(user, FIVE)
+    fake.rate_limit = (2, 10)  # two calls a round get an answer, the third a 429
+    clock.advance(timedelta(seconds=6))
+    first = await khqr.poll()
+    assert (first.checked, first.failures) == (100, {"rate_limited": 1})
+    clock.advance(timedelta(seconds=11))  # the pause is over: the next round asks again
+    second = await khqr.poll()
+    assert second.checked == 100
+    async with db.read() as conn:
+        never_asked = (await conn.execute(select(func.count()).where(
+            khqr_invoices.c.last_checked_at.is_(None)))).scalar_one()
+    assert never_asked == 0  # not the same first hundred twice
+
+
+async def test_a_payment_made_before_expiry_and_found_after_it_is_paid_in_time(
+        db: Database, clock: ManualClock, cipher: FieldCipher, fake: FakeBakong,
+        gateway: BakongGateway) -> None:
+    khqr = service(db, clock, cipher, fake, gateway)
+    in_time = await khqr.issue(1, FIVE)
+    late = await khqr.issue(2, FIVE)
+    fake.pay(await payload_of(db, in_time.khqr_id),
+             at=in_time.expires_at - timedelta(seconds=1))
+    fake.pay(await payload_of(db, late.khqr_id), at=late.expires_at + timedelta(seconds=20))
+    clock.advance(khqr.expiry + timedelta(seconds=30))  # no round ran in between
+    report = await khqr.poll()
+    assert report.paid == 2
+    async with db.read() as conn:
+        receipts = dict((await conn.execute(select(
+            notifications.c.user_id, notifications.c.params).where(
+            notifications.c.kind == "khqr_receipt"))).all())
+        closed = (await conn.execute(select(notifications.c.user_id).where(
+            notifications.c.kind == "khqr_closed"))).scalars().all()
+    assert "paid_after" not in receipts[1]
+    assert receipts[2]["paid_after"] == KhqrState.EXPIRED.value
+    assert sorted(closed) == [1, 2]  # each QR's message edited once: to "paid"
