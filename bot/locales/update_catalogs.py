@@ -86,7 +86,8 @@ def merge(language: str, template: Any, path: Path) -> tuple[Any, list[str], lis
         if message.id and not message.string and message.id in old_obsolete:
             message.string = old_obsolete[message.id].string
     after = {str(message.id) for message in catalog if message.id}
-    added = [str(message.id) for message in catalog if message.id and message.id not in before]
+    added = [str(message.id) for message in catalog
+             if message.id and str(message.id) not in before]
     removed = sorted(before - after)
     for msgid in list(catalog.obsolete):
         if msgid in after:
