@@ -25,6 +25,7 @@ from bot.cli_providers import ProviderCheckFailed, format_reconciliation, provid
 from bot.cli_status import scheduler_status
 from bot.cli_wallet import WalletCliError, wallet_credit
 from bot.domain.money import Money, MoneyError, parse_money
+from bot.domain.numbers import whole_number
 from bot.domain.phone import MobileNumber, PhoneError, describe_phone_error, parse_cambodian_mobile
 from bot.gateways.simulated_carrier import SimLineState
 from bot.gateways.topup import GatewayError
@@ -423,9 +424,10 @@ def _usd(text: str) -> Money:
 
 
 def _whole_number(text: str, name: str, *, minimum: int, maximum: int) -> int:
-    if not text.isdigit() or not minimum <= int(text) <= maximum:
+    number = whole_number(text)
+    if number is None or not minimum <= number <= maximum:
         raise CliError(f"{name} must be a whole number from {minimum} to {maximum}, not {text!r}")
-    return int(text)
+    return number
 
 
 def _describe(state: SimLineState, number: MobileNumber, settings: Settings) -> str:

@@ -25,6 +25,7 @@ from bot.domain.broadcasts import (
     check_offer_text,
     parse_audience,
 )
+from bot.domain.numbers import whole_number
 from bot.domain.operators import Operator
 from bot.services.promotions import (
     AlreadySent,
@@ -136,10 +137,10 @@ def _offers(count: int) -> str:
 
 
 def parse_broadcast_id(text: str) -> int:
-    cleaned = text.strip().removeprefix("#")
-    if not cleaned.isdigit() or len(cleaned) > 18:
+    number = whole_number(text.strip().removeprefix("#"))
+    if number is None:
         raise BroadcastCliError(f"{text[:40]!r} is not a broadcast number")
-    return int(cleaned)
+    return number
 
 
 async def broadcast_status(components: Components, broadcast_id: int) -> str:

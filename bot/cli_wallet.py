@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.domain.money import Money, MoneyError, parse_money
+from bot.domain.numbers import whole_number
 from bot.services.wallet import (
     MAX_TELEGRAM_USER_ID,
     AlreadyCredited,
@@ -24,10 +25,11 @@ class WalletCliError(ValueError):
 
 def parse_user_id(value: int | str) -> int:
     text = str(value).strip()
-    if not text.isdigit() or not 0 < int(text) <= MAX_TELEGRAM_USER_ID:
+    number = whole_number(text)
+    if number is None or not 0 < number <= MAX_TELEGRAM_USER_ID:
         raise WalletCliError(f"{text[:40]!r} is not a Telegram user id (a positive number, "
                              "as @userinfobot shows it)")
-    return int(text)
+    return number
 
 
 def parse_amount(text: str, default_currency: str) -> Money:

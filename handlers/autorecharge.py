@@ -27,6 +27,7 @@ from telegram.ext import (
 
 from bot.domain.data_amount import parse_megabytes
 from bot.domain.money import Money, MoneyError, parse_money
+from bot.domain.numbers import whole_number
 from bot.domain.otp import CheckResult, SendRefusal
 from bot.domain.rules import (
     MAX_DAYS_BEFORE,
@@ -97,7 +98,8 @@ WHEN_LIMITS = {"monthly": (1, MAX_MONTH_DAY), "every": (1, MAX_INTERVAL_DAYS),
                "alive": (MIN_DAYS_BEFORE, MAX_DAYS_BEFORE)}
 DRAFT = "rule_draft"  # user_data key: the rule being set up, plain JSON values only
 # The draft's keys: line_id, rule_id (being edited, or proposed), buy (amount, plan, cheap),
-# amount_minor, product_id, plan_name, when, when_value, cap_minor, approval; first (the
+# amount_minor, product_id, plan_name, when, when_value, cap_minor, approval; created (the
+# rule_id is a rule this wizard made, not one it found waiting); first (the
 # step key the wizard began at: it has no Back) and message_id (the wizard message).
 
 
@@ -637,9 +639,11 @@ class AutoRechargeFlow(Flow):
             for key in ("buy", "amount_minor", "product_id", "plan_name"):
                 draft.pop(key, None)
             rule_id = draft.pop("rule_id", None)
-            if isinstance(rule_id, int) and await self._waiting(update, context, rule_id):
-                # Proposed for the other line (Back from the code step): a rule never on,
-                # which this wizard now proposes for this line instead.
+            if isinstance(rule_id, int) and draft.pop("created", False) \
+                    and await self._waiting(update, context, rule_id):
+                # Made by this wizard for the other line (Back from the code step): a rule
+                # never on, which it now proposes for this line instead. One it found waiting
+                # (an edit left unconfirmed, say) is not its own to delete.
                 await self._rules.delete(pressed.user.id, rule_id)
         draft["line_id"] = line.id
         return await self._show(update, context, pressed.ui, PICK_BUY)
@@ -743,10 +747,11 @@ class AutoRechargeFlow(Flow):
         when = draft.get("when")
         if when in WHEN_LIMITS:
             low, high = WHEN_LIMITS[str(when)]
-            if not text.isdigit() or not low <= int(text) <= high:
+            value = whole_number(text, max_digits=3)
+            if value is None or not low <= value <= high:
                 return await self._show(update, context, ui, ASK_WHEN_VALUE, fresh=True, error=_(
                     "Type a whole number from {low} to {high}.").format(low=low, high=high))
-            draft["when_value"] = int(text)
+            draft["when_value"] = value
         elif when == "balance":
             amount = self._money(text)
             if isinstance(amount, str):
@@ -854,6 +859,7 @@ class AutoRechargeFlow(Flow):
             return await self._stop(update, context,
                                     await self._turned_on(ui, user.id, outcome.rule, draft))
         draft["rule_id"] = outcome.rule.id
+        draft["created"] = isinstance(outcome, Proposed) and outcome.created
         return await self._code_sent(update, context, ui, outcome.code)
 
     async def _code_sent(self, update: Update, context: ContextTypes.DEFAULT_TYPE, ui: Ui,

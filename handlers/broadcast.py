@@ -29,6 +29,7 @@ from bot.domain.broadcasts import (
     check_offer_text,
     parse_audience,
 )
+from bot.domain.numbers import whole_number
 from bot.domain.operators import Operator
 from bot.i18n import Translations
 from bot.services.promotions import (
@@ -237,11 +238,11 @@ class BroadcastFlow(Flow):
             audience=counted_audience(ui, operator, broadcast.audience)), reply_markup=buttons)
 
     async def _status(self, update: Update, ui: Ui, rest: str) -> None:
-        number = rest.strip().removeprefix("#")
-        if not number.isdigit() or len(number) > 18:
+        number = whole_number(rest.strip().removeprefix("#"))
+        if number is None:
             await self.reply(update, usage_text(ui))
             return
-        status = await self._promotions.status(int(number))
+        status = await self._promotions.status(number)
         if status is None:
             await self.reply(update, ui._("There is no broadcast #{broadcast}.").format(
                 broadcast=number))

@@ -105,6 +105,15 @@ def x(moment: datetime) -> float:
 
 def figure(drawing: Drawing) -> Figure:
     """The chart as a matplotlib Figure (tests read the plotted data from it)."""
+    import matplotlib
+
+    # Texts as written: a line's name is the user's, and "$...$" in it would be read as
+    # maths (and "\\foo" between dollars fails the drawing).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _figure(drawing)
+
+
+def _figure(drawing: Drawing) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -43,8 +43,13 @@ def asked_token(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def asked_moment(token: int) -> datetime:
-    return _EPOCH + token * _MICROSECOND
+def asked_moment(token: int) -> datetime | None:
+    """When the question was asked; None for a token no question carries (past year 9999:
+    a forged button)."""
+    try:
+        return _EPOCH + token * _MICROSECOND
+    except OverflowError:
+        return None
 
 
 def privacy_text(ui: Ui) -> str:
@@ -269,10 +274,11 @@ class PrivacyFlow(Flow):
             await edit_in_place(query, _("Cancelled. Nothing was deleted."))
             return
         token, money = data.int_arg("asked"), data.arg("money")
-        if action != "ok" or token is None:
+        asked_at = asked_moment(token) if token is not None else None
+        if action != "ok" or asked_at is None:
             await query.answer(_("That button is no longer active."))
             return
-        outcome = await self._privacy.forget(pressed.user.id, asked_at=asked_moment(token),
+        outcome = await self._privacy.forget(pressed.user.id, asked_at=asked_at,
                                              money_shown=None if money == NO_MONEY else money)
         if isinstance(outcome, Stale):
             await query.answer(_("That button is no longer active. Send /forget again."),

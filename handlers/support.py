@@ -29,6 +29,7 @@ from telegram.ext import (
 )
 
 from bot.domain.charges import ChargeState
+from bot.domain.numbers import whole_number
 from bot.domain.support import (
     CHARGE_CATEGORIES,
     MAX_MESSAGE_CHARS,
@@ -432,12 +433,12 @@ class SupportFlow(Flow):
         ui = await self.ui(update)
         _ = ui._
         args = context.args or []
-        number = args[0].removeprefix("#") if len(args) == 1 else ""
-        if not number.isdigit() or len(number) > 18:
+        number = whole_number(args[0].removeprefix("#")) if len(args) == 1 else None
+        if number is None:
             await self.reply(update, _("Usage: /resolve REQUEST_NUMBER (the number after # in "
                                        "/tickets)"))
             return
-        outcome = await self._support.resolve(int(number), admin_id=user.id)
+        outcome = await self._support.resolve(number, admin_id=user.id)
         if isinstance(outcome, Resolved):
             text = _("Request #{ticket} is resolved; user {user} is told.").format(
                 ticket=outcome.ticket_id, user=outcome.user_id)

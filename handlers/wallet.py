@@ -34,6 +34,7 @@ from telegram.ext import (
 )
 
 from bot.domain.money import Money, MoneyError, parse_money
+from bot.domain.numbers import whole_number
 from bot.domain.wallet import EntryKind
 from bot.i18n import Translations
 from bot.services.users import UsersService
@@ -431,7 +432,8 @@ class WalletFlow(Flow):
         args = context.args or []
         usage = _("Usage: /credit TELEGRAM_USER_ID AMOUNT REFERENCE\nFor example: /credit "
                   "123456789 10 cash-2026-11-25-01")
-        if len(args) < 3 or not args[0].isdigit() or len(args[0]) > 16:
+        target = whole_number(args[0], max_digits=16) if len(args) >= 3 else None
+        if target is None:
             await self.reply(update, usage)
             return
         try:
@@ -440,7 +442,7 @@ class WalletFlow(Flow):
             await self.reply(update, _("{text} is not an amount.").format(text=args[1][:40])
                              + "\n" + usage)
             return
-        target, reference = int(args[0]), " ".join(args[2:])
+        reference = " ".join(args[2:])
         try:
             result = await self._wallet.credit_operator(target, amount, reference,
                                                         actor=f"admin:{user.id}")

@@ -8,7 +8,7 @@ order succeeds (``attach_iccid``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -76,6 +76,12 @@ class LineRecord:
         if self.kind is LineKind.SIM:
             return FORGOTTEN_LABEL  # only a forgotten SIM line has no number
         return f"eSIM …{self.iccid[-4:]}" if self.iccid else "eSIM"
+
+    def label_seen_by(self, user_id: int) -> str:
+        """The label as ``user_id`` may see it: a line that has moved to someone else reads
+        without its name (the new owner's name is theirs)."""
+        return self.label if self.owner_id == user_id else \
+            replace(self, nickname=None).label
 
 
 # The statements most updates run, built once (a reused statement object skips SQLAlchemy's

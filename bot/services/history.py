@@ -373,8 +373,7 @@ async def _labels(lines: LinesRepository, user_id: int, bound: list[LineRecord],
     for line_id in set(wanted) - labels.keys():
         line = await lines.get(line_id)
         if line is not None:
-            labels[line_id] = (line.label if line.owner_id == user_id
-                               else dataclasses.replace(line, nickname=None).label)
+            labels[line_id] = line.label_seen_by(user_id)
     return labels
 
 

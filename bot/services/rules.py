@@ -96,6 +96,7 @@ class Invalid:
 class Proposed:
     rule: RuleView  # awaiting_otp until the code is confirmed
     code: CodeSent | CodeNotSent | None  # None: on at once (an eSIM, proven by its purchase)
+    created: bool = True  # False: the same rule, already waiting for its code, reused
 
 
 
@@ -260,6 +261,7 @@ class RulesService:
             rule = next((r for r in await repo.for_line(line_id)
                          if r.owner_id == user_id and r.status is RuleStatus.AWAITING_OTP
                          and r.spec == spec), None)
+            created = rule is None
             if rule is None:
                 rule = await repo.add(line_id=line_id, owner_id=user_id, spec=spec, now=now,
                                       status=RuleStatus.AWAITING_OTP)
@@ -268,8 +270,9 @@ class RulesService:
             if line.is_esim:  # bought by this user: the purchase proved the line
                 enabled = await self._enable_in(conn, user_id, rule, amount, now, zone,
                                                 proven_by="esim_purchase")
-                return Proposed(RuleView.of(enabled), None)
-        return Proposed(RuleView.of(rule), await self._send_code(user_id, line, rule.id, sms_text))
+                return Proposed(RuleView.of(enabled), None, created)
+        return Proposed(RuleView.of(rule), await self._send_code(user_id, line, rule.id, sms_text),
+                        created)
 
     async def resend_code(self, user_id: int, rule_id: int, sms_text: str
                           ) -> CodeSent | CodeNotSent | NotYourRule | WrongState:

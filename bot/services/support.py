@@ -442,7 +442,8 @@ class SupportService:
     async def _choice(self, conn: AsyncConnection, record: ChargeRecord) -> ChargeChoice:
         line = await LinesRepository(conn, self._cipher).get(record.line_id)
         return ChargeChoice(id=record.id, amount=record.amount, state=record.state,
-                            line=line.label if line is not None else "?",
+                            line=line.label_seen_by(record.user_id)
+                            if line is not None else "?",
                             at=record.created_at)
 
     async def _reported(self, conn: AsyncConnection, charge: ChargeRecord) -> ReportedCharge:

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.clock import Clock
 from bot.domain.invariants import present
 from bot.domain.money import CURRENCIES, Money
+from bot.domain.numbers import whole_number
 from bot.domain.references import masked_reference
 from bot.domain.wallet import EntryKind
 from bot.services.notices import Audience, Notice, NoticePart, money_keys, queue, stored
@@ -721,6 +722,7 @@ def clean_reference(reference: str) -> str:
 def _paid(payment: PaymentRecord) -> Money | None:
     """What the user paid through Telegram, kept in the credit's memo as "<minor> <CUR>"."""
     amount, _, currency = (payment.credit_memo or "").partition(" ")
-    if not amount.isdigit() or currency not in CURRENCIES:
+    minor = whole_number(amount)
+    if minor is None or currency not in CURRENCIES:
         return None
-    return Money(int(amount), currency)
+    return Money(minor, currency)

@@ -276,6 +276,8 @@ async def test_a_double_tap_on_back_goes_back_once(harness: BotHarness) -> None:
      "15", "At most how much"),
     (["v1:arb:cheap", "v1:arw:monthly"], "x" * 4000, "Type a whole number from 1 to 31.",
      "15", "At most how much"),
+    (["v1:arb:cheap", "v1:arw:monthly"], "1²", "Type a whole number from 1 to 31.",
+     "១៥", "At most how much"),  # a superscript is no digit; Khmer digits are
     (["v1:arb:cheap", "v1:arw:balance"], "x" * 4000, "Type an amount like 5 or $2.50.",
      "1", "At most how much"),
     (["v1:arb:cheap", "v1:arw:data"], "lots", "Type an amount of data like 500 MB or 1 GB.",
@@ -382,3 +384,38 @@ async def test_a_forged_line_on_the_auto_recharge_button_is_refused(
         await harness.send(callback_update(data))
         assert "not yours or no longer bound" in answers(harness)[-1]
     assert len(await rules_of(harness)) == before
+
+
+async def back_to_the_line_step(harness: BotHarness) -> None:
+    """From the code step, Back on every step down to "which line"."""
+    for step in reversed(STEPS[1:]):
+        await press(harness, f"v1:arx:back:{step}")
+    assert ASKS["line"] in shown(harness)
+
+
+@pytest.mark.parametrize("found_waiting", [False, True])
+async def test_another_line_after_the_code_step_drops_only_the_rule_this_wizard_made(
+        harness: BotHarness, found_waiting: bool) -> None:
+    """Back from the code step to another line: the rule the wizard proposed for the first
+    line (never on) goes. One it found already waiting (the same rule, left unconfirmed by
+    an earlier run) is not its own: it stays."""
+    first = await two_lines(harness)
+    second = next(line.id for line in await harness.components.lines.for_user(555)
+                  if line.id != first)
+    if found_waiting:
+        await harness.send(text_update("/newrule"))
+        for step in STEPS[:-1]:
+            await act(harness, step, first)
+        await harness.send(text_update("/cancel"))
+    await harness.send(text_update("/newrule"))
+    for step in STEPS[:-1]:
+        await act(harness, step, first)
+    (waiting,) = await rules_of(harness)
+    assert waiting.status is RuleStatus.AWAITING_OTP  # type: ignore[attr-defined]
+
+    await back_to_the_line_step(harness)
+    await press(harness, f"v1:arl:{second}")
+    assert ASKS["buy"] in shown(harness)
+    left = await rules_of(harness)
+    assert [rule.id for rule in left] == (  # type: ignore[attr-defined]
+        [waiting.id] if found_waiting else [])  # type: ignore[attr-defined]

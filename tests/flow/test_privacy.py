@@ -365,7 +365,9 @@ async def test_a_confirm_button_that_went_stale_changes_nothing(
     assert await stored(harness) == before
 
     # Forged or garbled tokens, and a button past its time: answered, nothing changes.
-    for data in ("v1:fg:ok:abc:-", "v1:fg:zz:1:-", f"v1:fg:ok:{'9' * 16}:-", "v1:fg:ok:1"):
+    # 18 nines: a moment past the year 9999.
+    for data in ("v1:fg:ok:abc:-", "v1:fg:zz:1:-", f"v1:fg:ok:{'9' * 16}:-",
+                 f"v1:fg:ok:{'9' * 18}:-", "v1:fg:ok:1"):
         await tap(harness, data)
         assert "no longer active" in str(harness.api.sent("answerCallbackQuery")[-1]["text"])
     clock.advance(timedelta(minutes=16))

@@ -190,6 +190,9 @@ async def test_support_round_trip_from_a_report_to_resolved(harness: BotHarness)
     listing = texts(harness, ADMIN_GROUP)[-1]
     assert listing.startswith("Open support requests: 1\n⚑ #1 · user 555 · I was charged "
                               f"twice · top-up #{charge_id} · last message ")
+    for bad in ("/resolve ¹", "/resolve one", "/resolve 1 2"):  # nothing resolved by these
+        await harness.send(in_chat(text_update(bad, user_id=ADMIN), ADMIN_GROUP))
+        assert texts(harness, ADMIN_GROUP)[-1].startswith("Usage: /resolve REQUEST_NUMBER")
     await harness.send(in_chat(text_update("/resolve 1", user_id=ADMIN), ADMIN_GROUP))
     assert texts(harness, ADMIN_GROUP)[-1] == "Request #1 is resolved; user 555 is told."
     await deliver(harness, rounds=10)

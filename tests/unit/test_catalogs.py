@@ -59,3 +59,22 @@ def test_the_catalog_file_has_every_string_of_the_code_and_no_other(language: st
     _catalog, added, removed = merge(language, extract_messages(), catalog_path(language))
     assert not added, f"run `python -m bot.locales.update_catalogs`: new strings {added[:5]}"
     assert not removed, f"run `python -m bot.locales.update_catalogs`: gone {removed[:5]}"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_plural_translations_keep_their_placeholders(language: str) -> None:
+    """Each plural form names only the placeholders of the English forms, and every one
+    both English forms name (the count among them)."""
+    from babel.messages.pofile import read_po
+
+    with catalog_path(language).open("rb") as po:
+        catalog = read_po(po, locale=language)
+    plurals = [message for message in catalog if message.pluralizable]
+    assert plurals  # the code has some (ngettext): this test reads them
+    wrong = []
+    for message in plurals:
+        singular, plural = (placeholders(form) for form in message.id)
+        for form in message.string:
+            if not singular & plural <= placeholders(form) <= singular | plural:
+                wrong.append((message.id[0], form))
+    assert not wrong, wrong

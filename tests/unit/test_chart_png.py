@@ -157,6 +157,14 @@ def test_the_png_is_valid_and_of_the_fixed_size() -> None:
     assert image.size == (1000, 600)
 
 
+def test_a_line_name_with_dollars_and_backslashes_is_drawn_as_written() -> None:
+    # Read as maths, "$\\foo$" fails the drawing ("Unknown symbol") and "$5 $" loses its signs.
+    chart = make_chart(title=r"Mom $\foo$ $5 $")
+    axes = chart_png.figure(drawing(chart)).axes[0]
+    assert axes.get_title(loc="left") == r"Mom $\foo$ $5 $"
+    Image.open(io.BytesIO(render_png(drawing(chart)))).verify()
+
+
 def test_matplotlib_is_not_loaded_when_the_bot_starts() -> None:
     code = ("import sys, bot.app, bot.wiring, handlers.charts, handlers.chart_png, "
             "bot.services.charts; print('matplotlib' in sys.modules)")

@@ -326,3 +326,18 @@ async def test_rotating_the_keys_covers_support_messages(
     [note, _] = await queued(db, "support_ticket")
     message_id = SupportTicketOpened.from_params(note.params).support_message_id
     assert await SupportService(db, new_only, clock).message_text(message_id) == SECRET
+
+
+async def test_a_charge_on_a_line_now_someone_elses_shows_its_masked_number_not_their_name(
+        db: Database, cipher: FieldCipher, clock: ManualClock,
+        support: SupportService) -> None:
+    charge_id = await alice_with_a_charge(db, cipher, clock)
+    async with db.write() as conn:
+        lines = LinesRepository(conn, cipher)
+        (line,) = await lines.for_owner(ALICE)
+        await lines.transfer(line.id, new_owner_id=BOB, now=clock.now())
+        await lines.rename(line.id, "Bob's secret", now=clock.now())
+    (choice,) = (await support.start(ALICE)).charges
+    assert choice.line == ALICE_NUMBER.masked
+    picked = await support.charge(ALICE, charge_id)
+    assert picked is not None and picked.line == ALICE_NUMBER.masked
