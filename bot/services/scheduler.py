@@ -72,6 +72,7 @@ from bot.services.charging import (
     rule_charge_key,
 )
 from bot.services.notices import Notice, NoticePart, money_keys, queue, stored
+from bot.services.users import zone_and_quiet_hours
 from storage.charges import ChargesRepository
 from storage.crypto import FieldCipher
 from storage.db import Database
@@ -601,16 +602,7 @@ class SchedulerService:
     # --- helpers -----------------------------------------------------------------------
 
     def _preferences(self, owner: UserRecord | None) -> tuple[ZoneInfo, QuietHours | None]:
-        zone = self._zone
-        if owner is not None and owner.timezone:
-            try:
-                zone = ZoneInfo(owner.timezone)
-            except (KeyError, ValueError):  # a zone this system no longer knows
-                zone = self._zone
-        quiet = (QuietHours(owner.quiet_start_minute, owner.quiet_end_minute)
-                 if owner is not None and owner.quiet_start_minute is not None
-                 and owner.quiet_end_minute is not None else None)
-        return zone, quiet
+        return zone_and_quiet_hours(owner, self._zone)
 
     async def _label(self, conn: AsyncConnection, line_id: int) -> str:
         line = await LinesRepository(conn, self._cipher).get(line_id)
