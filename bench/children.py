@@ -37,3 +37,17 @@ def run_child(module: str, job: Any, timeout_s: float,
             return result
     tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
     return failed(f"child exited {completed.returncode}: " + " | ".join(tail))
+
+
+def close_child(process: subprocess.Popen[str]) -> None:
+    """Ends a helper process that reads commands on stdin: its input closed (it exits),
+    killed if it has not within 15 s, its output closed."""
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()

@@ -101,7 +101,7 @@ from typing import Any
 
 import httpx
 
-from bench.children import child_main, run_child
+from bench.children import child_main, close_child, run_child
 from bot.gateways.rate_limit import SPACING_MARGIN
 
 RUNS = ("spaced", "unspaced")
@@ -423,15 +423,7 @@ class _FakeProcess:
         return self._report
 
     def close(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.close()
-        try:
-            self._process.wait(15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
+        close_child(self._process)
 
 
 # -- the child: one run -----------------------------------------------------------------------

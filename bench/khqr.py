@@ -96,7 +96,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.children import Result, child_main, run_child
+from bench.children import Result, child_main, close_child, run_child
 from bot.clock import ManualClock
 from bot.gateways.bakong import BULK_LIMIT, BakongGateway, BakongTransaction, KhqrChecks
 
@@ -353,15 +353,7 @@ class _FakeProcess:
         return answer
 
     def close(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.close()
-        try:
-            self._process.wait(15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
+        close_child(self._process)
 
 
 # -- the child: one run ---------------------------------------------------------------------

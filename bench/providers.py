@@ -50,7 +50,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.children import child_main, run_child
+from bench.children import child_main, close_child, run_child
 
 TARGET_RATIO = 0.8  # an adapter's charges/s over the simulated carrier's, same latency
 CONCURRENCY = 50  # charges in flight
@@ -292,15 +292,7 @@ class _FakeProcess:
         return self._report
 
     def close(self) -> None:
-        if self._process.stdin is not None:
-            self._process.stdin.close()
-        try:
-            self._process.wait(15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
+        close_child(self._process)
 
 
 @contextlib.asynccontextmanager
