@@ -3,6 +3,7 @@ prints one ``RESULT <json>`` line, so runs do not share an interpreter, a GIL or
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import json
@@ -51,3 +52,20 @@ def close_child(process: subprocess.Popen[str]) -> None:
         process.wait()
     if process.stdout is not None:
         process.stdout.close()
+
+
+def parse_or_serve(parser: argparse.ArgumentParser, argv: list[str] | None, *,
+                   child: Callable[[str], None],
+                   fake: Callable[[str], None]) -> argparse.Namespace | None:
+    """The benchmark's arguments; or, started as one of its own processes (``--child`` a
+    run, ``--fake`` a fake server), that process served and None."""
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--fake", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child)
+        return None
+    if args.fake:
+        fake(args.fake)
+        return None
+    return args

@@ -101,7 +101,7 @@ from typing import Any
 
 import httpx
 
-from bench.children import child_main, close_child, run_child
+from bench.children import child_main, close_child, parse_or_serve, run_child
 from bot.gateways.rate_limit import SPACING_MARGIN
 
 RUNS = ("spaced", "unspaced")
@@ -751,14 +751,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the client's full garbage collections during the round, "
                              "as in production (their pauses, magnified --speed times, let "
                              "spaced calls through together)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--fake", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        _child(args.child)
-        return 0
-    if args.fake:
-        _fake_main(args.fake)
+    args = parse_or_serve(parser, argv, child=_child, fake=_fake_main)
+    if args is None:  # it ran as a child or as a fake's process
         return 0
     if (args.esims < 1 or args.speed <= 0 or args.baseline_speed <= 0 or args.concurrency < 1
             or args.latency_ms < 0):

@@ -50,7 +50,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.children import child_main, close_child, run_child
+from bench.children import child_main, close_child, parse_or_serve, run_child
 
 TARGET_RATIO = 0.8  # an adapter's charges/s over the simulated carrier's, same latency
 CONCURRENCY = 50  # charges in flight
@@ -660,14 +660,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fake-thread", action="store_true",
                         help="run each fake in a thread of the bot's process (as before), not "
                              "in a process of its own")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--fake", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        _child(args.child)
-        return 0
-    if args.fake:
-        _fake_main(args.fake)
+    args = parse_or_serve(parser, argv, child=_child, fake=_fake_main)
+    if args is None:  # it ran as a child or as a fake's process
         return 0
     latencies = [int(part) for part in args.latency_ms.split(",") if part.strip()]
 

@@ -8,10 +8,9 @@ without that message's own ``reply_to_message`` (https://core.telegram.org/bots/
 
 from __future__ import annotations
 
-from tests.e2e.botapi.formatting import utf16_len
 from tests.e2e.botapi.records import GroupInfo, JsonDict, UserInfo
 from tests.e2e.botapi.state import BotApiState, ChatState
-from tests.e2e.botapi.user import ChatView, TelegramUser, command_entities
+from tests.e2e.botapi.user import ChatView, TelegramUser, command_text, text_body
 
 
 class TelegramGroup(ChatView):
@@ -42,12 +41,7 @@ class TelegramGroup(ChatView):
         id. The bot gets it as an update only when privacy mode lets it."""
         if member.id not in self.members:
             raise LookupError(f"{member} is not a member of {self}")
-        if not text.strip():
-            raise ValueError("Telegram does not send empty messages")
-        body: JsonDict = {"text": text}
-        found = command_entities(text) if entities is None else entities
-        if found:
-            body["entities"] = found
+        body = text_body(text, entities)
         with self._state.lock:
             chat = self._chat()
             if reply_to is not None:
@@ -63,8 +57,5 @@ class TelegramGroup(ChatView):
 
     def send_command(self, member: TelegramUser, command: str) -> int:
         """``member`` sends "/command args" in the group."""
-        text = command if command.startswith("/") else "/" + command
-        name = text.split(maxsplit=1)[0]
-        entities = [{"type": "bot_command", "offset": 0, "length": utf16_len(name)}]
-        entities += [e for e in command_entities(text) if e["offset"] > 0]
+        text, entities = command_text(command)
         return self.send_text(member, text, entities=entities)

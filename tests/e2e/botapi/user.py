@@ -62,6 +62,27 @@ def command_entities(text: str) -> list[JsonDict]:
              "length": utf16_len(m.group())} for m in _COMMAND.finditer(text)]
 
 
+def text_body(text: str, entities: list[JsonDict] | None) -> JsonDict:
+    """An incoming text message's body (``entities`` None: its /commands found)."""
+    if not text.strip():
+        raise ValueError("Telegram does not send empty messages")
+    body: JsonDict = {"text": text}
+    found = command_entities(text) if entities is None else entities
+    if found:
+        body["entities"] = found
+    return body
+
+
+def command_text(command: str) -> tuple[str, list[JsonDict]]:
+    """"/command args" (the "/" added if missing) and its entities: the command at the
+    start, and any other /command in the arguments."""
+    text = command if command.startswith("/") else "/" + command
+    name = text.split(maxsplit=1)[0]
+    entities = [{"type": "bot_command", "offset": 0, "length": utf16_len(name)}]
+    entities += [e for e in command_entities(text) if e["offset"] > 0]
+    return text, entities
+
+
 class ChatView:
     """What the bot sent to one chat, as its people see it (a user's private chat, or a
     group). Subclasses give ``_state`` and ``_chat()``."""
@@ -163,12 +184,7 @@ class TelegramUser(ChatView):
     def send_text(self, text: str, *, entities: list[JsonDict] | None = None,
                   reply_to: int | None = None) -> int:
         """Sends a text message; /commands in it get bot_command entities. Its message_id."""
-        if not text.strip():
-            raise ValueError("Telegram does not send empty messages")
-        body: JsonDict = {"text": text}
-        found = command_entities(text) if entities is None else entities
-        if found:
-            body["entities"] = found
+        body = text_body(text, entities)
         with self._state.lock:
             chat = self._chat()
             if reply_to is not None:
@@ -181,10 +197,7 @@ class TelegramUser(ChatView):
 
     def send_command(self, command: str) -> int:
         """Sends "/command args" (the leading "/" is added if missing). Its message_id."""
-        text = command if command.startswith("/") else "/" + command
-        name = text.split(maxsplit=1)[0]
-        entities = [{"type": "bot_command", "offset": 0, "length": utf16_len(name)}]
-        entities += [e for e in command_entities(text) if e["offset"] > 0]
+        text, entities = command_text(command)
         return self.send_text(text, entities=entities)
 
     def start(self, payload: str | None = None) -> int:
