@@ -196,6 +196,7 @@ class PollReport:
     expired: int = 0
     calls: int = 0
     stopped: int = 0  # past expiry and grace: no longer polled
+    paused: bool = False  # a 429 or a refusal's pause was on: Bakong was not asked
     failures: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -350,6 +351,7 @@ class KhqrService:
         report = PollReport()
         now = self._clock.now()
         if self._paused_until is not None and now < self._paused_until:
+            report.paused = True
             report.expired = await self._expire_due(now)
             return report
         self._paused_until = None

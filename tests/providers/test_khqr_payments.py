@@ -174,8 +174,8 @@ async def test_429_pauses_polling_and_every_payment_is_still_credited_once(
     assert report.failures == {"rate_limited": 1} and report.paid == 100
     asked = fake.calls()
     clock.advance(timedelta(seconds=1))
-    await khqr.poll()  # paused: Bakong is not asked while its Retry-After runs
-    assert fake.calls() == asked
+    paused = await khqr.poll()  # Bakong is not asked while its Retry-After runs
+    assert paused.paused and paused.calls == 0 and fake.calls() == asked
     for _ in range(5):
         clock.advance(timedelta(seconds=11))
         await khqr.poll()
